@@ -1,0 +1,41 @@
+"""The CDS Hooks endpoints: discovery and the hook call."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from cds_hooks.config import Settings
+from cds_hooks.discovery import SERVICES_BY_ID, ServiceDefinition, discovery_document
+from cds_hooks.errors import UnknownService
+from cds_hooks.http_json import read_json_body
+from cds_hooks.pipeline import evaluate_hook
+
+bp = Blueprint("cds", __name__, url_prefix="/cds-services")
+
+
+def settings() -> Settings:
+    return current_app.extensions["baclofen_settings"]  # type: ignore[no-any-return]
+
+
+def lookup_service(service_id: str) -> ServiceDefinition:
+    service = SERVICES_BY_ID.get(service_id)
+    if service is None:
+        raise UnknownService(
+            f"No CDS service with id {service_id!r}; GET /cds-services lists the services."
+        )
+    return service
+
+
+@bp.get("")
+def discovery() -> Response:
+    return jsonify(discovery_document())
+
+
+@bp.post("/<service_id>")
+def call_service(service_id: str) -> Response:
+    service = lookup_service(service_id)
+    body = read_json_body(request)
+    evaluation = evaluate_hook(service, body, settings(), date.today())
+    return jsonify(evaluation.response)

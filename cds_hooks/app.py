@@ -1,0 +1,57 @@
+"""The Flask application factory (flaskr style): configuration, blueprints, extensions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from cds_hooks import api, feedback_api, health
+from cds_hooks.config import DefaultConfig, Settings
+from cds_hooks.errors import register_error_handlers
+from cds_hooks.store import init_store
+
+CORS_HEADERS = ["Authorization", "Content-Type", "Accept"]
+
+
+def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then ``CDS_*`` environment variables, then ``config``.
+
+    ``config`` (an object or a mapping) wins over the environment so tests and the CLI can
+    pin settings. Invalid settings raise ``ConfigError`` here, before serving.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(DefaultConfig)
+    app.config.from_prefixed_env(prefix="CDS")
+    if isinstance(config, Mapping):
+        app.config.from_mapping(config)
+    elif config is not None:
+        app.config.from_object(config)
+
+    settings = Settings.from_mapping(app.config, app.instance_path)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    ready_checks: dict[str, Callable[[], bool]] = {"configuration": lambda: True}
+    app.extensions["baclofen_settings"] = settings
+    app.extensions["baclofen_ready_checks"] = ready_checks
+
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=CORS_HEADERS,
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
+    register_error_handlers(app)
+    store = init_store(app, settings)
+    ready_checks["store"] = store.ping
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(feedback_api.bp)
+    return app

@@ -1,0 +1,105 @@
+"""``baclofen-cds``: serve the service, evaluate a request file offline, print the rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cds_hooks.config import ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from cds_hooks import gunicorn_conf
+    from cds_hooks.app import create_app
+
+    options = {
+        key: value
+        for key, value in gunicorn_conf.options(args.host, args.port, args.workers).items()
+        if value is not None
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app()
+
+    create_app()  # fail fast on bad configuration, before forking workers
+    Server().run()
+    return 0
+
+
+def _load_request(path: Path) -> Any:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "body" in data and "path" in data:
+        return data["body"]  # a captured HTTP exchange: evaluate its body
+    return data
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cds_hooks.app import create_app
+    from cds_hooks.discovery import SERVICES
+    from cds_hooks.errors import CdsError, operation_outcome
+    from cds_hooks.pipeline import evaluate_hook
+
+    try:
+        body = _load_request(Path(args.request))
+    except (OSError, ValueError) as exc:
+        print(f"baclofen-cds: cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    hook = body.get("hook") if isinstance(body, dict) else None
+    service = next((s for s in SERVICES if s.hook == hook), None)
+    if service is None:
+        print(f"baclofen-cds: no service answers hook {hook!r}", file=sys.stderr)
+        return 2
+    app = create_app()
+    today = date.fromisoformat(args.today) if args.today else date.today()
+    with app.app_context():
+        try:
+            result: Any = evaluate_hook(service, body, app.extensions["baclofen_settings"], today).response
+            status = 0
+        except CdsError as error:
+            result = operation_outcome(error.message, error.issue_code, error.expression)
+            status = 1
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baclofen-cds", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service under gunicorn")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080, or CDS_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 2)")
+    serve.set_defaults(handler=_serve)
+
+    evaluate = commands.add_parser("evaluate", help="print the CDS Hooks response for a request file")
+    evaluate.add_argument("request", help="a hook request (JSON), or a captured exchange with 'body'")
+    evaluate.add_argument("--today", help="evaluate as of this date (YYYY-MM-DD)")
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as error:
+        print(f"baclofen-cds: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Configuration: defaults in ``DefaultConfig``, overridden by the environment.
+
+Flask's ``from_prefixed_env`` reads every ``CDS_*`` variable (values that parse as JSON
+become numbers, booleans, lists). ``Settings`` then checks the result once at start-up,
+so a deployment with a bad value fails before it answers a single hook.
+The README lists every variable; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+ENVIRONMENTS = ("development", "production")
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up for a configuration that must not serve traffic."""
+
+
+class DefaultConfig:
+    ENV = "production"
+    DATABASE_URL: str | None = None
+    PUBLIC_BASE_URL: str | None = None
+    MAX_BODY_BYTES = 2 * 1024 * 1024
+    CORS_ORIGINS: tuple[str, ...] | list[str] | str = (
+        "https://sandbox.cds-hooks.org",
+        "http://localhost:8080",
+        "http://127.0.0.1:8080",
+    )
+    FHIR_ALLOWLIST: tuple[str, ...] | list[str] | str = ()
+    FHIR_CONNECT_TIMEOUT = 1.0
+    FHIR_TOTAL_TIMEOUT = 3.0
+    FHIR_MAX_PAGES = 5
+    FHIR_MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+    FHIR_FETCH_WORKERS = 5
+    MAX_CARDS = 6
+    POLICY_FILE: str | None = None
+    LOG_LEVEL = "INFO"
+
+
+class DevelopmentConfig(DefaultConfig):
+    ENV = "development"
+
+
+class TestingConfig(DefaultConfig):
+    ENV = "development"
+    TESTING = True
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def _positive(name: str, value: Any, kind: type) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"CDS_{name} must be a {kind.__name__}, got {value!r}") from exc
+    if number <= 0:
+        raise ConfigError(f"CDS_{name} must be positive, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated, typed view of the Flask config that the service code reads."""
+
+    env: str
+    database_url: str
+    public_base_url: str | None
+    max_body_bytes: int
+    cors_origins: tuple[str, ...]
+    fhir_allowlist: tuple[str, ...]
+    fhir_connect_timeout: float
+    fhir_total_timeout: float
+    fhir_max_pages: int
+    fhir_max_response_bytes: int
+    fhir_fetch_workers: int
+    max_cards: int
+    policy_file: str | None
+    log_level: str
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any], instance_path: str) -> Settings:
+        env = str(config.get("ENV", "production")).lower()
+        if env not in ENVIRONMENTS:
+            raise ConfigError(f"CDS_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+        database_url = config.get("DATABASE_URL") or os.environ.get("DATABASE_URL")
+        if not database_url:
+            database_url = "sqlite:///" + os.path.join(instance_path, "baclofen-cds.sqlite3")
+        public_base_url = config.get("PUBLIC_BASE_URL") or None
+        if public_base_url:
+            parts = urlsplit(public_base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"CDS_PUBLIC_BASE_URL must be an absolute URL, got {public_base_url!r}")
+            public_base_url = public_base_url.rstrip("/")
+        allowlist = _as_tuple(config.get("FHIR_ALLOWLIST"))
+        for entry in allowlist:
+            parts = urlsplit(entry)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"CDS_FHIR_ALLOWLIST entries must be base URLs, got {entry!r}")
+            if env == "production" and parts.scheme != "https":
+                raise ConfigError(f"CDS_FHIR_ALLOWLIST must use https in production, got {entry!r}")
+        return cls(
+            env=env,
+            database_url=str(database_url),
+            public_base_url=public_base_url,
+            max_body_bytes=_positive("MAX_BODY_BYTES", config.get("MAX_BODY_BYTES"), int),
+            cors_origins=_as_tuple(config.get("CORS_ORIGINS")),
+            fhir_allowlist=tuple(e.rstrip("/") for e in allowlist),
+            fhir_connect_timeout=_positive("FHIR_CONNECT_TIMEOUT", config.get("FHIR_CONNECT_TIMEOUT"), float),
+            fhir_total_timeout=_positive("FHIR_TOTAL_TIMEOUT", config.get("FHIR_TOTAL_TIMEOUT"), float),
+            fhir_max_pages=_positive("FHIR_MAX_PAGES", config.get("FHIR_MAX_PAGES"), int),
+            fhir_max_response_bytes=_positive(
+                "FHIR_MAX_RESPONSE_BYTES", config.get("FHIR_MAX_RESPONSE_BYTES"), int
+            ),
+            fhir_fetch_workers=_positive("FHIR_FETCH_WORKERS", config.get("FHIR_FETCH_WORKERS"), int),
+            max_cards=_positive("MAX_CARDS", config.get("MAX_CARDS"), int),
+            policy_file=config.get("POLICY_FILE") or None,
+            log_level=str(config.get("LOG_LEVEL", "INFO")).upper(),
+        )

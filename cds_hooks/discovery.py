@@ -1,0 +1,102 @@
+"""The three CDS services we advertise, one per hook, and what each asks to prefetch.
+
+The sandbox keys services by id, so each hook gets a distinct id. Prefetch templates
+use only ``{{context.patientId}}`` (the one token every client expands) and bounded,
+newest-first searches, so the EHR sends a small, predictable payload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cds_hooks.knowledge import observation_codes
+from cds_hooks.model import LOINC, DataKind
+
+PATIENT = "{{context.patientId}}"
+RENAL_LAB_COUNT = 20
+MEDICATION_COUNT = 100
+CONDITION_COUNT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDefinition:
+    id: str
+    hook: str
+    title: str
+    description: str
+
+    def discovery_entry(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "prefetch": prefetch_templates(),
+            "usageRequirements": USAGE_REQUIREMENTS,
+        }
+
+
+USAGE_REQUIREMENTS = (
+    "Send the prefetch keys, or fhirServer with fhirAuthorization so the service can fetch "
+    "them. Without kidney function data the service says so on a card; it never assumes "
+    "normal kidneys."
+)
+
+SERVICES: tuple[ServiceDefinition, ...] = (
+    ServiceDefinition(
+        id="baclofen-order-select",
+        hook="order-select",
+        title="Baclofen dose check (order select)",
+        description=(
+            "Checks the selected baclofen order against kidney function, age, route, "
+            "titration and co-prescribed CNS depressants, and proposes a safe dose."
+        ),
+    ),
+    ServiceDefinition(
+        id="baclofen-order-sign",
+        hook="order-sign",
+        title="Baclofen dose check (order sign)",
+        description=(
+            "Checks every baclofen order about to be signed against kidney function, age, "
+            "route, titration, withdrawal risk and co-prescribed CNS depressants."
+        ),
+    ),
+    ServiceDefinition(
+        id="baclofen-medication-prescribe",
+        hook="medication-prescribe",
+        title="Baclofen dose check (medication-prescribe, deprecated)",
+        description=(
+            "Deprecated hook kept for CDS Hooks 1.0 clients; use the order-select and "
+            "order-sign services instead. Same checks as order-sign."
+        ),
+    ),
+)
+
+SERVICES_BY_ID = {service.id: service for service in SERVICES}
+
+
+def _code_list(codes: tuple[str, ...]) -> str:
+    return ",".join(f"{LOINC}|{code}" for code in codes)
+
+
+def prefetch_templates() -> dict[str, str]:
+    codes = observation_codes()
+    return {
+        DataKind.PATIENT.value: f"Patient/{PATIENT}",
+        DataKind.RENAL_LABS.value: (
+            f"Observation?patient={PATIENT}&code={_code_list(codes.renal)}"
+            f"&_sort=-date&_count={RENAL_LAB_COUNT}"
+        ),
+        DataKind.WEIGHT.value: (
+            f"Observation?patient={PATIENT}&code={_code_list(codes.body_weight)}&_sort=-date&_count=1"
+        ),
+        DataKind.MEDICATIONS.value: (
+            f"MedicationRequest?patient={PATIENT}&status=active&_count={MEDICATION_COUNT}"
+        ),
+        DataKind.CONDITIONS.value: f"Condition?patient={PATIENT}&_count={CONDITION_COUNT}",
+    }
+
+
+def discovery_document() -> dict[str, Any]:
+    return {"services": [service.discovery_entry() for service in SERVICES]}

@@ -1,0 +1,69 @@
+"""What the rules conclude, before any wording: the contract between engine and cards.
+
+A Finding carries facts (numbers, dates, drug names) rather than prose, so the card
+catalogue owns the wording and an institution can retune text without touching rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cds_hooks.model import Indicator
+
+
+class Topic(StrEnum):
+    """One code per rule family (``source.topic``); EHRs filter and report on these."""
+
+    RENAL_DOSE = "renal-dose"
+    RENAL_FUNCTION_UNKNOWN = "renal-function-unknown"
+    DIALYSIS = "dialysis"
+    MAX_DAILY_DOSE = "max-daily-dose"
+    TITRATION = "titration"
+    PEDIATRIC = "pediatric"
+    GERIATRIC = "geriatric"
+    CNS_DEPRESSANT = "cns-depressant"
+    INTERACTION = "interaction"
+    ROUTE = "route"
+    INTRATHECAL_DOSE = "intrathecal-dose"
+    WITHDRAWAL = "withdrawal"
+    DUPLICATE_THERAPY = "duplicate-therapy"
+    DOSE_UNKNOWN = "dose-unknown"
+    CONDITION_CAUTION = "condition-caution"
+
+
+class Action(StrEnum):
+    """One-click fixes a card may offer."""
+
+    UPDATE_DOSE = "update-dose"
+    ORDER_CREATININE = "order-creatinine"
+    DELETE_DRAFT = "delete-draft"
+
+
+@dataclass(frozen=True, slots=True)
+class ProposedRegimen:
+    """An adjusted regimen for the same product, ready to write into the draft order."""
+
+    dose_value: float
+    dose_unit: str
+    dose_code: str
+    frequency: int
+    period: float
+    period_unit: str
+    daily_dose: float
+    daily_unit: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule_id: str
+    topic: Topic
+    indicator: Indicator
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    order_reference: str | None = None
+    proposal: ProposedRegimen | None = None
+    actions: frozenset[Action] = frozenset()
+    sources: tuple[str, ...] = ()

@@ -1,0 +1,36 @@
+"""One hook call, start to finish: request → hook context → snapshot → findings → cards.
+
+Shared by the HTTP endpoint and ``baclofen-cds evaluate`` so both give the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cards import render_cards
+from cds_hooks import engine
+from cds_hooks.config import Settings
+from cds_hooks.discovery import ServiceDefinition
+from cds_hooks.engine.findings import Finding
+from cds_hooks.hook_context import parse_hook_request
+from cds_hooks.model import HookRequest
+from cds_hooks.snapshot import assemble_snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    request: HookRequest
+    findings: tuple[Finding, ...]
+    response: dict[str, Any]
+
+
+def evaluate_hook(
+    service: ServiceDefinition, body: Any, settings: Settings, today: date
+) -> Evaluation:
+    request = parse_hook_request(body, service)
+    snapshot = assemble_snapshot(request, settings)
+    findings = tuple(engine.evaluate(request, snapshot, today))
+    cards = render_cards(findings, request, settings.max_cards)
+    return Evaluation(request=request, findings=findings, response={"cards": cards})

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real app (flaskr style) on a temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cds_hooks.app import create_app
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_json(relative: str) -> Any:
+    return json.loads((DATA / relative).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def app_config(tmp_path: Path) -> dict[str, Any]:
+    """Settings for a test app; tests override keys before ``app`` is built."""
+    return {
+        "TESTING": True,
+        "ENV": "development",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Flask:
+    return create_app(app_config)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
