@@ -1,0 +1,52 @@
+"""Known client deviations from FHIR, repaired on a copy before schema validation.
+
+The CDS Hooks sandbox sends ``category`` and ``reasonCode`` as single objects where R4
+has arrays, and legacy clients omit ``intent`` on draft MedicationRequests. These do not
+change what the order means, so they should not cost the order its validation. Required
+elements the service never reads from the resource (intent, status, subject: the hook
+context already names the patient) get placeholders in the copy only; the normalisers
+read those elements from the original resource.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+_PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    "MedicationRequest": {
+        "intent": "order",
+        "status": "unknown",
+        "subject": {"reference": "Patient/unknown"},
+    },
+}
+
+
+@cache
+def list_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Top-level elements that the model types as arrays."""
+    names = set()
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        candidates = typing.get_args(annotation) if typing.get_origin(annotation) else ()
+        if typing.get_origin(annotation) is list or any(
+            typing.get_origin(arg) is list for arg in candidates
+        ):
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+def repair_for_validation(resource: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
+    """A shallow copy with lone objects wrapped into arrays and required placeholders set."""
+    repaired = dict(resource)
+    for name in list_fields(cls) & repaired.keys():
+        if isinstance(repaired[name], Mapping):
+            repaired[name] = [repaired[name]]
+    for name, placeholder in _PLACEHOLDERS.get(str(resource.get("resourceType")), {}).items():
+        if repaired.get(name) in (None, "", {}):
+            repaired[name] = placeholder
+    return repaired

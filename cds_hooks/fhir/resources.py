@@ -1,0 +1,154 @@
+"""Patient, Observation and Condition of any FHIR version, read into the internal model.
+
+Each function validates with the matching ``fhir.resources`` model when the version is
+known or guessable, falls back to reading the raw JSON when validation fails, and
+returns None (never raises) for a resource too broken to use, so the caller can skip it
+and, if nothing usable is left, report the data as unavailable rather than normal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from cds_hooks.fhir.values import Reader, get, is_node, parse_instant, parse_partial_date
+from cds_hooks.fhir.versions import resource_version, validate
+from cds_hooks.model import Condition, FhirVersion, Observation, Patient, Quantity
+
+_VALIDATED = (FhirVersion.R4, FhirVersion.STU3)
+_COMPARATORS = {"≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
+_NUMERIC_TEXT = re.compile(
+    r"^\s*(?P<comparator><=|>=|=<|=>|<|>|≤|≥)?\s*(?P<value>\d+(?:[.,]\d+)?)\s*(?P<unit>\S.*)?$"
+)
+
+
+def _read_node(resource: Any, resource_type: str, version: FhirVersion | None) -> Any:
+    """The validated model when the resource validates, else the raw JSON; None if unusable."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != resource_type:
+        return None
+    version = version or resource_version(resource)
+    if version is FhirVersion.DSTU2:
+        return resource
+    outcome = validate(resource, (version,) if version else _VALIDATED)
+    return outcome.model if outcome.model is not None else resource
+
+
+def patient(resource: Any, version: FhirVersion | None = None) -> Patient | None:
+    """``birthDate`` "1941" or "1941-03" becomes the earliest possible day (1 January /
+    the 1st): the patient is taken as old as the record allows, so age-based cautions
+    fire rather than stay silent at the boundary."""
+    node = _read_node(resource, "Patient", version)
+    if node is None:
+        return None
+    reader = Reader()
+    gender = reader.text(node, "gender", "")
+    return Patient(
+        id=reader.text(node, "id", "") or "",
+        birth_date=parse_partial_date(get(node, "birthDate")),
+        gender=gender,
+    )
+
+
+def observation(resource: Any, version: FhirVersion | None = None) -> Observation | None:
+    """A lab or vital; a result given as text such as ">60" keeps its comparator."""
+    node = _read_node(resource, "Observation", version)
+    if node is None:
+        return None
+    reader = Reader()
+    code = reader.concept(node, "code", "")
+    if code is None:
+        return None
+    value, value_text = _value(node, reader)
+    return Observation(
+        id=reader.text(node, "id", ""),
+        code=code,
+        value=value,
+        effective=_effective(node),
+        status=reader.text(node, "status", ""),
+        value_text=value_text,
+    )
+
+
+def condition(resource: Any, version: FhirVersion | None = None) -> Condition | None:
+    """Clinical and verification status as codes, whether R4 CodeableConcepts or strings."""
+    node = _read_node(resource, "Condition", version)
+    if node is None:
+        return None
+    reader = Reader()
+    code = reader.concept(node, "code", "")
+    if code is None:
+        return None
+    return Condition(
+        id=reader.text(node, "id", ""),
+        code=code,
+        clinical_status=_status_code(node, "clinicalStatus", reader),
+        verification_status=_status_code(node, "verificationStatus", reader),
+    )
+
+
+def _value(node: Any, reader: Reader) -> tuple[Quantity | None, str | None]:
+    if get(node, "dataAbsentReason") is not None:
+        return None, None
+    quantity = reader.quantity(node, "valueQuantity", "")
+    if quantity is not None:
+        return _canonical_comparator(quantity), None
+    integer = reader.integer(node, "valueInteger", "")
+    if integer is not None:
+        return Quantity(value=float(integer)), None
+    text = reader.text(node, "valueString", "")
+    if text is not None:
+        return _quantity_from_text(text), text
+    concept = reader.concept(node, "valueCodeableConcept", "")
+    return None, concept.label if concept is not None else None
+
+
+def _canonical_comparator(quantity: Quantity) -> Quantity:
+    comparator = quantity.comparator
+    if comparator not in _COMPARATORS:
+        return quantity
+    return Quantity(
+        value=quantity.value,
+        unit=quantity.unit,
+        code=quantity.code,
+        system=quantity.system,
+        comparator=_COMPARATORS[comparator],
+    )
+
+
+def _quantity_from_text(text: str) -> Quantity | None:
+    match = _NUMERIC_TEXT.match(text)
+    if match is None:
+        return None
+    comparator = match["comparator"]
+    return Quantity(
+        value=float(match["value"].replace(",", ".")),
+        unit=match["unit"].strip() if match["unit"] else None,
+        comparator=_COMPARATORS.get(comparator, comparator) if comparator else None,
+    )
+
+
+def _effective(node: Any) -> datetime | None:
+    period = get(node, "effectivePeriod")
+    for value in (
+        get(node, "effectiveDateTime"),
+        get(node, "effectiveInstant"),
+        get(period, "start") if is_node(period) else None,
+        get(node, "issued"),
+    ):
+        parsed = parse_instant(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _status_code(node: Any, key: str, reader: Reader) -> str | None:
+    value = get(node, key)
+    if value is None or isinstance(value, str):
+        return reader.text(node, key, "")
+    concept = reader.concept(node, key, "")
+    if concept is None:
+        return None
+    code = next((c.code for c in concept.codings if c.code), None)
+    return code or concept.text

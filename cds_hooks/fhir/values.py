@@ -1,0 +1,243 @@
+"""Reading FHIR datatypes into model values, from a raw dict or a validated model alike.
+
+One reader serves both paths: a resource that validated with ``fhir.resources`` is read
+through its pydantic model (types already guaranteed), one that did not is read from the
+raw JSON, where every element may have the wrong shape. Problems are recorded as element
+paths only, never values, so they can be shown and logged without leaking patient data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from cds_hooks.model import Coding, Concept, Quantity, Ratio
+
+
+def get(node: Any, key: str) -> Any:
+    """An element of a JSON object or of a validated model; None when absent."""
+    if isinstance(node, Mapping):
+        return node.get(key)
+    if isinstance(node, BaseModel):
+        return getattr(node, key, None)
+    return None
+
+
+def is_node(value: Any) -> bool:
+    return isinstance(value, Mapping | BaseModel)
+
+
+def reference_parts(reference: str) -> tuple[str, str] | None:
+    """``Type/id`` of a relative or absolute reference (history suffix dropped)."""
+    path = reference.split("?", 1)[0].split("#", 1)[0]
+    parts = [p for p in path.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2:
+        return None
+    return parts[-2], parts[-1]
+
+
+class Reader:
+    """Collects what could not be read while turning elements into model values."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def items(self, node: Any, key: str, path: str) -> Iterator[tuple[str, Any]]:
+        """Elements of a repeating field with their paths; a lone object counts as one."""
+        value = get(node, key)
+        if value is None:
+            return
+        if is_node(value):
+            yield f"{path}{key}[0]", value
+            return
+        if not isinstance(value, list | tuple):
+            self.problem(f"{path}{key} is not a list")
+            return
+        for index, item in enumerate(value):
+            if is_node(item):
+                yield f"{path}{key}[{index}]", item
+            elif item is not None:
+                self.problem(f"{path}{key}[{index}] is not an object")
+
+    def text(self, node: Any, key: str, path: str) -> str | None:
+        value = get(node, key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            return value
+        self.problem(f"{path}{key} is not a string")
+        return None
+
+    def code(self, node: Any, key: str, path: str) -> str | None:
+        """A code or identifier; whole numbers are accepted (RxCUIs often arrive as such)."""
+        value = get(node, key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.problem(f"{path}{key} is a number, not a string")
+            return str(value)
+        return self.text(node, key, path)
+
+    def number(self, node: Any, key: str, path: str) -> float | None:
+        value = get(node, key)
+        if value is None:
+            return None
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            result = float(value)
+            if math.isfinite(result):
+                return result
+        self.problem(f"{path}{key} is not a number")
+        return None
+
+    def integer(self, node: Any, key: str, path: str) -> int | None:
+        number = self.number(node, key, path)
+        if number is None:
+            return None
+        if number.is_integer():
+            return int(number)
+        self.problem(f"{path}{key} is not a whole number")
+        return None
+
+    def boolean(self, node: Any, key: str, path: str) -> bool | None:
+        value = get(node, key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.problem(f"{path}{key} is not a boolean")
+        return None
+
+    def date_text(self, node: Any, key: str, path: str) -> str | None:
+        """A FHIR date/dateTime as its ISO text (validated models hold date objects)."""
+        value = get(node, key)
+        if isinstance(value, date):
+            return value.isoformat()
+        return self.text(node, key, path)
+
+    def coding(self, node: Any, path: str) -> Coding | None:
+        system = self.text(node, "system", path)
+        code = self.code(node, "code", path)
+        display = self.text(node, "display", path)
+        if system is None and code is None and display is None:
+            return None
+        return Coding(system=system, code=code, display=display)
+
+    def concept(self, node: Any, key: str, path: str) -> Concept | None:
+        value = get(node, key)
+        if value is None:
+            return None
+        where = f"{path}{key}"
+        if isinstance(value, str):
+            self.problem(f"{where} is text, not a CodeableConcept")
+            return Concept(text=value) if value else None
+        if isinstance(value, list | tuple):
+            self.problem(f"{where} is a list, not a CodeableConcept")
+            value = next((item for item in value if is_node(item)), None)
+        if not is_node(value):
+            self.problem(f"{where} is not a CodeableConcept")
+            return None
+        codings = tuple(
+            coding
+            for coding_path, item in self.items(value, "coding", f"{where}.")
+            if (coding := self.coding(item, f"{coding_path}.")) is not None
+        )
+        text = self.text(value, "text", f"{where}.")
+        if not codings and text is None:
+            return None
+        return Concept(codings=codings, text=text)
+
+    def quantity(self, node: Any, key: str, path: str) -> Quantity | None:
+        value = get(node, key)
+        if value is None:
+            return None
+        where = f"{path}{key}"
+        if not is_node(value):
+            self.problem(f"{where} is not a Quantity")
+            return None
+        amount = self.number(value, "value", f"{where}.")
+        if amount is None:
+            self.problem(f"{where} has no numeric value")
+            return None
+        return Quantity(
+            value=amount,
+            unit=self.text(value, "unit", f"{where}."),
+            code=self.code(value, "code", f"{where}."),
+            system=self.text(value, "system", f"{where}."),
+            comparator=self.text(value, "comparator", f"{where}."),
+        )
+
+    def ratio(self, node: Any, key: str, path: str) -> Ratio | None:
+        value = get(node, key)
+        if value is None:
+            return None
+        where = f"{path}{key}"
+        if not is_node(value):
+            self.problem(f"{where} is not a Ratio")
+            return None
+        numerator = self.quantity(value, "numerator", f"{where}.")
+        denominator = self.quantity(value, "denominator", f"{where}.")
+        if numerator is None or denominator is None:
+            self.problem(f"{where} lacks a numerator or denominator")
+            return None
+        return Ratio(numerator=numerator, denominator=denominator)
+
+    def reference(self, node: Any, key: str, path: str) -> str | None:
+        value = get(node, key)
+        if value is None:
+            return None
+        if not is_node(value):
+            self.problem(f"{path}{key} is not a Reference")
+            return None
+        return self.text(value, "reference", f"{path}{key}.")
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """A FHIR date, dateTime or instant as an aware datetime (UTC when no zone is given).
+
+    Partial dates ("2025", "2025-01") take their earliest moment: a lab result of
+    unknown day is treated as older, never fresher, than it may be.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=UTC)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if "T" not in text:
+        day = parse_partial_date(text)
+        return datetime.combine(day, time(), tzinfo=UTC) if day else None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_partial_date(value: Any) -> date | None:
+    """A FHIR date, possibly partial ("1941", "1941-03"), as its earliest day."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        return None
+    parts = value.strip()[:10].split("-")
+    try:
+        numbers = [int(p) for p in parts]
+        if len(numbers) == 1 and len(parts[0]) == 4:
+            return date(numbers[0], 1, 1)
+        if len(numbers) == 2:
+            return date(numbers[0], numbers[1], 1)
+        if len(numbers) == 3:
+            return date(numbers[0], numbers[1], numbers[2])
+    except ValueError:
+        return None
+    return None

@@ -1,0 +1,140 @@
+"""Which FHIR version a resource is written in, and validating it with that version's model.
+
+Hook requests do not say their FHIR version, so it is inferred from the shape of the
+resource itself (the elements that changed between versions). ``fhir.resources`` has no
+DSTU2 models; DSTU2 resources are read leniently without schema validation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from cds_hooks.fhir.quirks import repair_for_validation
+from cds_hooks.model import FhirVersion
+
+_PACKAGES = {FhirVersion.R4: "fhir.resources.R4B", FhirVersion.STU3: "fhir.resources.STU3"}
+
+_R4_ONLY_MEDICATION_REQUEST = frozenset(
+    {
+        "doNotPerform",
+        "reportedBoolean",
+        "reportedReference",
+        "statusReason",
+        "performerType",
+        "encounter",
+        "instantiatesCanonical",
+        "instantiatesUri",
+        "courseOfTherapyType",
+    }
+)
+_STU3_ONLY_MEDICATION_REQUEST = frozenset({"context", "definition"})
+_STU3_ONLY_OBSERVATION = frozenset({"comment", "related", "context"})
+_R4_ONLY_OBSERVATION = frozenset({"partOf", "hasMember", "derivedFrom", "focus", "note"})
+_SAFE_LOCATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+@cache
+def model_class(version: FhirVersion, resource_type: str) -> type[BaseModel] | None:
+    """The ``fhir.resources`` class for a resource type, imported on first use."""
+    package = _PACKAGES.get(version)
+    if package is None or not resource_type.isalpha():
+        return None
+    try:
+        module = importlib.import_module(f"{package}.{resource_type.lower()}")
+    except ImportError:
+        return None
+    cls = getattr(module, resource_type, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def medication_request_version(resource: Mapping[str, Any]) -> FhirVersion | None:
+    """R4 puts doses in ``doseAndRate``; STU3 directly on the dosage; else other tells."""
+    dosages = resource.get("dosageInstruction")
+    for dosage in dosages if isinstance(dosages, list) else [dosages]:
+        if isinstance(dosage, Mapping):
+            if "doseAndRate" in dosage:
+                return FhirVersion.R4
+            if "doseQuantity" in dosage or "doseRange" in dosage:
+                return FhirVersion.STU3
+    keys = resource.keys()
+    if keys & _R4_ONLY_MEDICATION_REQUEST:
+        return FhirVersion.R4
+    requester = resource.get("requester")
+    if keys & _STU3_ONLY_MEDICATION_REQUEST or (
+        isinstance(requester, Mapping) and "agent" in requester
+    ):
+        return FhirVersion.STU3
+    return None
+
+
+def resource_version(resource: Mapping[str, Any]) -> FhirVersion | None:
+    """Best guess for Patient, Observation and Condition; None when nothing tells."""
+    resource_type = resource.get("resourceType")
+    keys = resource.keys()
+    if resource_type == "Condition":
+        if "patient" in keys or "dateRecorded" in keys:
+            return FhirVersion.DSTU2
+        status = resource.get("clinicalStatus", resource.get("verificationStatus"))
+        if isinstance(status, Mapping):
+            return FhirVersion.R4
+        if isinstance(status, str):
+            return FhirVersion.STU3
+    elif resource_type == "Observation":
+        if "comments" in keys:
+            return FhirVersion.DSTU2
+        if keys & _R4_ONLY_OBSERVATION:
+            return FhirVersion.R4
+        if keys & _STU3_ONLY_OBSERVATION:
+            return FhirVersion.STU3
+    elif resource_type == "Patient" and "careProvider" in keys:
+        return FhirVersion.DSTU2
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """Outcome of validating against one or more versions, first success wins."""
+
+    model: BaseModel | None
+    version: FhirVersion | None
+    failure: str | None = None
+
+
+def validate(resource: Mapping[str, Any], versions: tuple[FhirVersion, ...]) -> Validation:
+    """Validate a quirk-repaired copy against each version in turn; never raises."""
+    resource_type = resource.get("resourceType")
+    first_failure: str | None = None
+    for version in versions:
+        cls = model_class(version, resource_type) if isinstance(resource_type, str) else None
+        if cls is None:
+            continue
+        try:
+            model = cls.model_validate(repair_for_validation(resource, cls))
+        except ValidationError as exc:
+            first_failure = first_failure or f"{resource_type} is not valid FHIR {version} " + (
+                f"({_locations(exc)})"
+            )
+        except (ValueError, TypeError, RecursionError):
+            first_failure = first_failure or f"{resource_type} is not valid FHIR {version}"
+        else:
+            return Validation(model=model, version=version)
+    return Validation(model=None, version=None, failure=first_failure)
+
+
+def _locations(exc: ValidationError) -> str:
+    """Where validation failed, as element paths; input values are never included."""
+    paths: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        parts = [str(p) for p in error["loc"] if isinstance(p, int) or _SAFE_LOCATION.match(str(p))]
+        path = ".".join(parts) or "resource"
+        if path not in paths:
+            paths.append(path)
+    shown = ", ".join(paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
