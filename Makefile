@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint format bench image-test clean
+.PHONY: run test lint format bench image-test clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,26 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# `make run`: development with caller authentication OFF (a loud warning says so), so curl
+# works. `make run AUTH=sandbox`: accept tokens from the public CDS Hooks sandbox only.
+# `make run AUTH=enforce` needs CDS_TRUSTED_ISSUERS (docs/trust.md).
+AUTH ?= off
 run: $(VENV)/.installed
-	$(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
+	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) $(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test
+# PostgreSQL server binaries for the @pytest.mark.postgres tests (the tests start their own
+# throw-away server). Installed with apt-get when running as root; otherwise those tests
+# skip and say why.
+system-deps:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else \
+		echo "PostgreSQL server binaries not found and not root: PostgreSQL tests will be skipped."; \
+	fi
+
+test: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
@@ -36,6 +52,9 @@ format: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/load.py
+
+image-test:
+	deploy/image-test.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

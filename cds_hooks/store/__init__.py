@@ -1,19 +1,361 @@
-"""Placeholder: the feedback store (replaced by the SQLAlchemy work)."""
+"""The database: clinicians' feedback on our cards and the shared JWT replay cache.
+
+SQLite (a file in the Flask instance folder) by default; PostgreSQL when several
+instances must share state (``DATABASE_URL=postgresql://...``, driven by psycopg 3).
+
+The schema is owned by Alembic (``migrations/``, configured in code, no alembic.ini) and
+brought to ``head`` by every instance at start-up. Concurrent start-ups are serialised
+by a lock held for the migration transaction: ``pg_advisory_xact_lock`` on PostgreSQL
+(DDL is transactional there, so a waiting instance then finds the schema at head), and
+``BEGIN IMMEDIATE`` on SQLite (the database write lock). A new revision can be written
+with ``alembic.command.revision(alembic_config(connection), message, autogenerate=True)``.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from cds_hooks.config import Settings
+from alembic import command
+from alembic.config import Config
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from cds_hooks.config import ConfigError, Settings
+from cds_hooks.feedback import FeedbackItem, OverrideReason, parse_uuid
+from cds_hooks.store.schema import feedback, jwt_replay
+
+__all__ = [
+    "FeedbackCount",
+    "Store",
+    "StoreError",
+    "StoredFeedback",
+    "alembic_config",
+    "create_store_engine",
+    "get_store",
+    "init_store",
+    "normalise_database_url",
+]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "baclofen_cds_alembic_version"
+# Arbitrary, fixed bigint naming "the baclofen-cds migration" among advisory locks.
+MIGRATION_LOCK_KEY = 0x6261636C6F66656E
+PG_CONNECT_TIMEOUT_SECONDS = 5
+JTI_PRUNE_INTERVAL_SECONDS = 60.0
+_WRITE_LOCK = "baclofen_sqlite_write_lock"
+# Alembic's ``context`` is a module global: two migrations in one process must not overlap.
+_ALEMBIC_IN_PROCESS = threading.Lock()
+
+
+class StoreError(RuntimeError):
+    """The database could not be reached or migrated at start-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFeedback:
+    service_id: str
+    card: str
+    outcome: str
+    outcome_timestamp: datetime
+    received_at: datetime
+    accepted_suggestions: tuple[str, ...] = ()
+    override_reason: OverrideReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackCount:
+    service_id: str
+    outcome: str
+    reason_system: str | None
+    reason_code: str | None
+    count: int
+
+
+def normalise_database_url(raw: str) -> URL:
+    """Parse the URL; bare ``postgresql://`` (or ``postgres://``) selects psycopg 3."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError("DATABASE_URL is not a valid database URL.") from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        raise ConfigError(
+            "DATABASE_URL must be a sqlite:///path or postgresql://... URL, "
+            f"got driver {url.drivername!r}."
+        )
+    return url
+
+
+def create_store_engine(raw_url: str) -> Engine:
+    url = normalise_database_url(raw_url)
+    if url.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {"application_name": "baclofen-cds"}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url)
+    _take_over_sqlite_transactions(engine)
+    return engine
+
+
+def _take_over_sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy emit BEGIN so DDL is transactional and migrations can lock early.
+
+    The sqlite3 driver's legacy mode autocommits DDL; see SQLAlchemy's "Transactions
+    with SQLite and the sqlite3 driver".
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_LOCK, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_table", VERSION_TABLE)
+    config.attributes["connection"] = connection
+    return config
+
+
+def _insert(connection: Connection) -> Any:
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def _dedup_key(item: FeedbackItem) -> str:
+    identity = [
+        item.card,
+        item.outcome,
+        item.outcome_timestamp.isoformat(),
+        list(item.accepted_suggestions),
+    ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+def _replay_key(issuer: str, jti: str) -> str:
+    return hashlib.sha256(json.dumps([issuer, jti]).encode()).hexdigest()
 
 
 class Store:
+    """Repository over one SQLAlchemy engine; safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._next_prune = 0.0
+
+    @contextmanager
+    def _transaction(self, *, lock: bool = False) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            if lock:
+                connection.execution_options(**{_WRITE_LOCK: True})
+            with connection.begin():
+                yield connection
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision, one instance at a time."""
+        with _ALEMBIC_IN_PROCESS, self._transaction(lock=True) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            command.upgrade(alembic_config(connection), "head")
+
     def ping(self) -> bool:
+        """True when the database answers; never raises (it backs /readyz)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError):
+            return False
         return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def record_feedback(
+        self, service_id: str, items: Sequence[FeedbackItem], received_at: datetime | None = None
+    ) -> int:
+        """Store a validated batch in one transaction; returns how many rows were new.
+
+        Items already stored (same card, outcome, timestamp and accepted suggestions) are
+        skipped, so a client resending a batch does not inflate the counts.
+        """
+        received = received_at or datetime.now(UTC)
+        rows: dict[str, dict[str, Any]] = {}
+        for item in items:
+            key = _dedup_key(item)
+            rows[key] = self._feedback_row(service_id, item, key, received)
+        if not rows:
+            return 0
+        with self._transaction() as connection:
+            # Key order keeps concurrent overlapping batches from deadlocking on the index.
+            statement = (
+                _insert(connection)(feedback)
+                .values([rows[key] for key in sorted(rows)])
+                .on_conflict_do_nothing(index_elements=[feedback.c.dedup_key])
+                .returning(feedback.c.id)
+            )
+            return len(connection.execute(statement).all())
+
+    @staticmethod
+    def _feedback_row(
+        service_id: str, item: FeedbackItem, key: str, received: datetime
+    ) -> dict[str, Any]:
+        reason = item.override_reason or OverrideReason()
+        return {
+            "dedup_key": key,
+            "service_id": service_id,
+            "card_uuid": item.card,
+            "outcome": item.outcome,
+            "accepted_suggestions": list(item.accepted_suggestions),
+            "override_reason_system": reason.system,
+            "override_reason_code": reason.code,
+            "override_reason_display": reason.display,
+            "user_comment": reason.user_comment,
+            "outcome_timestamp": item.outcome_timestamp,
+            "received_at": received,
+        }
+
+    def feedback_for_card(self, card_uuid: str) -> list[StoredFeedback]:
+        """Everything clinicians reported about one card, oldest outcome first."""
+        card = parse_uuid(card_uuid)
+        if card is None:
+            return []
+        query = (
+            select(feedback)
+            .where(feedback.c.card_uuid == card)
+            .order_by(feedback.c.outcome_timestamp, feedback.c.id)
+        )
+        with self._transaction() as connection:
+            return [self._stored(row) for row in connection.execute(query).mappings()]
+
+    @staticmethod
+    def _stored(row: Any) -> StoredFeedback:
+        reason = OverrideReason(
+            system=row["override_reason_system"],
+            code=row["override_reason_code"],
+            display=row["override_reason_display"],
+            user_comment=row["user_comment"],
+        )
+        return StoredFeedback(
+            service_id=row["service_id"],
+            card=row["card_uuid"],
+            outcome=row["outcome"],
+            outcome_timestamp=row["outcome_timestamp"],
+            received_at=row["received_at"],
+            accepted_suggestions=tuple(row["accepted_suggestions"]),
+            override_reason=None if reason == OverrideReason() else reason,
+        )
+
+    def feedback_summary(self) -> list[FeedbackCount]:
+        """Counts by service, outcome and override reason, for pharmacists' review."""
+        count = func.count().label("count")
+        query = (
+            select(
+                feedback.c.service_id,
+                feedback.c.outcome,
+                feedback.c.override_reason_system,
+                feedback.c.override_reason_code,
+                count,
+            )
+            .group_by(
+                feedback.c.service_id,
+                feedback.c.outcome,
+                feedback.c.override_reason_system,
+                feedback.c.override_reason_code,
+            )
+            .order_by(feedback.c.service_id, feedback.c.outcome, count.desc())
+        )
+        with self._transaction() as connection:
+            return [
+                FeedbackCount(
+                    service_id=row["service_id"],
+                    outcome=row["outcome"],
+                    reason_system=row["override_reason_system"],
+                    reason_code=row["override_reason_code"],
+                    count=row["count"],
+                )
+                for row in connection.execute(query).mappings()
+            ]
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """Record a token id; False when (issuer, jti) was seen before and is still live.
+
+        One atomic INSERT ... ON CONFLICT, so two instances sharing PostgreSQL cannot
+        both accept the same token. ``expires_at`` must be timezone-aware and should
+        include the clock-skew leeway the verifier grants past ``exp``; after it, the
+        token is rejected as expired anyway and its id may be forgotten.
+        """
+        if expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+        now = datetime.now(UTC)
+        with self._transaction() as connection:
+            insert = _insert(connection)(jwt_replay).values(
+                token_key=_replay_key(issuer, jti), issuer=issuer, expires_at=expires_at
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=[jwt_replay.c.token_key],
+                set_={"issuer": insert.excluded.issuer, "expires_at": insert.excluded.expires_at},
+                where=jwt_replay.c.expires_at <= now,
+            ).returning(jwt_replay.c.token_key)
+            fresh = connection.execute(statement).first() is not None
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + JTI_PRUNE_INTERVAL_SECONDS
+            try:
+                self.prune_expired_jti(now)
+            except SQLAlchemyError:
+                log.warning("pruning expired JWT ids failed; will retry later", exc_info=True)
+        return fresh
+
+    def prune_expired_jti(self, now: datetime | None = None) -> int:
+        """Delete replay-cache rows past their expiry; returns how many went."""
+        cutoff = now or datetime.now(UTC)
+        with self._transaction() as connection:
+            result = connection.execute(delete(jwt_replay).where(jwt_replay.c.expires_at <= cutoff))
+            return result.rowcount
 
 
 def init_store(app: Flask, settings: Settings) -> Store:
-    store = Store()
+    """Open the database named by the settings, migrate it to head, attach it to ``app``."""
+    engine = create_store_engine(settings.database_url)
+    store = Store(engine)
+    try:
+        store.migrate()
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(
+            f"Cannot open or migrate the database at {where}: {type(exc).__name__}"
+        ) from exc
+    log.info("database schema at head", extra={"backend": engine.dialect.name})
     app.extensions["baclofen_store"] = store
-    del settings
+    return store
+
+
+def get_store(app: Flask | None = None) -> Store:
+    """The store of ``app`` (default: the current app)."""
+    target = app or current_app
+    store: Store = target.extensions["baclofen_store"]
     return store

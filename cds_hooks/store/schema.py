@@ -1,0 +1,74 @@
+"""Tables of the store (SQLAlchemy Core). Alembic migrations are the source of truth for
+the deployed schema; these definitions mirror the head revision for queries.
+
+No patient data is kept: feedback rows hold card and suggestion uuids, the outcome,
+the reason coding and the clinician's optional comment, never request content.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names, so later migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("store timestamps must be timezone-aware")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # sha256 of (card, outcome, outcome timestamp, accepted ids): the same click sent twice
+    # (the spec warns clients may resend) is stored once.
+    Column("dedup_key", String(64), nullable=False, unique=True),
+    Column("service_id", String(128), nullable=False),
+    Column("card_uuid", String(36), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("accepted_suggestions", JSON, nullable=False),
+    Column("override_reason_system", Text),
+    Column("override_reason_code", Text),
+    Column("override_reason_display", Text),
+    Column("user_comment", Text),
+    Column("outcome_timestamp", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+# JWT ids already used, keyed by sha256(issuer, jti) so any length of either fits the index.
+jwt_replay = Table(
+    "jwt_replay",
+    metadata,
+    Column("token_key", String(64), primary_key=True),
+    Column("issuer", Text, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
