@@ -218,7 +218,7 @@ def _draft(
     """
     if isinstance(resource, Mapping):
         resource_type = resource.get("resourceType")
-        if resource_type in fhir.ORDER_TYPES:
+        if isinstance(resource_type, str) and resource_type in fhir.ORDER_TYPES:
             return fhir.medication_order(
                 resource,
                 contained_or_bundled=bundled,

@@ -1,0 +1,57 @@
+"""``baclofen-cds evaluate``: a pharmacist reviews a case from a file, no server needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cds_checks import assert_operation_outcome
+
+REQUESTS = Path(__file__).parent / "data" / "requests"
+
+
+def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"CDS_ENV": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "cds_hooks.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_evaluate_prints_the_cds_hooks_response_for_a_captured_request(tmp_path: Path) -> None:
+    result = run_cli("evaluate", str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json"), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert isinstance(response["cards"], list)
+
+
+def test_evaluate_accepts_a_bare_hook_request(tmp_path: Path) -> None:
+    captured = json.loads((REQUESTS / "sandbox-order-select-no-medication-yet.json").read_text())
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(captured["body"]))
+    result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"cards": []}
+
+
+def test_evaluate_reports_an_invalid_request_as_operation_outcome(tmp_path: Path) -> None:
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps({"hook": "order-sign", "context": {}}))
+    result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert_operation_outcome(json.loads(result.stdout))
+
+
+def test_evaluate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
+    request_file = tmp_path / "request.json"
+    request_file.write_text("not json")
+    result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
