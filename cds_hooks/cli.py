@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -75,6 +76,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return status
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from cds_hooks.knowledge import load_knowledge
+    from cds_hooks.knowledge.table import rule_table_markdown
+
+    policy = args.policy if args.policy is not None else os.environ.get("CDS_POLICY_FILE")
+    sys.stdout.write(rule_table_markdown(load_knowledge(policy or None)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baclofen-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("request", help="a hook request (JSON), or a captured exchange with 'body'")
     evaluate.add_argument("--today", help="evaluate as of this date (YYYY-MM-DD)")
     evaluate.set_defaults(handler=_evaluate)
+
+    rules = commands.add_parser("rules", help="print the effective rule table (Markdown)")
+    rules.add_argument("--policy", help="institution policy file (default CDS_POLICY_FILE)")
+    rules.set_defaults(handler=_rules)
     return parser
 
 

@@ -1,14 +1,39 @@
 """Clinical knowledge shipped as versioned data files (``data/``), each fact with its source.
 
-Code reads knowledge only through this package, never from literals of its own.
+Code reads knowledge only through this package, never from literals of its own. The rule
+table (``rules.toml``) is the default; an institution policy file (``policy.py``) may switch
+rules off, change tiers and override thresholds, and is validated before the service starts.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from cds_hooks.config import ConfigError
+from cds_hooks.model import Concept, Indicator, MedicationProduct
+
+if TYPE_CHECKING:
+    from cds_hooks.engine.findings import Topic
+    from cds_hooks.knowledge.conditions import ConditionFlag, ConditionIndex
+    from cds_hooks.knowledge.drugs import BaclofenProduct, DrugClass, DrugIndex
+
+
+def read_data(name: str) -> dict[str, Any]:
+    """Parse one file of ``data/`` (TOML or JSON)."""
+    path = resources.files(__package__).joinpath("data", name)
+    if name.endswith(".json"):
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+KNOWLEDGE_VERSION: str = read_data("manifest.toml")["version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +53,7 @@ class ObservationCodes:
 
 @cache
 def observation_codes() -> ObservationCodes:
-    with resources.files(__package__).joinpath("data/observations.toml").open("rb") as fh:
-        data = tomllib.load(fh)
+    data = read_data("observations.toml")
     return ObservationCodes(
         version=data["version"],
         egfr=tuple(data["egfr"]["codes"]),
@@ -37,3 +61,117 @@ def observation_codes() -> ObservationCodes:
         serum_creatinine=tuple(data["serum_creatinine"]["codes"]),
         body_weight=tuple(data["body_weight"]["codes"]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    id: str
+    label: str
+    citation: str
+    url: str | None
+    grade: str
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    name: str
+    value: float
+    unit: str
+    source_ids: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    id: str
+    topic: Topic
+    tier: Indicator
+    enabled: bool
+    trigger: str
+    thresholds: Mapping[str, Threshold]
+    source_ids: tuple[str, ...]
+
+
+class Knowledge:
+    """The effective knowledge for one deployment: rule table after policy, plus matchers.
+
+    Built once at start-up (``load_knowledge``) and shared read-only by every request.
+    """
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        sources: Mapping[str, Source],
+        rules: Mapping[str, RuleSpec],
+        policy_file: str | None,
+        drugs: DrugIndex,
+        conditions: ConditionIndex,
+    ) -> None:
+        self.version = version
+        self.sources = sources
+        self.rules = rules
+        self.policy_file = policy_file
+        self._drugs = drugs
+        self._conditions = conditions
+
+    def rule(self, rule_id: str) -> RuleSpec:
+        return self.rules[rule_id]
+
+    def threshold(self, rule_id: str, name: str) -> float:
+        return self.rules[rule_id].thresholds[name].value
+
+    def baclofen_product(
+        self, concept: Concept, product: MedicationProduct | None = None
+    ) -> BaclofenProduct | None:
+        return self._drugs.baclofen_product(concept, product)
+
+    def drug_classes(self, concept: Concept) -> frozenset[str]:
+        return self._drugs.classes(concept)
+
+    def drug_class(self, class_id: str) -> DrugClass:
+        """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""
+        return self._drugs.drug_class(class_id)
+
+    def condition_flags(self, concept: Concept) -> frozenset[str]:
+        return self._conditions.flags(concept)
+
+    def condition_flag(self, flag_id: str) -> ConditionFlag:
+        """Label of a flag and the rules that use it."""
+        return self._conditions.flags_by_id[flag_id]
+
+
+def load_knowledge(policy_file: str | None = None) -> Knowledge:
+    """The default knowledge, with ``policy_file`` (an institution policy) applied.
+
+    Raises ``ConfigError`` naming the file, key and problem when the policy is invalid, so a
+    deployment with a bad policy never answers a hook.
+    """
+    from cds_hooks.knowledge.conditions import condition_index
+    from cds_hooks.knowledge.drugs import drug_index
+    from cds_hooks.knowledge.policy import apply_policy, default_rules, read_policy, sources
+
+    rules = default_rules()
+    if policy_file:
+        rules = apply_policy(rules, read_policy(policy_file), policy_file)
+    return Knowledge(
+        version=KNOWLEDGE_VERSION,
+        sources=sources(),
+        rules=rules,
+        policy_file=policy_file,
+        drugs=drug_index(),
+        conditions=condition_index(),
+    )
+
+
+__all__ = [
+    "KNOWLEDGE_VERSION",
+    "ConfigError",
+    "Knowledge",
+    "ObservationCodes",
+    "RuleSpec",
+    "Source",
+    "Threshold",
+    "load_knowledge",
+    "observation_codes",
+]

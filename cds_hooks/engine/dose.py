@@ -1,0 +1,364 @@
+"""Daily baclofen dose from FHIR dosage instructions: pure arithmetic, no I/O.
+
+Oral doses are in mg/day and intrathecal doses in mcg/day. Every reading that could
+understate the dose takes the higher value: the high end of a dose range, frequencyMax,
+the shorter of period/periodMax, and the maximum of an as-needed order's maxDosePerPeriod.
+Instructions sharing a sequence number (or all without one) run concurrently and are summed;
+different sequence numbers are consecutive steps (a titration) and the highest step counts.
+When a figure cannot be read, ``amount`` is None and ``problem`` says why in plain words.
+The vocabulary (timing codes, units, routes) is data: ``knowledge/data/dosing.toml``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from cds_hooks.knowledge import read_data
+from cds_hooks.knowledge.drugs import BaclofenProduct
+from cds_hooks.model import SNOMED, Concept, DosageInstruction, MedicationOrder, Quantity, Timing
+
+V2_ROUTE_SYSTEMS = frozenset(
+    {"http://terminology.hl7.org/CodeSystem/v2-0162", "http://hl7.org/fhir/v2/0162"}
+)
+
+
+class Route(StrEnum):
+    ORAL = "oral"
+    INTRATHECAL = "intrathecal"
+    INTRAVENOUS = "intravenous"
+    INTRAMUSCULAR = "intramuscular"
+    SUBCUTANEOUS = "subcutaneous"
+    EPIDURAL = "epidural"
+    OTHER_PARENTERAL = "other-parenteral"
+    UNKNOWN = "unknown"
+
+
+_DANGER_ORDER = (
+    Route.INTRAVENOUS,
+    Route.EPIDURAL,
+    Route.INTRAMUSCULAR,
+    Route.SUBCUTANEOUS,
+    Route.OTHER_PARENTERAL,
+    Route.INTRATHECAL,
+    Route.ORAL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyDose:
+    amount: float | None
+    unit: str
+    per_administration: float | None
+    administrations_per_day: float | None
+    explanation: str
+    problem: str | None
+    written_unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Vocabulary:
+    period_days: Mapping[str, float]
+    timing_codes: Mapping[str, tuple[float, float]]
+    when_per_day: Mapping[str, float]
+    mass_mg: Mapping[str, float]
+    volume_ml: Mapping[str, float]
+    count_units: frozenset[str]
+    snomed_routes: Mapping[str, Route]
+    v2_routes: Mapping[str, Route]
+    text_routes: tuple[tuple[Route, re.Pattern[str]], ...]
+
+
+@cache
+def _vocabulary() -> _Vocabulary:
+    data: dict[str, Any] = read_data("dosing.toml")
+    units = data["units"]
+    routes = data["routes"]
+    text_routes = []
+    for route, words in routes["text"].items():
+        body = "|".join(
+            re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True)
+        )
+        text_routes.append(
+            (Route(route), re.compile(r"(?<![a-z0-9])(?:" + body + r")(?![a-z0-9])"))
+        )
+    return _Vocabulary(
+        period_days={k: float(v) for k, v in data["period_days"].items()},
+        timing_codes={
+            k.upper(): (float(v["frequency"]), float(v["period"]))
+            for k, v in data["timing_codes"].items()
+        },
+        when_per_day={k: float(v) for k, v in data["when_per_day"].items()},
+        mass_mg={k: float(v) for k, v in units["mass_mg"].items()},
+        volume_ml={k: float(v) for k, v in units["volume_ml"].items()},
+        count_units=frozenset(u.lower() for u in units["count"]),
+        snomed_routes={k: Route(v) for k, v in routes["snomed"].items()},
+        v2_routes={k.upper(): Route(v) for k, v in routes["v2"].items()},
+        text_routes=tuple(text_routes),
+    )
+
+
+def _concept_route(concept: Concept) -> Route:
+    vocab = _vocabulary()
+    for coding in concept.codings:
+        code = (coding.code or "").strip()
+        if coding.system == SNOMED and code in vocab.snomed_routes:
+            return vocab.snomed_routes[code]
+        if coding.system in V2_ROUTE_SYSTEMS and code.upper() in vocab.v2_routes:
+            return vocab.v2_routes[code.upper()]
+    texts = [concept.text or "", *(c.display or "" for c in concept.codings)]
+    texts += [c.code or "" for c in concept.codings if c.system not in (SNOMED, *V2_ROUTE_SYSTEMS)]
+    joined = " ".join(" ".join(texts).lower().split())
+    found = {route for route, regex in vocab.text_routes if regex.search(joined)}
+    return next((r for r in _DANGER_ORDER if r in found), Route.UNKNOWN)
+
+
+def route_of(order: MedicationOrder, product: BaclofenProduct | None) -> Route:
+    """The route written on the order; else the product's (an injection is intrathecal).
+
+    With conflicting routes on several instructions, the most dangerous one is returned,
+    so an intravenous line is never hidden behind an intrathecal one.
+    """
+    written = {_concept_route(d.route) for d in order.dosages if d.route is not None}
+    written.discard(Route.UNKNOWN)
+    if written:
+        return next(r for r in _DANGER_ORDER if r in written)
+    if product is not None and product.route in (Route.ORAL, Route.INTRATHECAL):
+        return Route(product.route)
+    return Route.UNKNOWN
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}" if value != int(value) else str(int(value))
+
+
+@dataclass(frozen=True, slots=True)
+class _Amount:
+    """One administration in the target unit, with how it was read."""
+
+    value: float
+    text: str
+
+
+def _written_unit(quantity: Quantity) -> str:
+    """The unit to read: the UCUM-ish code, or the human unit when the code is not one we know
+    (some EHRs put a SNOMED CT or local code in ``code`` and "tablet" in ``unit``)."""
+    vocab = _vocabulary()
+    known = vocab.mass_mg.keys() | vocab.volume_ml.keys() | vocab.count_units
+    candidates = [c.strip() for c in (quantity.code, quantity.unit) if c and c.strip()]
+    return next((c for c in candidates if c.lower() in known), candidates[0] if candidates else "")
+
+
+def _convert(quantity: Quantity, unit: str, product: BaclofenProduct | None) -> _Amount | str:
+    """``quantity`` in ``unit`` ("mg" or "mcg"), or the reason it cannot be converted."""
+    if not math.isfinite(quantity.value) or quantity.value < 0:
+        return f"the dose {quantity.value!r} is not a usable amount"
+    vocab = _vocabulary()
+    written = _written_unit(quantity)
+    key = written.lower()
+    per_mg = 1.0 if unit == "mg" else 1000.0
+    if key in vocab.mass_mg:
+        value = quantity.value * vocab.mass_mg[key] * per_mg
+        return _Amount(value, f"{_num(quantity.value)} {written}")
+    if product is None or product.strength is None or product.strength_unit is None:
+        what = f"{_num(quantity.value)} {written}".strip()
+        return f"the dose is written as {what} and the product strength is unknown"
+    strength_mg = product.strength * (0.001 if product.strength_unit.startswith("mcg") else 1.0)
+    liquid = product.strength_unit.endswith("/mL")
+    if key in vocab.count_units and not liquid:
+        value = quantity.value * strength_mg * per_mg
+        strength = f"{_num(product.strength)} {product.strength_unit} {product.dose_form}"
+        return _Amount(value, f"{_num(quantity.value)} × {strength}")
+    if key in vocab.volume_ml and liquid:
+        value = quantity.value * vocab.volume_ml[key] * strength_mg * per_mg
+        return _Amount(
+            value,
+            f"{_num(quantity.value)} {written} of {_num(product.strength)} {product.strength_unit}",
+        )
+    if not written:
+        return "the dose has no unit"
+    return f"the dose unit {written!r} does not fit the product ({product.strength_unit})"
+
+
+def _per_day(timing: Timing | None) -> tuple[float, str] | str:
+    """Administrations per day and how that was read, or why it cannot be."""
+    if timing is None:
+        return "no frequency is given"
+    vocab = _vocabulary()
+    if timing.frequency is not None or timing.period is not None:
+        frequency = float(max(timing.frequency or 1, timing.frequency_max or 0))
+        if frequency < 0:
+            return "the frequency is negative"
+        periods = [
+            p
+            for p in (timing.period, timing.period_max)
+            if p is not None and math.isfinite(p) and p > 0
+        ]
+        unit = timing.period_unit or ""
+        if not periods or unit not in vocab.period_days:
+            return "the frequency has no valid period"
+        period = min(periods)
+        days = period * vocab.period_days[unit]
+        plain = period == 1 and unit == "d"
+        if plain:
+            return frequency, ""
+        every = f"every {_num(period)} {unit}"
+        return frequency / days, every if frequency == 1 else f"{_num(frequency)} {every}"
+    if timing.code is not None:
+        candidates = [c.code for c in timing.code.codings if c.code]
+        candidates += [c.display for c in timing.code.codings if c.display]
+        candidates += [timing.code.text] if timing.code.text else []
+        for candidate in candidates:
+            key = " ".join(candidate.upper().split())
+            if key in vocab.timing_codes:
+                frequency, period = vocab.timing_codes[key]
+                return frequency / period, candidate
+    whens = sorted(set(timing.when))
+    if whens and all(w in vocab.when_per_day for w in whens):
+        return sum(vocab.when_per_day[w] for w in whens), " and ".join(whens)
+    if timing.count is not None and timing.count > 0:
+        return float(timing.count), f"{timing.count} dose{'s' if timing.count > 1 else ''} in all"
+    return "the timing cannot be read as a frequency"
+
+
+def _times(per_day: float) -> str:
+    words = {1.0: "once a day", 2.0: "twice a day"}
+    return words.get(per_day, f"{_num(per_day)} times a day")
+
+
+def _instruction(
+    dosage: DosageInstruction, unit: str, product: BaclofenProduct | None
+) -> DailyDose:
+    quantity = dosage.dose or dosage.dose_range_high or dosage.dose_range_low
+    written_unit = (_written_unit(quantity) or None) if quantity is not None else None
+    amount: _Amount | str = "no dose is given"
+    if quantity is not None:
+        amount = _convert(quantity, unit, product)
+    prn_note = ""
+    if dosage.as_needed and dosage.max_dose_per_period is not None:
+        cap = dosage.max_dose_per_period
+        capped = _convert(cap.numerator, unit, product)
+        cap_days = (cap.denominator.units or "d").strip()
+        days = _vocabulary().period_days.get(cap_days)
+        if isinstance(capped, _Amount) and days and cap.denominator.value > 0:
+            daily = capped.value / (cap.denominator.value * days)
+            per = amount.value if isinstance(amount, _Amount) else None
+            return DailyDose(
+                amount=daily,
+                unit=unit,
+                per_administration=per,
+                administrations_per_day=daily / per if per else None,
+                explanation=f"as needed, at most {capped.text} per {_num(cap.denominator.value)} "
+                f"{cap_days} = {_num(daily)} {unit}/day (counted at the maximum)",
+                problem=None,
+                written_unit=written_unit or _written_unit(cap.numerator) or None,
+            )
+    if dosage.as_needed:
+        prn_note = " (as needed with no maximum: counted at the scheduled frequency)"
+    if isinstance(amount, str):
+        return _not_computable(unit, amount, written_unit)
+    per_day = _per_day(dosage.timing)
+    if isinstance(per_day, str):
+        return DailyDose(
+            None, unit, amount.value, None, f"{amount.text}: {per_day}", per_day, written_unit
+        )
+    rate, how = per_day
+    daily = amount.value * rate
+    range_note = (
+        " (high end of the dose range)" if dosage.dose is None and dosage.dose_range_high else ""
+    )
+    return DailyDose(
+        amount=daily,
+        unit=unit,
+        per_administration=amount.value,
+        administrations_per_day=rate,
+        explanation=f"{amount.text}{range_note}, {_times(rate)}{f' ({how})' if how else ''} = "
+        f"{_num(daily)} {unit}/day{prn_note}",
+        problem=None,
+        written_unit=written_unit,
+    )
+
+
+def _not_computable(unit: str, problem: str, written_unit: str | None = None) -> DailyDose:
+    return DailyDose(
+        None, unit, None, None, f"daily dose not computable: {problem}", problem, written_unit
+    )
+
+
+def _unit_for(order: MedicationOrder, product: BaclofenProduct | None) -> str:
+    if product is not None and product.route in (Route.ORAL, Route.INTRATHECAL):
+        return "mcg" if product.route == Route.INTRATHECAL else "mg"
+    return "mcg" if route_of(order, product) is Route.INTRATHECAL else "mg"
+
+
+def daily_dose(order: MedicationOrder, product: BaclofenProduct | None) -> DailyDose:
+    unit = _unit_for(order, product)
+    if not order.dosages:
+        return _not_computable(unit, "the order has no dosage instructions")
+    groups: dict[int | None, list[DailyDose]] = {}
+    for dosage in order.dosages:
+        groups.setdefault(dosage.sequence, []).append(_instruction(dosage, unit, product))
+    totals = [total_daily_dose(doses) for doses in groups.values()]
+    if len(totals) == 1:
+        return totals[0]
+    broken = next((t for t in totals if t.amount is None), None)
+    if broken is not None:
+        return broken
+    highest = max(totals, key=lambda t: t.amount or 0.0)
+    return DailyDose(
+        amount=highest.amount,
+        unit=unit,
+        per_administration=max(t.per_administration or 0.0 for t in totals) or None,
+        administrations_per_day=highest.administrations_per_day,
+        explanation="consecutive steps, highest counted: "
+        + "; then ".join(t.explanation for t in totals),
+        problem=None,
+        written_unit=totals[0].written_unit,
+    )
+
+
+def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
+    """The sum of concurrent daily doses; not computable if any part is not.
+
+    Order does not matter: amounts are summed exactly (``math.fsum``) and parts sorted.
+    """
+    parts = sorted(doses, key=repr)
+    if not parts:
+        return DailyDose(0.0, "mg", None, 0.0, "no baclofen", None, None)
+    units = sorted({d.unit for d in parts})
+    if len(units) > 1:
+        return _not_computable(units[0], "oral (mg) and intrathecal (mcg) doses cannot be added")
+    unit = units[0]
+    if len(parts) == 1:
+        return parts[0]
+    written = next((d.written_unit for d in parts if d.written_unit), None)
+    broken = [d for d in parts if d.amount is None]
+    if broken:
+        return DailyDose(
+            None,
+            unit,
+            None,
+            None,
+            "; ".join(d.explanation for d in parts),
+            broken[0].problem or "part of the dose cannot be read",
+            written,
+        )
+    amount = math.fsum(d.amount for d in parts if d.amount is not None)
+    singles = [d.per_administration for d in parts if d.per_administration is not None]
+    rates = [d.administrations_per_day for d in parts]
+    return DailyDose(
+        amount=amount,
+        unit=unit,
+        per_administration=max(singles) if singles else None,
+        administrations_per_day=math.fsum(r for r in rates if r is not None)
+        if all(r is not None for r in rates)
+        else None,
+        explanation=" + ".join(d.explanation for d in parts) + f" = {_num(amount)} {unit}/day",
+        problem=None,
+        written_unit=written,
+    )

@@ -1,0 +1,484 @@
+"""The knowledge data: rule table, sources, versions, and drug / condition recognition."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds_hooks.engine.findings import Topic
+from cds_hooks.knowledge import KNOWLEDGE_VERSION, Knowledge, load_knowledge, observation_codes
+from cds_hooks.knowledge.drugs import drug_index, medication_of_interest, parse_strength
+from cds_hooks.model import (
+    ICD10CM,
+    RXNORM,
+    SNOMED,
+    Coding,
+    Concept,
+    Indicator,
+    MedicationProduct,
+    Quantity,
+    Ratio,
+)
+
+CONTRACT_RULES = [
+    "R1a",
+    "R1b",
+    "R2a",
+    "R2b",
+    "R2c",
+    "R2d",
+    "R3a",
+    "R3b",
+    "R3c",
+    "R3d",
+    "R4a",
+    "R4b",
+    "R4c",
+    "R4d",
+    "R4e",
+    "R4f",
+    "R5a",
+    "R5b",
+    "R5c",
+    "R6a",
+    "R6b",
+    "R6c",
+    "R6d",
+    "R6e",
+    "R6f",
+    "R6g",
+    "R6h",
+    "R7a",
+    "R7b",
+    "R7c",
+    "R7d",
+    "R8",
+]
+CONTRACT_CLASSES = [
+    "opioid",
+    "benzodiazepine",
+    "z-drug",
+    "barbiturate",
+    "gabapentinoid",
+    "muscle-relaxant",
+    "oxybate",
+    "sedating-antihistamine",
+    "antipsychotic",
+    "tricyclic",
+    "maoi",
+    "levodopa",
+    "antihypertensive",
+]
+DATA = resources.files("cds_hooks.knowledge").joinpath("data")
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> Knowledge:
+    return load_knowledge()
+
+
+def rx(code: str, display: str | None = None) -> Concept:
+    return Concept(codings=(Coding(RXNORM, code, display),))
+
+
+def text(value: str) -> Concept:
+    return Concept(text=value)
+
+
+# --- rule table -------------------------------------------------------------------------
+
+
+def test_every_contract_rule_is_in_the_table_with_cited_sources(knowledge: Knowledge) -> None:
+    assert set(CONTRACT_RULES) <= set(knowledge.rules)
+    for spec in knowledge.rules.values():
+        assert spec.trigger and spec.source_ids, spec.id
+        assert isinstance(spec.topic, Topic) and isinstance(spec.tier, Indicator)
+        for source in spec.source_ids:
+            assert source in knowledge.sources
+        for threshold in spec.thresholds.values():
+            assert threshold.note and threshold.source_ids, (spec.id, threshold.name)
+            assert all(s in knowledge.sources for s in threshold.source_ids)
+
+
+def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
+    critical = {"R1a", "R2d", "R4a", "R4b", "R3b", "R6b", "R7b"}
+    warning = {
+        "R4c",
+        "R3a",
+        "R5a",
+        "R5b",
+        "R4e",
+        "R6a",
+        "R6c",
+        "R6h",
+        "R6d",
+        "R6e",
+        "R2a",
+        "R2b",
+        "R2c",
+        "R7a",
+        "R7c",
+    }
+    info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8"}
+    assert {r for r in critical if knowledge.rule(r).tier is Indicator.CRITICAL} == critical
+    assert {r for r in warning if knowledge.rule(r).tier is Indicator.WARNING} == warning
+    assert {r for r in info if knowledge.rule(r).tier is Indicator.INFO} == info
+    assert knowledge.rule("R6g").enabled is False
+    assert all(knowledge.rule(r).enabled for r in CONTRACT_RULES if r != "R6g")
+
+
+def test_issue_thresholds(knowledge: Knowledge) -> None:
+    t = knowledge.threshold
+    assert (t("R4b", "ceiling"), t("R4c", "ceiling"), t("R4d", "ceiling")) == (20, 40, 50)
+    assert (t("R4a", "esrd_limit"), t("R4b", "severe_limit"), t("R4c", "crcl_limit")) == (
+        15,
+        30,
+        50,
+    )
+    assert (t("R4c", "egfr_limit"), t("R4d", "crcl_limit"), t("R4e", "egfr_limit")) == (60, 80, 60)
+    assert (t("R3a", "max_daily"), t("R3b", "max_daily"), t("R3c", "max_single_dose")) == (
+        80,
+        120,
+        20,
+    )
+    assert (t("R2a", "max_bolus"), t("R2b", "max_daily")) == (100, 1000)
+    assert (t("R2c", "max_increase_spinal"), t("R2c", "max_increase_cerebral")) == (30, 15)
+    assert (t("R5a", "min_age"), t("R5b", "min_age"), t("R4e", "age")) == (12, 4, 65)
+    assert (t("R3d", "start_daily"), t("R3d", "step_increase"), t("R3d", "step_days")) == (
+        15,
+        15,
+        3,
+    )
+    assert (t("R4f", "lookback"), t("R4f", "lookback_high_risk")) == (365, 90)
+    assert t("R5c", "start_daily") == 15
+    assert 0 < t("R7a", "sharp_cut") <= 100
+    assert "Muanda" in knowledge.sources["MUANDA"].citation
+    assert "MUANDA" in knowledge.rule("R4b").thresholds["ceiling"].source_ids
+
+
+def test_one_version_for_every_data_file() -> None:
+    manifest = tomllib.loads(DATA.joinpath("manifest.toml").read_text(encoding="utf-8"))
+    assert manifest["version"] == KNOWLEDGE_VERSION == observation_codes().version
+    for name in manifest["files"]:
+        raw = DATA.joinpath(name).read_text(encoding="utf-8")
+        data = json.loads(raw) if name.endswith(".json") else tomllib.loads(raw)
+        assert data["version"] == KNOWLEDGE_VERSION, name
+
+
+def test_vendored_value_sets_are_verbatim_and_documented() -> None:
+    readme = DATA.joinpath("valuesets", "README.md").read_text(encoding="utf-8")
+    assert "b29bdcbf6db6f3de26486dbc3820572ee9a78b89" in readme and "CC0" in readme
+    for entry in DATA.joinpath("valuesets").iterdir():
+        if entry.name.endswith(".json"):
+            assert entry.name in readme
+            assert json.loads(entry.read_text(encoding="utf-8"))["resourceType"] == "ValueSet"
+
+
+def test_every_cns_depressant_member_is_classified_or_deliberately_skipped() -> None:
+    assert drug_index().unclassified == {}
+
+
+# --- baclofen products --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("concept", "route", "form", "strength", "unit", "matched_by"),
+    [
+        (rx("197391"), "oral", "tablet", 10, "mg", "rxnorm"),
+        (rx("617299"), "oral", "odt", 10, "mg", "rxnorm"),
+        (rx("430902"), "oral", "tablet", 5, "mg", "rxnorm"),
+        (rx("2593376"), "oral", "suspension", 5, "mg/mL", "rxnorm"),
+        (rx("1047437"), "intrathecal", "injection", 50, "mcg/mL", "rxnorm"),
+        (text("Baclofen 10mg tab"), "oral", "tablet", 10, "mg", "name"),
+        (text("Ozobax 5 mg/5 mL"), "oral", "solution", 1, "mg/mL", "name"),
+        (text("baclofen 0.5 MG/ML Injection"), "intrathecal", "injection", 500, "mcg/mL", "name"),
+        (
+            text("Gablofen 20,000 mcg/20 mL intrathecal"),
+            "intrathecal",
+            "injection",
+            1000,
+            "mcg/mL",
+            "name",
+        ),
+        (text("Fleqsuvy oral suspension"), "oral", "suspension", 5, "mg/mL", "name"),
+        (text("LYVISPAH 20 mg oral granules"), "oral", "granules", 20, "mg", "name"),
+    ],
+)
+def test_baclofen_products_are_recognised(
+    knowledge: Knowledge,
+    concept: Concept,
+    route: str,
+    form: str,
+    strength: float,
+    unit: str,
+    matched_by: str,
+) -> None:
+    product = knowledge.baclofen_product(concept)
+    assert product is not None
+    assert (product.route, product.dose_form, product.strength, product.strength_unit) == (
+        route,
+        form,
+        strength,
+        unit,
+    )
+    assert product.matched_by == matched_by
+
+
+def test_brand_codes(knowledge: Knowledge) -> None:
+    lioresal = knowledge.baclofen_product(rx("202109"))
+    kemstro = knowledge.baclofen_product(rx("664144"))
+    assert lioresal is not None and (lioresal.brand, lioresal.strength) == ("Lioresal", 10)
+    assert kemstro is not None and (kemstro.brand, kemstro.dose_form, kemstro.strength) == (
+        "Kemstro",
+        "odt",
+        20,
+    )
+
+
+def test_intrathecal_code_takes_its_strength_from_the_display(knowledge: Knowledge) -> None:
+    product = knowledge.baclofen_product(rx("1369783", "baclofen 2 MG/ML Injection"))
+    assert product is not None
+    assert (product.route, product.strength, product.strength_unit) == (
+        "intrathecal",
+        2000,
+        "mcg/mL",
+    )
+    unknown = knowledge.baclofen_product(rx("1369783"))
+    assert unknown is not None and unknown.route == "intrathecal" and unknown.strength is None
+
+
+def test_local_code_with_a_contained_medication(knowledge: Knowledge) -> None:
+    local = Concept(codings=(Coding("urn:local:formulary", "BAC-10", None),))
+    medication = MedicationProduct(
+        code=Concept(text="BACLOFEN"),
+        form=Concept(text="Tablet"),
+        strength=Ratio(Quantity(10, "mg"), Quantity(1, "TAB")),
+    )
+    product = knowledge.baclofen_product(local, medication)
+    assert product is not None
+    assert (product.dose_form, product.strength, product.strength_unit) == ("tablet", 10, "mg")
+
+
+def test_ingredient_code_alone_is_baclofen_with_unknown_strength(knowledge: Knowledge) -> None:
+    product = knowledge.baclofen_product(rx("1292", "baclofen"))
+    assert product is not None and product.strength is None and product.matched_by == "rxnorm"
+
+
+@pytest.mark.parametrize(
+    "name", ["oxycodone 5 MG Oral Tablet", "Tizanidine 4 mg", "baclofenol", "acetaminophen"]
+)
+def test_other_drugs_are_not_baclofen(knowledge: Knowledge, name: str) -> None:
+    assert knowledge.baclofen_product(text(name)) is None
+
+
+def test_strength_parsing() -> None:
+    assert parse_strength("Baclofen 10 MG Oral Tablet") == (10, "mg")
+    assert parse_strength("5 mg/5 mL") == (1, "mg/mL")
+    assert parse_strength("baclofen 2000 mcg/mL") == (2, "mg/mL")
+    assert parse_strength("baclofen 0,5 mg/ml") == (0.5, "mg/mL")
+    assert parse_strength("baclofen") is None
+
+
+# --- drug classes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("concept", "expected"),
+    [
+        (rx("1049621", "oxycodone hydrochloride 5 MG Oral Tablet"), "opioid"),
+        (rx("1049621"), "opioid"),  # the code alone, from the CDC value set
+        (text("LORazepam 1 mg tablet"), "benzodiazepine"),
+        (rx("854873"), "z-drug"),  # zolpidem tartrate 10 MG Oral Tablet, split from cns-depressant
+        (text("zolpidem 5 mg at bedtime"), "z-drug"),
+        (text("gabapentin 300 MG Oral Capsule"), "gabapentinoid"),
+        (text("Lyrica 75 mg"), "gabapentinoid"),
+        (text("tizanidine 4 MG Oral Tablet"), "muscle-relaxant"),
+        (text("Carbidopa 25 MG / Levodopa 100 MG Oral Tablet"), "levodopa"),
+        (rx("352257"), "oxybate"),  # Xyrem
+        (text("phenobarbital 30 mg"), "barbiturate"),
+        (text("diphenhydramine 25 mg"), "sedating-antihistamine"),
+        (text("quetiapine 25 mg"), "antipsychotic"),
+        (text("amitriptyline 10 mg"), "tricyclic"),
+        (text("phenelzine 15 mg"), "maoi"),
+        (text("lisinopril 10 mg"), "antihypertensive"),
+        (text("methadone 10 mg"), "opioid"),
+    ],
+)
+def test_drug_classes(knowledge: Knowledge, concept: Concept, expected: str) -> None:
+    assert expected in knowledge.drug_classes(concept)
+
+
+def test_every_contract_class_exists(knowledge: Knowledge) -> None:
+    for class_id in CONTRACT_CLASSES:
+        assert knowledge.drug_class(class_id).label
+
+
+def test_cns_depressant_value_set_is_split_not_lumped(knowledge: Knowledge) -> None:
+    assert knowledge.drug_classes(rx("803350")) == frozenset()  # phentermine: a stimulant
+    assert knowledge.drug_classes(rx("995666")) == {"sedating-antihistamine"}  # meclizine
+    assert knowledge.drug_classes(rx("313761")) == {"z-drug"}  # zaleplon
+
+
+def test_combination_products_get_every_class(knowledge: Knowledge) -> None:
+    classes = knowledge.drug_classes(
+        text("butalbital 50 MG / acetaminophen 325 MG / codeine 30 MG")
+    )
+    assert {"barbiturate", "opioid"} <= classes
+
+
+@pytest.mark.parametrize("name", ["apomorphine", "sodium chloride 0.9%", "Morphinan", "Somatropin"])
+def test_names_match_whole_words_only(knowledge: Knowledge, name: str) -> None:
+    assert knowledge.drug_classes(text(name)) == frozenset()
+
+
+def test_a_name_inside_another_is_its_own_drug(knowledge: Knowledge) -> None:
+    assert knowledge.drug_classes(text("hydromorphone 2 mg")) == {"opioid"}
+
+
+def test_baclofen_is_not_in_any_class(knowledge: Knowledge) -> None:
+    assert knowledge.drug_classes(rx("197391", "baclofen 10 MG Oral Tablet")) == frozenset()
+
+
+# --- medication_of_interest --------------------------------------------------------------
+
+
+def _request(concept: dict) -> dict:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "medicationCodeableConcept": concept,
+    }
+
+
+def test_medication_of_interest() -> None:
+    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "197391"}]}))
+    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "1049621"}]}))
+    assert medication_of_interest(_request({"text": "Baclofen 10mg tab"}))
+    assert medication_of_interest(_request({"text": "Gabapentin 300 mg"}))
+    assert medication_of_interest(
+        {"resourceType": "MedicationRequest", "medicationReference": {"reference": "Medication/1"}}
+    )
+    assert not medication_of_interest(
+        _request({"coding": [{"system": RXNORM, "code": "161", "display": "acetaminophen"}]})
+    )
+    # A code we do not know, with no name: cannot be ruled out (e.g. a gabapentin SCD).
+    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "310431"}]}))
+    contained = {
+        "resourceType": "MedicationRequest",
+        "medicationReference": {"reference": "#m"},
+        "contained": [{"resourceType": "Medication", "id": "m", "code": {"text": "Lioresal"}}],
+    }
+    assert medication_of_interest(contained)
+
+
+# --- conditions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("concept", "flag"),
+    [
+        (Concept(codings=(Coding(ICD10CM, "N18.6"),)), "esrd"),
+        (Concept(codings=(Coding(ICD10CM, "Z99.2"),)), "dialysis"),
+        (Concept(codings=(Coding(ICD10CM, "F10.20"),)), "alcohol-use-disorder"),
+        (Concept(codings=(Coding(ICD10CM, "G40.909"),)), "epilepsy"),
+        (Concept(codings=(Coding(ICD10CM, "F20.9"),)), "psychosis"),
+        (Concept(codings=(Coding(ICD10CM, "G90.4"),)), "autonomic-dysreflexia"),
+        (Concept(codings=(Coding(ICD10CM, "I63.9"),)), "stroke"),
+        (Concept(codings=(Coding(ICD10CM, "O09.90"),)), "pregnancy"),
+        (Concept(codings=(Coding(ICD10CM, "Z331"),)), "pregnancy"),
+        (Concept(codings=(Coding(SNOMED, "46177005"),)), "esrd"),
+        (Concept(codings=(Coding(SNOMED, "265764009"),)), "dialysis"),
+        (Concept(codings=(Coding("urn:local", "X1", "Hemodialysis dependent"),)), "dialysis"),
+        (text("Autonomic dysreflexia"), "autonomic-dysreflexia"),
+        (text("History of CVA"), "stroke"),
+    ],
+)
+def test_condition_flags(knowledge: Knowledge, concept: Concept, flag: str) -> None:
+    assert flag in knowledge.condition_flags(concept)
+
+
+@pytest.mark.parametrize(
+    "concept",
+    [
+        Concept(codings=(Coding(ICD10CM, "N18.3"),)),
+        Concept(codings=(Coding(ICD10CM, "F10.929"),)),
+        text("Acute kidney failure"),
+        text("Essential hypertension"),
+        text("Heat stroke"),
+    ],
+)
+def test_conditions_without_flags(knowledge: Knowledge, concept: Concept) -> None:
+    flags = knowledge.condition_flags(concept) - {"ckd"}
+    assert flags == frozenset()
+
+
+def test_every_known_name_makes_a_medication_of_interest() -> None:
+    index = drug_index()
+    for name in (*index.brands, *index.class_names, "Baclofen"):
+        assert medication_of_interest(_request({"text": f"{name.upper()} 10 mg tablet"})), name
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {
+            "resourceType": "MedicationRequest",
+            "contained": 5,
+            "medicationCodeableConcept": {"coding": "x"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "medicationCodeableConcept": {"coding": [None, 3, {"code": []}]},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "medication": {"concept": 7, "reference": "Medication/1"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "contained": [{"resourceType": "Medication", "ingredient": 1}],
+        },
+    ],
+)
+def test_medication_of_interest_survives_malformed_resources(resource: dict) -> None:
+    assert medication_of_interest(resource) is True  # names no drug: kept, never dropped
+
+
+def test_every_condition_flag_names_existing_rules(knowledge: Knowledge) -> None:
+    for flag in ("dialysis", "esrd", "alcohol-use-disorder", "epilepsy", "psychosis", "stroke"):
+        spec = knowledge.condition_flag(flag)
+        assert spec.label and all(r in knowledge.rules for r in spec.rule_ids)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("HYDROcodone-acetaminophen 5-325 MG tablet", "opioid"),
+        ("hydrOXYzine HCl 25 mg", "sedating-antihistamine"),
+        ("Chlor-Trimeton 4 mg", "sedating-antihistamine"),
+        ("traMADol/APAP", "opioid"),
+    ],
+)
+def test_ehr_spellings(knowledge: Knowledge, name: str, expected: str) -> None:
+    assert expected in knowledge.drug_classes(text(name))
+    assert medication_of_interest(_request({"text": name}))
+
+
+@given(
+    st.integers(min_value=1, max_value=5000),
+    st.integers(min_value=1, max_value=100),
+    st.sampled_from(["mg", "MG", "mcg", "ug"]),
+    st.sampled_from(["/", " / ", " per ", " in "]),
+)
+def test_concentrations_in_names_are_per_millilitre(
+    amount: int, volume: int, unit: str, sep: str
+) -> None:
+    parsed = parse_strength(f"baclofen {amount} {unit}{sep}{volume} mL")
+    per_mg = 1.0 if unit.lower() == "mg" else 0.001
+    assert parsed is not None and parsed[1] == "mg/mL"
+    assert parsed[0] == pytest.approx(amount * per_mg / volume)
