@@ -1,0 +1,79 @@
+# Baclofen CDS — production image.
+#
+#   podman build -t baclofen-cds:latest .        (or docker build)
+#   podman run -p 8080:8080 -e DATABASE_URL=postgresql://... baclofen-cds:latest
+#
+# Two stages: `build` turns the project and every dependency into wheels; the runtime
+# stage installs only those wheels into a virtualenv, so no compiler, pip cache, test
+# tool or source tree reaches the final image. Configuration comes only from the
+# environment (see docs/operations.md). `make image-test` builds and exercises this file.
+
+FROM python:3.11-slim-bookworm AS build
+
+LABEL org.opencontainers.image.title="baclofen-cds-build"
+
+# Behind a TLS-intercepting proxy, mount its CA bundle into the build and name it here
+# (pip reads PIP_* variables); an index mirror can be named the same way. Empty values are
+# ignored by pip. These are build-stage arguments only: none reaches the runtime image.
+ARG PIP_CERT=""
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cds_hooks ./cds_hooks
+COPY cards ./cards
+RUN python -m pip wheel --wheel-dir /wheels .
+
+
+FROM python:3.11-slim-bookworm
+
+LABEL org.opencontainers.image.title="baclofen-cds" \
+      org.opencontainers.image.description="CDS Hooks service checking baclofen orders" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# Install from the wheels only (--no-index: nothing is fetched here), then drop the
+# virtualenv's own pip and setuptools: the service never installs anything at run time.
+# The Flask instance folder is created now so a read-only root filesystem still starts.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels baclofen-cds \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && /opt/venv/bin/python -c "import os; from flask import Flask; os.makedirs(Flask('cds_hooks.app').instance_path, exist_ok=True)" \
+    && groupadd --gid 10001 cds \
+    && useradd --uid 10001 --gid cds --no-create-home --no-log-init --home-dir /nonexistent \
+        --shell /usr/sbin/nologin cds \
+    && install --directory --owner=cds --group=cds --mode=0750 /var/lib/baclofen-cds /tmp/prometheus
+
+# Defaults for a single container; Kubernetes overrides them from its ConfigMap and Secret.
+# SQLite suits one instance only: several instances must share a PostgreSQL DATABASE_URL.
+ENV CDS_ENV=production \
+    CDS_HOST=0.0.0.0 \
+    CDS_PORT=8080 \
+    DATABASE_URL=sqlite:////var/lib/baclofen-cds/feedback.sqlite3 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
+    WEB_CONCURRENCY=2 \
+    GUNICORN_THREADS=4
+
+USER 10001:10001
+WORKDIR /var/lib/baclofen-cds
+EXPOSE 8080
+
+# No curl in the slim image: the interpreter that is already there does the probe.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CDS_PORT', '8080'), timeout=4).status == 200 else 1)"]
+
+# Exec form: gunicorn's master is PID 1 and receives SIGTERM itself, finishes in-flight
+# requests within GUNICORN_GRACEFUL_TIMEOUT, then exits 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["baclofen-cds", "serve"]
