@@ -1,0 +1,408 @@
+"""Outbound calls to the EHR's FHIR server for data the client did not prefetch.
+
+The hook call must answer within a few seconds whatever the EHR's server does, and the
+bearer token it lends us must reach that server and nothing else. Hence: an allowlist,
+no automatic redirects, next links only on the same base, one deadline for the whole
+fan-out, bounded response size, and failures returned as values (the caller decides
+whether a missing kind is a gap or a 412). Logs carry kind, host, status, time and error
+class only: never URLs (they hold patient ids), tokens or bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import requests
+
+from cds_hooks.auth.network import address_refusal, is_loopback_host
+from cds_hooks.config import Settings
+from cds_hooks.discovery import PATIENT, prefetch_templates
+from cds_hooks.model import DataKind, FhirVersion
+from cds_hooks.prefetch import Entry, PrefetchState, read_bundle
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+CHUNK_BYTES = 16 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """One HTTP exchange with the FHIR server, as metrics see it (no URL, no body)."""
+
+    kind: DataKind
+    host: str
+    status: int | None
+    elapsed_ms: float
+    error: str | None = None
+
+
+FetchObserver = Callable[[FetchRecord], None]
+OBSERVERS: list[FetchObserver] = []
+"""Called with every FetchRecord (e.g. by a metrics module); must not raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchJob:
+    """What to get for one kind: a read (Patient) or a search, maybe paging on."""
+
+    kind: DataKind
+    url: str
+    follow_next: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """``ok`` False: nothing usable came back. ``complete`` False: later pages are missing.
+
+    ``error`` is a short, loggable reason for either.
+    """
+
+    kind: DataKind
+    ok: bool
+    entries: tuple[Entry, ...] = ()
+    complete: bool = True
+    error: str | None = None
+
+
+class FetchError(Exception):
+    """A failed exchange; ``reason`` is a short class name safe to log."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """A URL reduced to what decides where a request (and the token) goes."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> _Base | None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return None
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return None
+        if parts.username is not None or parts.password is not None:
+            return None
+        segments = [unquote(s) for s in parts.path.split("/")]
+        if any(s in (".", "..") for s in segments):
+            return None
+        return cls(
+            scheme=scheme,
+            host=parts.hostname.lower(),
+            port=port if port is not None else DEFAULT_PORTS[scheme],
+            path=parts.path.rstrip("/"),
+        )
+
+    def contains(self, other: _Base) -> bool:
+        if (self.scheme, self.host, self.port) != (other.scheme, other.host, other.port):
+            return False
+        return other.path == self.path or other.path.startswith(self.path + "/")
+
+    def same_origin(self, other: _Base) -> bool:
+        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
+
+
+def host_of(url: str) -> str:
+    """Host only, for logs."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
+def check_fhir_server(url: str, settings: Settings) -> str | None:
+    """Why we must not call this fhirServer, or None when it is fine.
+
+    One place for every refusal so later checks (e.g. private addresses) slot in here.
+    """
+    base = _Base.parse(url)
+    if base is None:
+        return "not an absolute http(s) URL without credentials"
+    https_required = not settings.development or (
+        settings.auth_mode == "enforce" and not is_loopback_host(base.host)
+    )
+    if base.scheme != "https" and https_required:
+        return "https required"
+    for entry in settings.fhir_allowlist:
+        allowed = _Base.parse(entry)
+        if allowed is not None and allowed.contains(base):
+            return address_refusal(base.host, named_by_allowlist=True)
+    return "not allowlisted"
+
+
+def search_url(base: str, kind: DataKind, patient_id: str, fhir_version: FhirVersion | None) -> str:
+    """The discovery template for ``kind``, expanded for this patient, as an absolute URL."""
+    template = prefetch_templates()[kind.value]
+    if fhir_version is FhirVersion.DSTU2 and kind is DataKind.MEDICATIONS:
+        template = template.replace("MedicationRequest?", "MedicationOrder?", 1)
+    relative = template.replace(PATIENT, quote(patient_id, safe=""))
+    return base.rstrip("/") + "/" + relative
+
+
+def fetch(
+    base_url: str,
+    access_token: str | None,
+    jobs: Sequence[FetchJob],
+    settings: Settings,
+) -> dict[DataKind, FetchResult]:
+    """Run ``jobs`` in parallel; whatever is unfinished at the deadline counts as failed.
+
+    The caller has already passed ``base_url`` through ``check_fhir_server``.
+    """
+    if not jobs:
+        return {}
+    deadline = time.monotonic() + settings.fhir_total_timeout
+    fetcher = _Fetcher(base_url, access_token, settings, deadline)
+    executor = ThreadPoolExecutor(
+        max_workers=min(settings.fhir_fetch_workers, len(jobs)), thread_name_prefix="fhir-fetch"
+    )
+    try:
+        futures = {executor.submit(fetcher.run, job): job for job in jobs}
+        done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+    results: dict[DataKind, FetchResult] = {}
+    for future, job in futures.items():
+        if future in done:
+            results[job.kind] = future.result()
+        else:
+            log.warning(
+                "FHIR fetch abandoned at deadline",
+                extra={"data_kind": job.kind.value, "host": fetcher.host, "error": "deadline"},
+            )
+            results[job.kind] = FetchResult(job.kind, ok=False, error="deadline")
+    return results
+
+
+class _Fetcher:
+    def __init__(
+        self, base_url: str, access_token: str | None, settings: Settings, deadline: float
+    ) -> None:
+        base = _Base.parse(base_url)
+        if base is None:
+            raise ValueError("fhirServer must be checked with check_fhir_server first")
+        self.base = base
+        self.base_url = base_url.rstrip("/")
+        self.host = base.host
+        self.settings = settings
+        self.deadline = deadline
+        self.headers = {"Accept": FHIR_JSON}
+        if access_token:
+            self.headers["Authorization"] = f"Bearer {access_token}"
+
+    def run(self, job: FetchJob) -> FetchResult:
+        """Never raises: a worker exception would otherwise surface in the hook call."""
+        try:
+            result = self._run(job)
+        except Exception as exc:
+            result = FetchResult(job.kind, ok=False, error=type(exc).__name__)
+        if not result.ok or not result.complete:
+            log.warning(
+                "FHIR %s from %s %s: %s",
+                job.kind.value,
+                self.host,
+                "failed" if not result.ok else "incomplete",
+                result.error,
+                extra={"data_kind": job.kind.value, "host": self.host, "error": result.error},
+            )
+        return result
+
+    def _run(self, job: FetchJob) -> FetchResult:
+        with requests.Session() as session:
+            session.trust_env = False
+            if job.kind is DataKind.PATIENT:
+                try:
+                    body = self._get_json(session, job.url, job.kind)
+                except FetchError as exc:
+                    return FetchResult(job.kind, ok=False, error=exc.reason)
+                if body.get("resourceType") != "Patient":
+                    return FetchResult(job.kind, ok=False, error="unexpected_resource")
+                return FetchResult(job.kind, ok=True, entries=(Entry(body),))
+            return self._search(session, job)
+
+    def _search(self, session: requests.Session, job: FetchJob) -> FetchResult:
+        entries: list[Entry] = []
+        url: str | None = job.url
+        pages = 0
+        error: str | None = None
+        while url is not None and pages < self.settings.fhir_max_pages:
+            url = urljoin(self.base_url + "/", url)
+            if not self._within_base(url):
+                error = "link_leaves_server"
+                break
+            try:
+                body = self._get_json(session, url, job.kind)
+                page = _searchset(body)
+            except FetchError as exc:
+                if not pages:
+                    return FetchResult(job.kind, ok=False, error=exc.reason)
+                error = exc.reason
+                break
+            pages += 1
+            entries.extend(page.entries)
+            url = page.next_url if job.follow_next else None
+        if url is not None and error is None:
+            error = "page_limit"
+        return FetchResult(
+            job.kind, ok=True, entries=tuple(entries), complete=url is None, error=error
+        )
+
+    def _within_base(self, url: str) -> bool:
+        target = _Base.parse(url)
+        return target is not None and self.base.contains(target)
+
+    def _get_json(self, session: requests.Session, url: str, kind: DataKind) -> dict[str, Any]:
+        for _ in range(MAX_REDIRECTS + 1):
+            started = time.monotonic()
+            status: int | None = None
+            error: str | None = None
+            try:
+                status, location, body = self._exchange(session, url)
+                if location is not None:
+                    url = self._redirect_target(url, location, kind)
+                    continue
+                return _json_resource(body)
+            except FetchError as exc:
+                error = exc.reason
+                status = status if exc.status is None else exc.status
+                raise
+            finally:
+                self._record(kind, status, _ms(started), error)
+        raise FetchError("too_many_redirects")
+
+    def _exchange(self, session: requests.Session, url: str) -> tuple[int, str | None, bytes]:
+        """One GET: (status, redirect location or None, body)."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchError("deadline")
+        try:
+            response = session.get(
+                url,
+                headers=self.headers,
+                timeout=(min(self.settings.fhir_connect_timeout, remaining), remaining),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout as exc:
+            raise FetchError("timeout") from exc
+        except requests.RequestException as exc:
+            raise FetchError("connection") from exc
+        with response:
+            status = response.status_code
+            if status in REDIRECT_STATUSES:
+                return status, response.headers.get("Location", ""), b""
+            if status != 200:
+                raise FetchError("http_status", status)
+            return status, None, self._read(response)
+
+    def _redirect_target(self, url: str, location: str, kind: DataKind) -> str:
+        """Only redirects to the same scheme, host and port; the token goes nowhere else."""
+        target = urljoin(url, location) if location else None
+        parsed = _Base.parse(target) if target else None
+        if target is None or parsed is None or not self.base.same_origin(parsed):
+            log.warning(
+                "FHIR redirect to another origin refused",
+                extra={"data_kind": kind.value, "host": self.host},
+            )
+            raise FetchError("redirect_refused")
+        return target
+
+    def _read(self, response: requests.Response) -> bytes:
+        """Stream the body, stopping at the size cap or the deadline."""
+        limit = self.settings.fhir_max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise FetchError("too_large", response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    raise FetchError("too_large", response.status_code)
+                if time.monotonic() > self.deadline:
+                    raise FetchError("deadline", response.status_code)
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise FetchError("read_failed", response.status_code) from exc
+        return b"".join(chunks)
+
+    def _record(
+        self, kind: DataKind, status: int | None, elapsed_ms: float, error: str | None
+    ) -> None:
+        record = FetchRecord(kind, self.host, status, elapsed_ms, error)
+        level = logging.INFO if error is None and status == 200 else logging.WARNING
+        log.log(
+            level,
+            "FHIR %s %s status=%s %.0fms%s",
+            kind.value,
+            self.host,
+            status,
+            elapsed_ms,
+            f" error={error}" if error else "",
+            extra={
+                "data_kind": kind.value,
+                "host": self.host,
+                "status": status,
+                "elapsed_ms": round(elapsed_ms, 1),
+                "error": error,
+            },
+        )
+        for observer in OBSERVERS:
+            try:
+                observer(record)
+            except Exception:
+                log.exception("FHIR fetch observer failed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    entries: tuple[Entry, ...]
+    next_url: str | None
+
+
+def _searchset(body: Mapping[str, Any]) -> _Page:
+    if body.get("resourceType") != "Bundle":
+        raise FetchError("unexpected_resource")
+    value = read_bundle(body)
+    if value.state is not PrefetchState.RESOURCES:
+        raise FetchError("operation_outcome")
+    return _Page(value.entries, value.next_url)
+
+
+def _json_resource(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FetchError("not_json") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise FetchError("not_fhir")
+    if value["resourceType"] == "OperationOutcome":
+        raise FetchError("operation_outcome")
+    return value
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000.0

@@ -1,0 +1,265 @@
+"""A real HTTP server on 127.0.0.1 that plays the EHR's FHIR server in tests.
+
+Each route answers with a programmable behaviour (JSON, slow, error status, garbage,
+redirect, oversize body...) and every request is recorded with its headers, so tests can
+assert where the bearer token went. Usage::
+
+    with FhirServer() as server:
+        server.route("Patient/p1", ok(patient_resource("p1")))
+        server.route("Observation", lambda request: ok(searchset(labs)))
+        ...  # point fhirServer at server.base_url
+        assert server.requests[0].headers["Authorization"] == "Bearer t"
+
+Routes are matched on the decoded path below ``base_url`` without the query string; the most
+specific route wins (``Patient/p1`` before ``Patient``). Unrouted paths get a 404
+OperationOutcome, as a FHIR server would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from cds_hooks.config import DefaultConfig, Settings
+
+BASE_PATH = "/fhir"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    """Path and query exactly as received."""
+    headers: Mapping[str, str]
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow server)."""
+    declare_length: bool = True
+    """False: no Content-Length, the body ends when the connection closes."""
+
+
+Behaviour = Reply | Callable[[Recorded], Reply]
+
+
+def ok(resource: Any, status: int = 200) -> Reply:
+    return Reply(
+        status=status,
+        body=json.dumps(resource).encode(),
+        headers={"Content-Type": "application/fhir+json"},
+    )
+
+
+def slow(seconds: float, resource: Any) -> Reply:
+    reply = ok(resource)
+    return Reply(status=reply.status, body=reply.body, headers=reply.headers, delay=seconds)
+
+
+def status(code: int) -> Reply:
+    return ok(operation_outcome(f"HTTP {code}"), status=code)
+
+
+def garbage() -> Reply:
+    return Reply(body=b"<html>not json\x00\xff", headers={"Content-Type": "text/html"})
+
+
+def redirect(location: str, code: int = 302) -> Reply:
+    return Reply(status=code, headers={"Location": location})
+
+
+def oversize(size: int, declare_length: bool = True) -> Reply:
+    body = b'{"resourceType": "Bundle", "type": "searchset", "entry": [' + b" " * size + b"]}"
+    return Reply(
+        body=body,
+        headers={"Content-Type": "application/fhir+json"},
+        declare_length=declare_length,
+    )
+
+
+def operation_outcome(message: str = "failed", severity: str = "error") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": "processing", "diagnostics": message}],
+    }
+
+
+def searchset(
+    resources: Sequence[Mapping[str, Any]], next_url: str | None = None
+) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": dict(r)} for r in resources],
+    }
+    if next_url:
+        bundle["link"] = [{"relation": "next", "url": next_url}]
+    return bundle
+
+
+def serve_chart(server: FhirServer, resources: Sequence[Mapping[str, Any]]) -> None:
+    """Answer reads and simple searches over ``resources`` like a small FHIR server.
+
+    Supports ``Patient/{id}`` reads and ``{Type}?patient=&code=&status=&_count=&_sort=-date``
+    searches (``code`` as ``system|code`` lists), paging with absolute ``next`` links.
+    """
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for resource in resources:
+        by_type.setdefault(str(resource.get("resourceType")), []).append(resource)
+        if resource.get("resourceType") == "Patient":
+            server.route(f"Patient/{resource['id']}", ok(resource))
+    for resource_type, items in by_type.items():
+        server.route(resource_type, _searcher(server, resource_type, items))
+
+
+def _searcher(
+    server: FhirServer, resource_type: str, items: Sequence[Mapping[str, Any]]
+) -> Callable[[Recorded], Reply]:
+    def search(request: Recorded) -> Reply:
+        query = {k: v[0] for k, v in request.query.items()}
+        found = [r for r in items if _matches(r, query)]
+        if query.get("_sort") == "-date":
+            found.sort(key=lambda r: str(r.get("effectiveDateTime", "")), reverse=True)
+        count = int(query.get("_count", 50))
+        offset = int(query.get("_offset", 0))
+        page = found[offset : offset + count]
+        next_url = None
+        if offset + count < len(found):
+            rest = {k: v for k, v in query.items() if k != "_offset"}
+            rest["_offset"] = str(offset + count)
+            next_url = f"{server.base_url}/{resource_type}?" + urlencode(rest)
+        bundle = searchset(page, next_url)
+        bundle["total"] = len(found)
+        return ok(bundle)
+
+    return search
+
+
+def _matches(resource: Mapping[str, Any], query: Mapping[str, str]) -> bool:
+    patient = query.get("patient")
+    if patient is not None:
+        ref = resource.get("subject") or resource.get("patient") or {}
+        reference = str(ref.get("reference", "")) if isinstance(ref, Mapping) else ""
+        if not (reference.endswith("/" + patient) or reference.endswith(":" + patient)):
+            return False
+    if "status" in query and resource.get("status") not in query["status"].split(","):
+        return False
+    if "code" in query:
+        wanted = set(query["code"].split(","))
+        codings = (resource.get("code") or {}).get("coding") or []
+        have = {f"{c.get('system')}|{c.get('code')}" for c in codings} | {
+            str(c.get("code")) for c in codings
+        }
+        if not wanted & have:
+            return False
+    return True
+
+
+def make_settings(allowlist: Sequence[str] = (), **overrides: Any) -> Settings:
+    """Settings as the app would build them (development env), with test overrides.
+
+    ``overrides`` use config names, e.g. ``FHIR_TOTAL_TIMEOUT=0.5``.
+    """
+    config = {name: getattr(DefaultConfig, name) for name in dir(DefaultConfig) if name.isupper()}
+    config.update(ENV="development", FHIR_ALLOWLIST=list(allowlist), DATABASE_URL="sqlite://")
+    config.update(overrides)
+    return Settings.from_mapping(config, instance_path=".")
+
+
+def closed_port_url() -> str:
+    """A base URL on loopback where nothing listens (a server that is down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}{BASE_PATH}"
+
+
+class FhirServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Behaviour] = {}
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        return self.origin + BASE_PATH
+
+    def route(self, path: str, behaviour: Behaviour) -> None:
+        self.routes[path.strip("/")] = behaviour
+
+    def requests_to(self, prefix: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path.startswith(f"{BASE_PATH}/{prefix}")]
+
+    def __enter__(self) -> FhirServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _reply_for(self, recorded: Recorded) -> Reply:
+        path = urlsplit(recorded.path).path
+        if not path.startswith(BASE_PATH + "/"):
+            return status(404)
+        parts = unquote(path[len(BASE_PATH) + 1 :]).strip("/").split("/")
+        for end in range(len(parts), 0, -1):
+            behaviour = self.routes.get("/".join(parts[:end]))
+            if behaviour is not None:
+                return behaviour(recorded) if callable(behaviour) else behaviour
+        return status(404)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                recorded = Recorded("GET", self.path, dict(self.headers.items()))
+                with server._lock:
+                    server.requests.append(recorded)
+                reply = server._reply_for(recorded)
+                if reply.delay and server._stopping.wait(reply.delay):
+                    return
+                try:
+                    self.send_response(reply.status)
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    if reply.declare_length:
+                        self.send_header("Content-Length", str(len(reply.body)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                del format, args
+
+        return Handler

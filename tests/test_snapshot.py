@@ -1,0 +1,357 @@
+"""Assembling the patient snapshot from what the client prefetched (real captures included)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cds_hooks.discovery import SERVICES_BY_ID
+from cds_hooks.errors import PreconditionFailed
+from cds_hooks.hook_context import parse_hook_request
+from cds_hooks.model import DataKind, FhirVersion, HookRequest, MedicationOrder
+from cds_hooks.snapshot import assemble_snapshot
+from tests.conftest import load_json
+from tests.fhir_server import FhirServer, make_settings, operation_outcome, searchset
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NO_SERVER = make_settings([])
+PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "1941-03-02", "gender": "female"}
+
+
+def observation(rid: str, code: str, value: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "effectiveDateTime": "2026-10-01",
+        "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}"},
+        **extra,
+    }
+
+
+def med(rid: str, code: str, name: str, status: str = "active", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code, "display": name}],
+            "text": name,
+        },
+        **extra,
+    }
+
+
+LORAZEPAM = med("lzp", "197901", "lorazepam 1 MG Oral Tablet")
+AMOXICILLIN = med("amox", "308191", "Amoxicillin 500 MG Oral Capsule")
+METFORMIN = med("met", "860975", "Metformin hydrochloride 500 MG Oral Tablet")
+
+
+def request_with(prefetch: Mapping[str, Any], **fields: Any) -> HookRequest:
+    values: dict[str, Any] = {
+        "hook": "order-sign",
+        "hook_instance": "i-1",
+        "service_id": "baclofen-order-sign",
+        "patient_id": "p1",
+        "prefetch": dict(prefetch),
+    }
+    values.update(fields)
+    return HookRequest(**values)
+
+
+def from_capture(name: str) -> HookRequest:
+    body = load_json(f"requests/{name}")["body"]
+    service = next(s for s in SERVICES_BY_ID.values() if s.hook == body["hook"])
+    return parse_hook_request(body, service)
+
+
+def full_prefetch(**overrides: Any) -> dict[str, Any]:
+    prefetch: dict[str, Any] = {
+        "patient": PATIENT,
+        "renalLabs": searchset([observation("egfr", "33914-3", 37)]),
+        "weight": searchset([observation("wt", "29463-7", 61)]),
+        "activeMedications": searchset([LORAZEPAM]),
+        "conditions": searchset([]),
+    }
+    prefetch.update(overrides)
+    return prefetch
+
+
+def test_full_prefetch_gives_a_complete_snapshot() -> None:
+    snapshot = assemble_snapshot(request_with(full_prefetch()), NO_SERVER)
+    assert snapshot.patient.birth_date == date(1941, 3, 2)
+    assert {o.id for o in snapshot.observations} == {"egfr", "wt"}
+    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/lzp"]
+    assert snapshot.conditions == ()
+    assert snapshot.unavailable == frozenset()
+
+
+def test_sandbox_capture_with_its_own_prefetch_keys() -> None:
+    """The sandbox sends ``egfr`` and ``activeMeds``; their resources are still used."""
+    request = from_capture("sandbox-order-select-baclofen10-2tab-tid-spasticity.json")
+    snapshot = assemble_snapshot(request, NO_SERVER)
+    assert snapshot.patient.birth_date == date(1941, 3, 2)
+    assert any(o.code.codes("http://loinc.org") == ("33914-3",) for o in snapshot.observations)
+    assert "lorazepam" in " ".join(m.medication_label or "" for m in snapshot.medications).lower()
+    assert DataKind.RENAL_LABS not in snapshot.unavailable
+    assert DataKind.MEDICATIONS not in snapshot.unavailable
+    assert {DataKind.WEIGHT, DataKind.CONDITIONS} <= snapshot.unavailable
+
+
+def test_synthea_capture_keeps_the_opioid_and_the_kidney_values() -> None:
+    request = from_capture("sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json")
+    snapshot = assemble_snapshot(request, NO_SERVER)
+    labels = " ".join(m.medication_label or "" for m in snapshot.medications).lower()
+    assert "oxycodone" in labels
+    assert DataKind.RENAL_LABS not in snapshot.unavailable
+    assert all(
+        m.reference not in {o.reference for o in request.draft_orders} for m in snapshot.medications
+    )
+
+
+def test_legacy_wrapped_patient_is_read() -> None:
+    request = from_capture("legacy-medication-prescribe-baclofen10odt.json")
+    snapshot = assemble_snapshot(request, NO_SERVER)
+    assert snapshot.patient.id == "baclofen-pt-1"
+    assert snapshot.patient.birth_date == date(1941, 3, 2)
+    assert snapshot.unavailable == {
+        DataKind.RENAL_LABS,
+        DataKind.WEIGHT,
+        DataKind.MEDICATIONS,
+        DataKind.CONDITIONS,
+    }
+
+
+def test_no_patient_and_no_server_is_412() -> None:
+    with pytest.raises(PreconditionFailed):
+        assemble_snapshot(request_with(full_prefetch(patient=operation_outcome())), NO_SERVER)
+
+
+def test_a_pooled_patient_of_another_id_is_not_used() -> None:
+    prefetch = full_prefetch(patient=None, someone={**PATIENT, "id": "p2"})
+    with pytest.raises(PreconditionFailed):
+        assemble_snapshot(request_with(prefetch), NO_SERVER)
+
+
+def test_a_pooled_patient_with_the_right_id_is_used() -> None:
+    prefetch = full_prefetch(subject=PATIENT)
+    del prefetch["patient"]
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert snapshot.patient.birth_date == date(1941, 3, 2)
+
+
+@pytest.fixture
+def server() -> Iterator[FhirServer]:
+    with FhirServer() as fhir_server:
+        yield fhir_server
+
+
+def test_null_patient_is_412_without_asking_the_server(server: FhirServer) -> None:
+    request = request_with(full_prefetch(patient=None), fhir_server=server.base_url)
+    with pytest.raises(PreconditionFailed):
+        assemble_snapshot(request, make_settings([server.base_url]))
+    assert server.requests == []
+
+
+def test_answered_keys_are_not_fetched_again(server: FhirServer) -> None:
+    request = request_with(full_prefetch(renalLabs=None), fhir_server=server.base_url)
+    snapshot = assemble_snapshot(request, make_settings([server.base_url]))
+    assert server.requests == []
+    assert snapshot.unavailable == frozenset()
+
+
+def test_medications_are_current_ones_other_than_this_hooks_drafts() -> None:
+    draft = MedicationOrder(
+        reference="MedicationRequest/draft-1",
+        resource_type="MedicationRequest",
+        fhir_version=FhirVersion.R4,
+        status="draft",
+    )
+    meds = [
+        LORAZEPAM,
+        med("lzp-stopped", "197901", "lorazepam 1 MG Oral Tablet", status="stopped"),
+        med("lzp-hold", "197901", "lorazepam 1 MG Oral Tablet", status="on-hold"),
+        med("draft-1", "197391", "Baclofen 10 MG Oral Tablet", status="draft"),
+        med("draft-2", "197391", "Baclofen 10 MG Oral Tablet", status="draft"),
+    ]
+    prefetch = full_prefetch(activeMedications=searchset(meds))
+    request = request_with(prefetch, draft_orders=(draft,), selected=(draft.reference,))
+    snapshot = assemble_snapshot(request, NO_SERVER)
+    assert {m.reference for m in snapshot.medications} == {
+        "MedicationRequest/lzp",
+        "MedicationRequest/lzp-hold",
+        "MedicationRequest/draft-2",
+    }
+
+
+def test_only_medications_of_interest_are_normalised() -> None:
+    irrelevant = [{**AMOXICILLIN, "id": f"amox-{i}"} for i in range(10)]
+    irrelevant += [{**METFORMIN, "id": f"met-{i}"} for i in range(9)]
+    meds = [LORAZEPAM, *irrelevant]
+    snapshot = assemble_snapshot(
+        request_with(full_prefetch(activeMedications=searchset(meds))), NO_SERVER
+    )
+    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/lzp"]
+    assert DataKind.MEDICATIONS not in snapshot.unavailable
+
+
+def test_bundled_medication_resources_resolve_references() -> None:
+    by_reference = {
+        "resourceType": "MedicationRequest",
+        "id": "oxy",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/m-oxy"},
+    }
+    medication = {
+        "resourceType": "Medication",
+        "id": "m-oxy",
+        "code": {"coding": [{"system": RXNORM, "code": "1049621", "display": "oxycodone 5 MG"}]},
+    }
+    prefetch = full_prefetch(activeMedications=searchset([by_reference, medication]))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    (order,) = snapshot.medications
+    assert order.medication is not None
+    assert order.medication.codes(RXNORM) == ("1049621",)
+
+
+def test_an_unresolvable_reference_is_kept_not_dropped() -> None:
+    unknown = {
+        "resourceType": "MedicationRequest",
+        "id": "mystery",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "Medication/elsewhere"},
+    }
+    prefetch = full_prefetch(activeMedications=searchset([unknown]))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/mystery"]
+
+
+def test_malformed_resources_do_not_fail_the_call() -> None:
+    junk_condition = {"resourceType": "Condition", "id": "bad", "code": 5, "subject": []}
+    junk_med = {"resourceType": "MedicationRequest", "status": "active", "dosageInstruction": 7}
+    junk_obs = observation("weird", "33914-3", 0, valueQuantity="many")
+    odd_types = [
+        observation("list-status", "33914-3", 1, status=["final"]),
+        {**observation("list-code", "33914-3", 1), "code": {"coding": [{"code": ["x"]}]}},
+        {**LORAZEPAM, "id": "list-status", "status": ["active"]},
+    ]
+    prefetch = full_prefetch(
+        conditions=searchset([junk_condition]),
+        activeMedications=searchset([LORAZEPAM, junk_med, AMOXICILLIN, odd_types[2]]),
+        renalLabs=searchset([junk_obs, *odd_types[:2], observation("egfr", "33914-3", 37)]),
+        otherLabs={
+            "resourceType": "Bundle",
+            "entry": [{"resource": operation_outcome(), "search": {"mode": "outcome"}}],
+            "link": [{"relation": "next", "url": ["not", "a", "url"]}],
+        },
+        extra=["not", "fhir"],
+    )
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert "egfr" in {o.id for o in snapshot.observations}
+    assert "MedicationRequest/lzp" in {m.reference for m in snapshot.medications}
+
+
+def test_only_known_codes_of_live_observations_are_kept() -> None:
+    labs = [
+        observation("egfr", "33914-3", 37),
+        observation("glucose", "2345-7", 5.4),
+        observation("retracted", "33914-3", 90, status="entered-in-error"),
+    ]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    assert {o.id for o in snapshot.observations} == {"egfr", "wt"}
+
+
+def test_resources_of_another_patient_are_dropped() -> None:
+    foreign = observation("other-egfr", "33914-3", 90, subject={"reference": "Patient/p2"})
+    prefetch = full_prefetch(renalLabs=searchset([foreign]))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert "other-egfr" not in {o.id for o in snapshot.observations}
+
+
+def test_a_prefetched_operation_outcome_without_a_server_is_a_gap() -> None:
+    prefetch = full_prefetch(renalLabs=operation_outcome(), conditions=operation_outcome())
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert snapshot.unavailable == {DataKind.RENAL_LABS, DataKind.CONDITIONS}
+
+
+def test_a_prefetched_list_with_unread_pages_and_no_server_is_a_gap() -> None:
+    paged = searchset([LORAZEPAM], "https://ehr.example.org/fhir/MedicationRequest?page=2")
+    snapshot = assemble_snapshot(request_with(full_prefetch(activeMedications=paged)), NO_SERVER)
+    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/lzp"]
+    assert DataKind.MEDICATIONS in snapshot.unavailable
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+RESOURCE_TYPES = st.sampled_from(
+    [
+        "Patient",
+        "Observation",
+        "MedicationRequest",
+        "MedicationOrder",
+        "Condition",
+        "Medication",
+        "Bundle",
+        "OperationOutcome",
+    ]
+)
+FIELDS = st.sampled_from(
+    [
+        "id",
+        "status",
+        "code",
+        "subject",
+        "entry",
+        "resource",
+        "birthDate",
+        "valueQuantity",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "issue",
+        "link",
+        "response",
+    ]
+)
+RESOURCE = st.builds(
+    lambda rtype, fields: {"resourceType": rtype, **fields},
+    RESOURCE_TYPES,
+    st.dictionaries(FIELDS, JSON, max_size=5),
+)
+VALUE = st.one_of(
+    st.none(),
+    JSON,
+    RESOURCE,
+    st.builds(lambda rs: searchset(rs), st.lists(RESOURCE, max_size=4)),
+    st.builds(lambda r: {"resource": r, "response": {"status": "200 OK"}}, RESOURCE),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*(k.value for k in DataKind), "egfr", "activeMeds"]), VALUE, max_size=6
+    )
+)
+def test_any_prefetch_gives_a_snapshot_or_412(prefetch: dict[str, Any]) -> None:
+    try:
+        snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    except PreconditionFailed:
+        return
+    assert snapshot.patient.id == "p1"
