@@ -10,6 +10,7 @@ from cds_hooks.config import Settings
 from cds_hooks.discovery import SERVICES_BY_ID, ServiceDefinition, discovery_document
 from cds_hooks.errors import UnknownService
 from cds_hooks.http_json import read_json_body
+from cds_hooks.logging import annotate_evaluation
 from cds_hooks.pipeline import evaluate_hook
 
 bp = Blueprint("cds", __name__, url_prefix="/cds-services")
@@ -38,4 +39,10 @@ def call_service(service_id: str) -> Response:
     service = lookup_service(service_id)
     body = read_json_body(request)
     evaluation = evaluate_hook(service, body, settings(), date.today())
+    annotate_evaluation(
+        hook=evaluation.request.hook,
+        hook_instance=evaluation.request.hook_instance,
+        topics=(finding.topic.value for finding in evaluation.findings),
+        card_count=len(evaluation.response["cards"]),
+    )
     return jsonify(evaluation.response)

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "production")
+AUTH_MODES = ("enforce", "sandbox", "off")
 
 
 class ConfigError(RuntimeError):
@@ -40,6 +41,16 @@ class DefaultConfig:
     MAX_CARDS = 6
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
+    # Caller authentication (docs/trust.md). AUTH_MODE unset: "off" in development,
+    # "enforce" otherwise. TRUSTED_ISSUERS: JSON list; TRUSTED_ISSUERS_FILE: JSON/TOML.
+    AUTH_MODE: str | None = None
+    TRUSTED_ISSUERS: str | list[dict[str, Any]] | None = None
+    TRUSTED_ISSUERS_FILE: str | None = None
+    AUTH_CLOCK_SKEW = 60
+    AUTH_MAX_TOKEN_LIFETIME = 3600
+    JWKS_TIMEOUT = 2.0
+    JWKS_REFRESH_INTERVAL = 60.0
+    JWKS_MAX_AGE = 3600.0
 
 
 class DevelopmentConfig(DefaultConfig):
@@ -87,6 +98,12 @@ class Settings:
     max_cards: int
     policy_file: str | None
     log_level: str
+    auth_mode: str = "enforce"
+    auth_clock_skew: int = 60
+    auth_max_token_lifetime: int = 3600
+    jwks_timeout: float = 2.0
+    jwks_refresh_interval: float = 60.0
+    jwks_max_age: float = 3600.0
 
     @property
     def development(self) -> bool:
@@ -113,6 +130,13 @@ class Settings:
                 raise ConfigError(f"CDS_FHIR_ALLOWLIST entries must be base URLs, got {entry!r}")
             if env == "production" and parts.scheme != "https":
                 raise ConfigError(f"CDS_FHIR_ALLOWLIST must use https in production, got {entry!r}")
+        auth_mode = str(config.get("AUTH_MODE") or ("off" if env == "development" else "enforce"))
+        auth_mode = auth_mode.lower()
+        if auth_mode not in AUTH_MODES:
+            choices = ", ".join(AUTH_MODES)
+            raise ConfigError(f"CDS_AUTH_MODE must be one of {choices}, got {auth_mode!r}")
+        if auth_mode == "off" and env != "development":
+            raise ConfigError("CDS_AUTH_MODE=off is only allowed with CDS_ENV=development")
         return cls(
             env=env,
             database_url=str(database_url),
@@ -130,4 +154,14 @@ class Settings:
             max_cards=_positive("MAX_CARDS", config.get("MAX_CARDS"), int),
             policy_file=config.get("POLICY_FILE") or None,
             log_level=str(config.get("LOG_LEVEL", "INFO")).upper(),
+            auth_mode=auth_mode,
+            auth_clock_skew=_positive("AUTH_CLOCK_SKEW", config.get("AUTH_CLOCK_SKEW", 60), int),
+            auth_max_token_lifetime=_positive(
+                "AUTH_MAX_TOKEN_LIFETIME", config.get("AUTH_MAX_TOKEN_LIFETIME", 3600), int
+            ),
+            jwks_timeout=_positive("JWKS_TIMEOUT", config.get("JWKS_TIMEOUT", 2.0), float),
+            jwks_refresh_interval=_positive(
+                "JWKS_REFRESH_INTERVAL", config.get("JWKS_REFRESH_INTERVAL", 60.0), float
+            ),
+            jwks_max_age=_positive("JWKS_MAX_AGE", config.get("JWKS_MAX_AGE", 3600.0), float),
         )

@@ -1,0 +1,157 @@
+"""Caller authentication for every CDS Hooks call (the trust model is in docs/trust.md).
+
+``init_auth`` installs one app-wide ``before_request`` check. Exempt: CORS preflights
+(browsers send them without the Authorization header), and the health and metrics
+endpoints that load balancers and Prometheus call. Everything else, including unknown
+paths, needs a valid token before any of our code looks at the request body.
+
+A refusal is a bare 401 with ``WWW-Authenticate: Bearer`` and an OperationOutcome that
+says only "authentication failed": the reason goes to our log, never to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask, Response, current_app, g, request
+
+from cds_hooks.auth.issuers import Issuer, configured_issuers, sandbox_issuers
+from cds_hooks.auth.jwks import JwksCache, JwksPolicy
+from cds_hooks.auth.network import address_refusal, is_loopback_host
+from cds_hooks.auth.verifier import AuthError, Identity, TokenVerifier, VerifierPolicy
+from cds_hooks.config import Settings
+from cds_hooks.errors import outcome_response
+
+__all__ = [
+    "AuthError",
+    "Identity",
+    "Issuer",
+    "TokenVerifier",
+    "address_refusal",
+    "current_identity",
+    "init_auth",
+    "is_loopback_host",
+]
+
+log = logging.getLogger(__name__)
+
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+REALM = 'Bearer realm="cds-services"'
+SANDBOX_WARNING = (
+    "CDS_AUTH_MODE=sandbox: trusting ONLY the public CDS Hooks sandbox keys. Their private "
+    "key is published, so ANYONE can mint a token this service accepts. For testing with "
+    "the sandbox only; never use with real patient data."
+)
+OFF_WARNING = (
+    "CDS_AUTH_MODE=off: caller authentication is DISABLED. Anyone who can reach this port "
+    "can make the service fetch from an allowlisted FHIR server. Development only."
+)
+
+
+def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
+    """Build the verifier for ``settings.auth_mode`` and install the request check.
+
+    Trusted issuers are validated here (ConfigError before serving). ``app.config``
+    ``AUTH_CLOCK`` (a callable returning epoch seconds) replaces the wall clock; tests
+    use it to verify captured, long-expired sandbox tokens.
+    """
+    if settings.auth_mode == "off":
+        log.warning(OFF_WARNING, extra={"auth_mode": "off"})
+        app.extensions["baclofen_auth"] = None
+        return None
+    issuers = _issuers(app, settings)
+    configured_clock = app.config.get("AUTH_CLOCK")
+    clock: Callable[[], float] = configured_clock if callable(configured_clock) else time.time
+    skew = settings.auth_clock_skew
+    jwks = JwksCache(
+        JwksPolicy(
+            timeout=settings.jwks_timeout,
+            refresh_interval=settings.jwks_refresh_interval,
+            max_age=settings.jwks_max_age,
+        )
+    )
+
+    def remember_jti(issuer: str, jti: str, expires_at: datetime) -> bool:
+        store = app.extensions["baclofen_store"]
+        return bool(store.remember_jti(issuer, jti, expires_at + timedelta(seconds=skew)))
+
+    verifier = TokenVerifier(
+        issuers,
+        jwks,
+        remember_jti,
+        VerifierPolicy(clock_skew=skew, max_lifetime=settings.auth_max_token_lifetime),
+        clock=clock,
+    )
+    app.extensions["baclofen_auth"] = verifier
+    app.extensions["baclofen_ready_checks"]["trusted_issuers"] = lambda: bool(verifier.issuers)
+    app.before_request(_authenticate)
+    return verifier
+
+
+def _issuers(app: Flask, settings: Settings) -> tuple[Issuer, ...]:
+    configured = configured_issuers(app.config)
+    if settings.auth_mode == "sandbox":
+        log.warning(SANDBOX_WARNING, extra={"auth_mode": "sandbox"})
+        if configured:
+            log.warning(
+                "CDS_AUTH_MODE=sandbox ignores CDS_TRUSTED_ISSUERS; use enforce to trust them",
+                extra={"auth_mode": "sandbox"},
+            )
+        return sandbox_issuers()
+    if not configured:
+        log.error(
+            "CDS_AUTH_MODE=enforce with no trusted issuer: every call will be refused and "
+            "/readyz reports not ready. Set CDS_TRUSTED_ISSUERS or CDS_TRUSTED_ISSUERS_FILE.",
+            extra={"auth_mode": "enforce"},
+        )
+    return configured
+
+
+def expected_audience(settings: Settings) -> str:
+    """The URL the caller called: public base URL (behind a proxy) or this request's."""
+    base = settings.public_base_url or request.root_url.rstrip("/")
+    return base + request.path
+
+
+def current_identity() -> Identity | None:
+    """The verified caller of this request (None when auth is off or exempt)."""
+    return g.get("cds_identity")
+
+
+def _authenticate() -> Response | None:
+    if request.method == "OPTIONS" or request.path in EXEMPT_PATHS:
+        return None
+    verifier: TokenVerifier = current_app.extensions["baclofen_auth"]
+    settings: Settings = current_app.extensions["baclofen_settings"]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _refuse(AuthError("no_bearer_token"), missing=True)
+    try:
+        identity = verifier.verify(token.strip(), expected_audience(settings))
+    except AuthError as error:
+        return _refuse(error, missing=False)
+    g.cds_identity = identity
+    log.info(
+        "caller authenticated",
+        extra={
+            "issuer": identity.issuer,
+            "tenant": identity.tenant,
+            "jti": identity.jti,
+            "kid": identity.kid,
+            "token_expires": datetime.fromtimestamp(identity.expires_at, UTC).isoformat(),
+        },
+    )
+    return None
+
+
+def _refuse(error: AuthError, *, missing: bool) -> Response:
+    log.warning(
+        "authentication failed",
+        extra={"reason": error.reason, "issuer": error.issuer, "endpoint": request.endpoint},
+    )
+    response = outcome_response(401, "authentication failed", "login")
+    response.headers["WWW-Authenticate"] = REALM if missing else f'{REALM}, error="invalid_token"'
+    return response

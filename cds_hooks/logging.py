@@ -1,0 +1,145 @@
+"""Structured logs (one JSON object per line) that are safe to ship to any log store.
+
+Logs leave the clinical boundary: they go to aggregators, tickets and vendors. So they
+carry what operators need (request id, hook, service, hookInstance, timings, card count
+and topics, caller issuer and tenant) and never names, birth dates, identifiers,
+resource bodies or tokens. Two guards beyond careful call sites:
+
+- exceptions are logged as their type and stack frames only: exception *messages* often
+  quote the offending input (a validation error repeats the bad birth date);
+- only the request's summary is logged, never the body, query string or headers;
+- urllib3, which logs every URL it fetches (FHIR URLs hold patient ids), is held at ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import IO, Any
+
+from flask import Flask, Response, g, has_request_context, request
+from pythonjsonlogger.json import JsonFormatter
+
+from cds_hooks.discovery import SERVICES_BY_ID
+
+log = logging.getLogger("cds_hooks.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_HANDLER_NAME = "baclofen-json"
+QUIETED_LOGGERS = ("urllib3",)
+"""Third-party loggers that write request URLs (which hold patient ids) below ERROR."""
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+class RequestContextFilter(logging.Filter):
+    """Stamps every record logged during a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context() and not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id")
+        return True
+
+
+class SafeJsonFormatter(JsonFormatter):
+    """JSON lines; exceptions reduced to type and frames (no message, no locals)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            timestamp=True,
+        )
+
+    def formatException(self, ei: Any) -> str:
+        exc_type, _, tb = ei
+        frames = traceback.extract_tb(tb)
+        where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
+        name = exc_type.__name__ if exc_type is not None else "Exception"
+        return f"{name} (message withheld) at {where}" if where else f"{name} (message withheld)"
+
+
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+    """Send all logging to one JSON-lines handler on the root logger (replacing ours).
+
+    Idempotent: creating several apps (tests, CLI) does not stack handlers.
+    """
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(SafeJsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return handler
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to this request's summary line (e.g. hook, hookInstance, topics)."""
+    if has_request_context():
+        g.setdefault("log_fields", {}).update(fields)
+
+
+def annotate_evaluation(
+    hook: str, hook_instance: str, topics: Iterable[str], card_count: int
+) -> None:
+    annotate(
+        hook=hook,
+        hook_instance=hook_instance,
+        topics=sorted({str(t) for t in topics}),
+        card_count=card_count,
+    )
+
+
+def init_request_logging(app: Flask) -> None:
+    """Give each request an id (``X-Request-ID``) and log one summary line at its end."""
+
+    @app.before_request
+    def _start() -> None:
+        inbound = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = inbound if _SAFE_REQUEST_ID.fullmatch(inbound) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        if request.method == "OPTIONS":
+            return response
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "endpoint": request.endpoint,
+            "status": response.status_code,
+        }
+        started = g.get("request_started")
+        if started is not None:
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
+        service_id = (request.view_args or {}).get("service_id")
+        if service_id in SERVICES_BY_ID:
+            fields["service"] = service_id
+        identity = g.get("cds_identity")
+        if identity is not None:
+            fields["issuer"] = identity.issuer
+            if identity.tenant:
+                fields["tenant"] = identity.tenant
+        fields.update(g.get("log_fields", {}))
+        if "card_count" not in fields and response.is_json and response.status_code == 200:
+            body = response.get_json(silent=True)
+            if isinstance(body, dict) and isinstance(body.get("cards"), list):
+                fields["card_count"] = len(body["cards"])
+        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        log.log(level, "request handled", extra=fields)
+        return response
