@@ -1,17 +1,7 @@
-"""The card catalogue: turns engine findings into CDS Hooks 2.0 cards."""
+"""The card catalogue: turns engine findings into CDS Hooks 2.0 cards (see ``render``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from cards.render import render_cards
 
-from cds_hooks.engine.findings import Finding
-from cds_hooks.model import HookRequest
-
-
-def render_cards(
-    findings: Sequence[Finding], request: HookRequest, max_cards: int
-) -> list[dict[str, Any]]:
-    """Placeholder until the catalogue lands."""
-    del findings, request, max_cards
-    return []
+__all__ = ["render_cards"]

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from flask import current_app
+
 from cards import render_cards
-from cds_hooks import engine
+from cds_hooks import engine, metrics
 from cds_hooks.config import Settings
 from cds_hooks.discovery import ServiceDefinition
 from cds_hooks.engine.findings import Finding
@@ -31,6 +33,8 @@ def evaluate_hook(
 ) -> Evaluation:
     request = parse_hook_request(body, service)
     snapshot = assemble_snapshot(request, settings)
-    findings = tuple(engine.evaluate(request, snapshot, today))
-    cards = render_cards(findings, request, settings.max_cards)
+    knowledge = current_app.extensions["baclofen_knowledge"]
+    findings = tuple(engine.evaluate(request, snapshot, knowledge, today))
+    cards = render_cards(findings, request, knowledge, settings.max_cards)
+    metrics.count_cards(service.id, cards)
     return Evaluation(request=request, findings=findings, response={"cards": cards})

@@ -1,0 +1,332 @@
+"""Kidney function for one patient: reported eGFR/CrCl plus values calculated from creatinine.
+
+Pure functions. A value a lab reports with a comparator is a bound, not a number: ``>60``
+only proves "not below 60" and ``<15`` proves "below 15", so comparisons answer "certainly
+below" rather than pretending the bound is exact. Nothing found in the look-back is
+*unknown*, never normal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+
+from cds_hooks.knowledge import ObservationCodes
+from cds_hooks.model import LOINC, Observation, Patient, Quantity
+
+MG_DL_PER_UMOL_L = 1 / 88.4  # creatinine molar mass 113.12 g/mol
+KG_PER_LB = 0.45359237
+ADULT_AGE = 18  # CKD-EPI and Cockcroft-Gault are validated in adults only
+UNUSABLE_STATUSES = frozenset({"entered-in-error", "cancelled", "registered"})
+
+
+class RenalKind(StrEnum):
+    EGFR = "eGFR"
+    CRCL = "CrCl"
+    EGFR_CALCULATED = "eGFR (CKD-EPI 2021, calculated)"
+    CRCL_CALCULATED = "CrCl (Cockcroft-Gault, calculated)"
+
+    @property
+    def is_egfr(self) -> bool:
+        return self in (RenalKind.EGFR, RenalKind.EGFR_CALCULATED)
+
+    @property
+    def unit(self) -> str:
+        return "mL/min/1.73 m²" if self.is_egfr else "mL/min"
+
+
+class Bound(StrEnum):
+    """How the true value relates to ``RenalValue.value``."""
+
+    EXACT = "="
+    BELOW = "<"
+    AT_MOST = "<="
+    AT_LEAST = ">="
+    ABOVE = ">"
+
+
+_COMPARATORS = {"<": Bound.BELOW, "<=": Bound.AT_MOST, ">=": Bound.AT_LEAST, ">": Bound.ABOVE}
+_INVERTED = {
+    Bound.EXACT: Bound.EXACT,
+    Bound.BELOW: Bound.ABOVE,
+    Bound.AT_MOST: Bound.AT_LEAST,
+    Bound.AT_LEAST: Bound.AT_MOST,
+    Bound.ABOVE: Bound.BELOW,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RenalValue:
+    kind: RenalKind
+    value: float
+    effective: date | None
+    bound: Bound = Bound.EXACT
+    code: str | None = None
+    inputs: str | None = None  # how a calculated value was obtained
+
+    def certainly_below(self, threshold: float) -> bool:
+        """True only when the true value is known to be below ``threshold``."""
+        if self.bound in (Bound.EXACT, Bound.AT_MOST):
+            return self.value < threshold
+        if self.bound is Bound.BELOW:
+            return self.value <= threshold
+        return False
+
+    @property
+    def display(self) -> str:
+        prefix = "" if self.bound is Bound.EXACT else self.bound.value
+        return f"{prefix}{_fmt(self.value)}"
+
+    @property
+    def label(self) -> str:
+        """E.g. ``eGFR 24 mL/min/1.73 m² (2026-10-03)``."""
+        when = f" ({self.effective.isoformat()})" if self.effective else ""
+        return f"{self.kind.value} {self.display} {self.kind.unit}{when}"
+
+
+@dataclass(frozen=True, slots=True)
+class RenalStatus:
+    """What is known about kidney function on ``today``.
+
+    ``values`` are usable (inside the look-back); ``stale`` holds the newest value of each
+    kind found only before the look-back, so a card can say what was seen and why it was
+    not used.
+    """
+
+    values: tuple[RenalValue, ...]
+    stale: tuple[RenalValue, ...]
+    lookback_days: int
+    labs_unavailable: bool
+
+    @property
+    def known(self) -> bool:
+        return bool(self.values)
+
+    def egfr(self) -> RenalValue | None:
+        """Newest eGFR (reported preferred to calculated)."""
+        for kind in (RenalKind.EGFR, RenalKind.EGFR_CALCULATED):
+            found = [v for v in self.values if v.kind is kind]
+            if found:
+                return found[0]
+        return None
+
+
+def _fmt(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def age_on(birth_date: date | None, today: date) -> int | None:
+    if birth_date is None:
+        return None
+    years = today.year - birth_date.year
+    if (today.month, today.day) < (birth_date.month, birth_date.day):
+        years -= 1
+    return years
+
+
+def ckd_epi_2021(creatinine_mg_dl: float, age: float, female: bool) -> float:
+    """Race-free CKD-EPI 2021 creatinine equation (Inker et al., NEJM 2021)."""
+    kappa, alpha = (0.7, -0.241) if female else (0.9, -0.302)
+    ratio = creatinine_mg_dl / kappa
+    egfr = 142 * min(ratio, 1) ** alpha * max(ratio, 1) ** -1.200 * 0.9938**age
+    return egfr * 1.012 if female else egfr
+
+
+def cockcroft_gault(creatinine_mg_dl: float, age: float, weight_kg: float, female: bool) -> float:
+    """Cockcroft-Gault creatinine clearance (mL/min) with actual body weight."""
+    crcl = (140 - age) * weight_kg / (72 * creatinine_mg_dl)
+    return crcl * 0.85 if female else crcl
+
+
+def _unit(quantity: Quantity) -> str:
+    return (quantity.code or quantity.unit or "").strip().lower().replace(" ", "").replace("µ", "u")
+
+
+def creatinine_mg_dl(quantity: Quantity) -> float | None:
+    unit = _unit(quantity)
+    if unit in ("mg/dl", "mg/100ml"):
+        return quantity.value
+    if unit in ("umol/l", "micromol/l", "umol/liter"):
+        return quantity.value * MG_DL_PER_UMOL_L
+    if unit == "mmol/l":
+        return quantity.value * 1000 * MG_DL_PER_UMOL_L
+    if unit == "mg/l":
+        return quantity.value / 10
+    return None
+
+
+def weight_kg(quantity: Quantity) -> float | None:
+    unit = _unit(quantity)
+    if unit in ("kg", "kilogram", "kilograms"):
+        return quantity.value
+    if unit in ("[lb_av]", "lb", "lbs", "pound", "pounds"):
+        return quantity.value * KG_PER_LB
+    if unit == "g":
+        return quantity.value / 1000
+    return None
+
+
+def clearance_ml_min(quantity: Quantity) -> float | None:
+    """eGFR or CrCl in mL/min(/1.73 m²); ``mL/s`` (Nordic labs) converted, others refused."""
+    unit = _unit(quantity)
+    if unit.startswith("ml/min") or unit == "":
+        return quantity.value
+    if unit.startswith("ml/s"):
+        return quantity.value * 60
+    return None
+
+
+def _usable(observation: Observation) -> bool:
+    return (
+        observation.value is not None
+        and observation.value.value >= 0
+        and (observation.status or "final") not in UNUSABLE_STATUSES
+    )
+
+
+def _loinc(observation: Observation) -> tuple[str, ...]:
+    return observation.code.codes(LOINC)
+
+
+def _effective(observation: Observation) -> date | None:
+    return observation.effective.date() if observation.effective else None
+
+
+def _newest(
+    observations: Iterable[Observation], codes: tuple[str, ...]
+) -> list[tuple[Observation, str]]:
+    """Matching observations, newest first; on equal dates the preferred code first."""
+    rank = {code: i for i, code in enumerate(codes)}
+    matches = []
+    for obs in observations:
+        if not _usable(obs):
+            continue
+        found = [c for c in _loinc(obs) if c in rank]
+        if found:
+            best = min(found, key=rank.__getitem__)
+            matches.append((obs, best))
+    matches.sort(key=lambda m: (-(_effective(m[0]) or date.min).toordinal(), rank[m[1]]))
+    return matches
+
+
+def _reported(
+    observations: tuple[Observation, ...],
+    codes: tuple[str, ...],
+    kind: RenalKind,
+    since: date,
+) -> tuple[RenalValue | None, RenalValue | None]:
+    """Newest value inside the look-back, and the newest one before it (if no recent one)."""
+    for obs, code in _newest(observations, codes):
+        assert obs.value is not None
+        value = clearance_ml_min(obs.value)
+        if value is None:
+            continue
+        result = RenalValue(
+            kind=kind,
+            value=value,
+            effective=_effective(obs),
+            bound=_COMPARATORS.get(obs.value.comparator or "", Bound.EXACT),
+            code=code,
+        )
+        if result.effective is not None and result.effective >= since:
+            return result, None
+        return None, result
+    return None, None
+
+
+def _newest_converted(
+    observations: tuple[Observation, ...],
+    codes: tuple[str, ...],
+    convert: Callable[[Quantity], float | None],
+    since: date,
+) -> tuple[float, Bound, date] | None:
+    for obs, _code in _newest(observations, codes):
+        assert obs.value is not None
+        when = _effective(obs)
+        value = convert(obs.value)
+        if value is None or value <= 0 or when is None or when < since:
+            continue
+        return value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT), when
+    return None
+
+
+def _calculated(
+    observations: tuple[Observation, ...],
+    patient: Patient,
+    codes: ObservationCodes,
+    today: date,
+    since: date,
+    want_egfr: bool,
+) -> list[RenalValue]:
+    age = age_on(patient.birth_date, today)
+    creatinine = _newest_converted(observations, codes.serum_creatinine, creatinine_mg_dl, since)
+    if age is None or age < ADULT_AGE or creatinine is None:
+        return []
+    scr, scr_bound, scr_date = creatinine
+    # Clearance falls as creatinine rises, so a creatinine bound flips direction.
+    bound = _INVERTED[scr_bound]
+    female = patient.gender != "male"
+    sex_note = (
+        patient.gender
+        if patient.gender in ("male", "female")
+        else "sex not recorded as male/female: the lower (more cautious) estimate used"
+    )
+    shown = "" if scr_bound is Bound.EXACT else scr_bound.value
+    scr_text = f"creatinine {shown}{scr:.2f} mg/dL ({scr_date.isoformat()})"
+    results: list[RenalValue] = []
+    if want_egfr:
+        if patient.gender in ("male", "female"):
+            egfr = ckd_epi_2021(scr, age, female)
+        else:
+            egfr = min(ckd_epi_2021(scr, age, True), ckd_epi_2021(scr, age, False))
+        results.append(
+            RenalValue(
+                kind=RenalKind.EGFR_CALCULATED,
+                value=egfr,
+                effective=scr_date,
+                bound=bound,
+                inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, age {age}, {sex_note}",
+            )
+        )
+    weight = _newest_converted(observations, codes.body_weight, weight_kg, since)
+    if weight is not None:
+        kg, _weight_bound, weight_date = weight
+        crcl = cockcroft_gault(scr, age, kg, female)
+        results.append(
+            RenalValue(
+                kind=RenalKind.CRCL_CALCULATED,
+                value=crcl,
+                effective=scr_date,
+                bound=bound,
+                inputs=(
+                    f"Cockcroft-Gault from {scr_text}, actual weight {kg:.1f} kg "
+                    f"({weight_date.isoformat()}), age {age}, {sex_note}"
+                ),
+            )
+        )
+    return results
+
+
+def assess(
+    observations: tuple[Observation, ...],
+    patient: Patient,
+    codes: ObservationCodes,
+    today: date,
+    lookback_days: int,
+    labs_unavailable: bool = False,
+) -> RenalStatus:
+    """Collect every usable kidney-function value; the rules pick the most restrictive."""
+    since = today - timedelta(days=lookback_days)
+    egfr, stale_egfr = _reported(observations, codes.egfr, RenalKind.EGFR, since)
+    crcl, stale_crcl = _reported(observations, codes.creatinine_clearance, RenalKind.CRCL, since)
+    values = [v for v in (egfr, crcl) if v is not None]
+    values += _calculated(observations, patient, codes, today, since, want_egfr=egfr is None)
+    stale = tuple(v for v in (stale_egfr, stale_crcl) if v is not None)
+    return RenalStatus(
+        values=tuple(values),
+        stale=stale,
+        lookback_days=lookback_days,
+        labs_unavailable=labs_unavailable,
+    )

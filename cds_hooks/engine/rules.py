@@ -1,0 +1,834 @@
+"""The rule families: one function each, reading every number from the knowledge rule table.
+
+A family function returns ``Hit``s (rule id + facts); the engine drops disabled rules and
+merges the hits of one topic into one finding at the highest tier. Facts are pre-formatted
+strings so the card catalogue can put them in sentences without knowing units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cds_hooks.engine import proposals
+from cds_hooks.engine.dose import DailyDose, Route
+from cds_hooks.engine.findings import Action, ProposedRegimen
+from cds_hooks.engine.renal import RenalKind, RenalValue
+from cds_hooks.engine.situation import BaclofenOrder, CoMedication, Situation
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.model import Indicator
+
+PARENTERAL_ROUTES = frozenset(
+    {
+        Route.INTRAVENOUS,
+        Route.INTRAMUSCULAR,
+        Route.SUBCUTANEOUS,
+        Route.EPIDURAL,
+        Route.OTHER_PARENTERAL,
+    }
+)
+RESPIRATORY_PARTNERS = frozenset(
+    {"benzodiazepine", "z-drug", "barbiturate", "gabapentinoid", "oxybate"}
+)
+DEPRESSANTS = frozenset({"opioid", "muscle-relaxant"} | RESPIRATORY_PARTNERS)
+OTHER_SEDATING = frozenset(
+    {
+        "sedating-antihistamine",
+        "antipsychotic",
+        "tricyclic",
+        "maoi",
+        "lithium",
+        "sedating-antidepressant",
+        "central-antihypertensive",
+        "sedative-other",
+    }
+)
+KIDNEY_FAILURE_FLAGS = ("dialysis", "esrd", "ckd-5")
+CAUTION_FLAGS = ("epilepsy", "psychosis", "autonomic-dysreflexia", "stroke", "pregnancy")
+MASS_UNITS = frozenset({"mg", "g", "milligram", "milligrams", "gram", "grams"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    rule_id: str
+    facts: dict[str, Any]
+    variant: str | None = None
+    inputs: tuple[str, ...] = ()
+    proposal: ProposedRegimen | None = None
+    actions: frozenset[Action] = frozenset()
+    order: str | None = None
+    tier: Indicator | None = None
+    """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    rule_id: str
+    value: RenalValue
+    ceiling: float
+    severity: int
+
+
+def num(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def short(value: RenalValue) -> str:
+    """``eGFR 24 (2026-10-03)`` for summaries; calculated values say so."""
+    kind = "eGFR" if value.kind.is_egfr else "CrCl"
+    calc = (
+        ", calculated"
+        if value.kind in (RenalKind.EGFR_CALCULATED, RenalKind.CRCL_CALCULATED)
+        else ""
+    )
+    when = value.effective.isoformat() if value.effective else "undated"
+    return f"{kind} {value.display} ({when}{calc})"
+
+
+def renal_line(value: RenalValue) -> str:
+    return value.label + (f": {value.inputs}" if value.inputs else "")
+
+
+def dose_lines(s: Situation, route: Route) -> tuple[str, ...]:
+    orders = [o for o in s.current if o.route is route]
+    lines = [
+        f"{o.label} ({'draft' if o.draft else 'active order'}): {o.dose.explanation}"
+        for o in orders
+    ]
+    total = s.route_total(route)
+    if len(orders) > 1 and total is not None and total.amount is not None:
+        lines.append(f"Total {route.value} baclofen: {num(total.amount)} {total.unit}/day")
+    return tuple(lines)
+
+
+def age_line(s: Situation) -> tuple[str, ...]:
+    return (f"Age {s.age} years",) if s.age is not None else ("Age unknown (no birth date)",)
+
+
+def _reviewed(s: Situation, route: Route) -> list[BaclofenOrder]:
+    return [o for o in s.reviewed if o.route is route]
+
+
+def _amount(dose: DailyDose | None) -> float | None:
+    return dose.amount if dose is not None else None
+
+
+def _is_bolus(order: BaclofenOrder) -> bool:
+    """A single intrathecal injection (screening), not a pump's daily dose."""
+    timings = [d.timing for d in order.order.dosages if d.timing is not None]
+    if any(t.count == 1 for t in timings):
+        return True
+    return bool(order.order.dosages) and not any(
+        t.frequency or t.period or t.code or t.when for t in timings
+    )
+
+
+def _target(
+    s: Situation, k: Knowledge, order: BaclofenOrder, ceiling: float
+) -> ProposedRegimen | None:
+    """Fit ``order`` under a route ceiling, given the rest of the patient's baclofen."""
+    total = s.route_total(order.route)
+    if total is None or total.amount is None or order.dose.amount is None:
+        return None
+    others = total.amount - order.dose.amount
+    single = k.threshold("R3c", "max_single_dose") if k.rule("R3c").enabled else None
+    return proposals.propose(order, ceiling - others, single)
+
+
+# --- R0 dose not computable ----------------------------------------------------------------
+
+
+def dose_unknown(s: Situation, k: Knowledge) -> list[Hit]:
+    del k
+    hits = []
+    for order in s.current:
+        if order.dose.amount is not None or (order.intrathecal and _is_bolus(order)):
+            continue
+        if not (order.under_review or any(r.route is order.route for r in s.reviewed)):
+            continue
+        hits.append(
+            Hit(
+                "R0",
+                {
+                    "medication": order.label,
+                    "problem": order.dose.problem or "the dose could not be read",
+                    "status": "draft" if order.draft else "active order",
+                },
+                inputs=(f"{order.label}: {order.dose.explanation}",),
+                order=order.order.reference if order.under_review else None,
+            )
+        )
+    return hits
+
+
+# --- R1 route ------------------------------------------------------------------------------
+
+
+def route(s: Situation, k: Knowledge) -> list[Hit]:
+    del k
+    hits = []
+    for order in s.reviewed:
+        product_route = order.product.route if order.product else None
+        facts: dict[str, Any] = {
+            "medication": order.label,
+            "route": order.route.value.replace("-", " "),
+        }
+        if product_route == "intrathecal" and order.route in PARENTERAL_ROUTES:
+            rule_id = "R1a"
+        elif (
+            product_route == "oral" and order.route in PARENTERAL_ROUTES | {Route.INTRATHECAL}
+        ) or (product_route == "intrathecal" and order.route is Route.ORAL):
+            rule_id = "R1b"
+            facts["product_route"] = product_route
+        else:
+            continue
+        hits.append(
+            Hit(
+                rule_id,
+                facts,
+                inputs=(f"Route ordered: {facts['route']}; product: {order.label}",),
+                actions=frozenset({Action.DELETE_DRAFT}),
+                order=order.order.reference,
+            )
+        )
+    return hits
+
+
+# --- R2 intrathecal dose -------------------------------------------------------------------
+
+
+def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
+    hits = []
+    reviewed = _reviewed(s, Route.INTRATHECAL)
+    for order in reviewed:
+        written = (order.dose.written_unit or "").strip().lower()
+        if written in MASS_UNITS:
+            hits.append(
+                Hit(
+                    "R2d",
+                    {
+                        "medication": order.label,
+                        "written": f"{num(_written_value(order))} {written}",
+                    },
+                    inputs=(f"{order.label}: {order.dose.explanation}",),
+                    actions=frozenset({Action.DELETE_DRAFT}),
+                    order=order.order.reference,
+                )
+            )
+            return hits
+        per_dose = order.dose.per_administration
+        limit = k.threshold("R2a", "max_bolus")
+        if _is_bolus(order) and per_dose is not None and per_dose > limit:
+            hits.append(
+                Hit(
+                    "R2a",
+                    {"bolus": num(per_dose), "limit": num(limit)},
+                    inputs=(f"{order.label}: {order.dose.explanation}",),
+                    order=order.order.reference,
+                )
+            )
+    if not reviewed or all(_is_bolus(o) for o in reviewed):
+        return hits
+    total = _amount(s.route_total(Route.INTRATHECAL))
+    inputs = dose_lines(s, Route.INTRATHECAL)
+    limit = k.threshold("R2b", "max_daily")
+    if total is not None and total > limit:
+        hits.append(Hit("R2b", {"daily": num(total), "limit": num(limit)}, inputs=inputs))
+    before = _amount(s.previous_total(Route.INTRATHECAL))
+    if total is not None and before:
+        rise = (total - before) / before * 100
+        pediatric = s.age is not None and s.age < k.threshold("R2c", "pediatric_age")
+        step = k.threshold("R2c", "max_increase_cerebral" if pediatric else "max_increase_spinal")
+        if rise > step:
+            hits.append(
+                Hit(
+                    "R2c",
+                    {
+                        "before": num(before),
+                        "daily": num(total),
+                        "rise": num(rise),
+                        "limit": num(step),
+                        "window": num(k.threshold("R2c", "window")),
+                    },
+                    inputs=(
+                        *inputs,
+                        f"Current intrathecal dose: {num(before)} mcg/day",
+                        *age_line(s),
+                    ),
+                )
+            )
+    return hits
+
+
+def _written_value(order: BaclofenOrder) -> float:
+    for dosage in order.order.dosages:
+        quantity = dosage.dose or dosage.dose_range_high
+        if quantity is not None:
+            return quantity.value
+    return order.dose.per_administration or 0.0
+
+
+# --- R3 oral daily dose --------------------------------------------------------------------
+
+
+def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
+    reviewed = _reviewed(s, Route.ORAL)
+    if not reviewed:
+        return []
+    hits: list[Hit] = []
+    total = _amount(s.route_total(Route.ORAL))
+    inputs = dose_lines(s, Route.ORAL)
+    label_max = k.threshold("R3a", "max_daily")
+    reference_max = k.threshold("R3b", "max_daily")
+    if total is not None and total > label_max:
+        proposal = _target(s, k, reviewed[0], label_max)
+        actions = {Action.UPDATE_DOSE} if proposal else set()
+        exceeded = [("R3a", label_max)]
+        if total > reference_max and k.rule("R3b").enabled:
+            exceeded.insert(0, ("R3b", reference_max))
+            actions.add(Action.DELETE_DRAFT)
+        hits.extend(
+            Hit(
+                rule_id,
+                {"daily": num(total), "limit": num(limit), "label_max": num(label_max)},
+                inputs=inputs,
+                proposal=proposal,
+                actions=frozenset(actions),
+                order=reviewed[0].order.reference,
+            )
+            for rule_id, limit in exceeded
+        )
+    single_max = k.threshold("R3c", "max_single_dose")
+    for order in reviewed:
+        single = order.dose.per_administration
+        if single is not None and single > single_max:
+            hits.append(
+                Hit(
+                    "R3c",
+                    {"single": num(single), "limit": num(single_max)},
+                    inputs=(f"{order.label}: {order.dose.explanation}",),
+                    order=order.order.reference,
+                )
+            )
+    return hits
+
+
+def titration(s: Situation, k: Knowledge) -> list[Hit]:
+    """R3d: a new start above the label start, or a step larger than the label step.
+
+    The label step is per 3 days; the service sees only the order being replaced, so any
+    single increase above one step is reported (the interval cannot be checked).
+    """
+    reviewed = _reviewed(s, Route.ORAL)
+    total = _amount(s.route_total(Route.ORAL))
+    if not reviewed or total is None:
+        return []
+    inputs = dose_lines(s, Route.ORAL)
+    previous = s.previous_total(Route.ORAL)
+    if previous is None:
+        start = k.threshold("R3d", "start_daily")
+        if total > start:
+            proposal = _target(s, k, reviewed[0], start)
+            return [
+                Hit(
+                    "R3d",
+                    {"daily": num(total), "limit": num(start)},
+                    variant="start",
+                    inputs=(*inputs, "No active oral baclofen order on record: a new start"),
+                    proposal=proposal,
+                    actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+                    order=reviewed[0].order.reference,
+                )
+            ]
+        return []
+    before = previous.amount
+    step = k.threshold("R3d", "step_increase")
+    if before is not None and total - before > step:
+        return [
+            Hit(
+                "R3d",
+                {
+                    "before": num(before),
+                    "daily": num(total),
+                    "increase": num(total - before),
+                    "limit": num(step),
+                    "days": num(k.threshold("R3d", "step_days")),
+                },
+                variant="increase",
+                inputs=(*inputs, f"Current oral baclofen before this change: {num(before)} mg/day"),
+            )
+        ]
+    return []
+
+
+# --- R4 kidney function --------------------------------------------------------------------
+
+
+def _band(s: Situation, k: Knowledge) -> Band | None:
+    """The most restrictive band over every usable value (CrCl and eGFR limits differ).
+
+    A band whose rule a policy switched off falls through to the next milder enabled band,
+    so switching off the severe rule never silences a severely impaired patient.
+    """
+    best: Band | None = None
+    for value in s.renal.values:
+        egfr = value.kind.is_egfr
+        limits = (
+            ("R4b", k.threshold("R4b", "severe_limit"), 3),
+            ("R4c", k.threshold("R4c", "egfr_limit" if egfr else "crcl_limit"), 2),
+            ("R4d", k.threshold("R4d", "egfr_limit" if egfr else "crcl_limit"), 1),
+        )
+        band = next(
+            (
+                Band(rule_id, value, k.threshold(rule_id, "ceiling"), severity)
+                for rule_id, limit, severity in limits
+                if k.rule(rule_id).enabled and value.certainly_below(limit)
+            ),
+            None,
+        )
+        if band is not None and (best is None or band.severity > best.severity):
+            best = band
+    return best
+
+
+def kidney(s: Situation, k: Knowledge) -> list[Hit]:
+    """R4a-R4f for oral baclofen (R4g: intrathecal doses give little systemic exposure).
+
+    R4f escalates to warning from the high-risk age: renal function falls with age and
+    the toxicity cases in the literature are mostly older patients.
+    """
+    reviewed = _reviewed(s, Route.ORAL)
+    if not reviewed:
+        return []
+    order = reviewed[0]
+    total = _amount(s.route_total(Route.ORAL))
+    inputs = dose_lines(s, Route.ORAL) + tuple(renal_line(v) for v in s.renal.values) + age_line(s)
+    if s.conditions_unavailable:
+        inputs += ("Problem list could not be obtained: dialysis and ESRD were not checked",)
+    daily = {"daily": num(total)} if total is not None else {"daily": "unknown"}
+    hits: list[Hit] = []
+
+    on_record = [label for flag in KIDNEY_FAILURE_FLAGS for label in s.conditions.get(flag, ())]
+    esrd_limit = k.threshold("R4a", "esrd_limit")
+    failing = [v for v in s.renal.values if v.certainly_below(esrd_limit)]
+    if (on_record or failing) and k.rule("R4a").enabled:
+        ceiling = k.threshold("R4a", "dialysis_ceiling")
+        proposal = _target(s, k, order, ceiling) if total is not None and total > ceiling else None
+        actions = {Action.DELETE_DRAFT} | ({Action.UPDATE_DOSE} if proposal else set())
+        facts = daily | {"ceiling": num(ceiling)}
+        if on_record:
+            facts |= {"conditions": ", ".join(dict.fromkeys(on_record))}
+        else:
+            facts |= {"renal": short(failing[0]), "limit": num(esrd_limit)}
+        hits.append(
+            Hit(
+                "R4a",
+                facts,
+                variant="conditions" if on_record else "kidney-failure",
+                inputs=inputs + tuple(f"On record: {c}" for c in dict.fromkeys(on_record)),
+                proposal=proposal,
+                actions=frozenset(actions),
+                order=order.order.reference,
+            )
+        )
+    else:
+        band = _band(s, k)
+        if band is not None and total is not None and total > band.ceiling:
+            proposal = _target(s, k, order, band.ceiling)
+            actions = {Action.UPDATE_DOSE} if proposal else set()
+            if band.rule_id == "R4b":
+                actions.add(Action.DELETE_DRAFT)
+            hits.append(
+                Hit(
+                    band.rule_id,
+                    daily | {"ceiling": num(band.ceiling), "renal": short(band.value)},
+                    inputs=inputs,
+                    proposal=proposal,
+                    actions=frozenset(actions),
+                    order=order.order.reference,
+                )
+            )
+        if not s.renal.known:
+            hits.append(_renal_unknown(s, k, order))
+
+    beers_age = k.threshold("R4e", "age")
+    if s.age is not None and s.age >= beers_age:
+        limit = k.threshold("R4e", "egfr_limit")
+        egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
+        low = [v for v in egfrs if v.certainly_below(limit)]
+        if low:
+            hits.append(
+                Hit(
+                    "R4e",
+                    daily | {"age": str(s.age), "renal": short(low[0]), "limit": num(limit)},
+                    inputs=inputs,
+                    order=order.order.reference,
+                )
+            )
+    return hits
+
+
+def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder) -> Hit:
+    high_risk = s.age is not None and s.age >= k.threshold("R4f", "high_risk_age")
+    facts = {"lookback": str(s.renal.lookback_days)}
+    if s.renal.labs_unavailable:
+        variant = "unavailable"
+    elif s.renal.stale:
+        variant = "stale"
+        facts |= {"renal": short(s.renal.stale[0])}
+    else:
+        variant = "none"
+    high_risk_age = num(k.threshold("R4f", "high_risk_age"))
+    shorter = s.renal.lookback_days < k.threshold("R4f", "lookback")
+    inputs = (
+        *age_line(s),
+        *(f"Older result not used: {renal_line(v)}" for v in s.renal.stale),
+        f"Look-back: {s.renal.lookback_days} days"
+        + (
+            f" (the shorter look-back: age {high_risk_age} or over, known CKD, or age unknown)"
+            if shorter
+            else ""
+        ),
+    )
+    if high_risk:
+        inputs += (
+            f"Shown as a warning because the patient is {high_risk_age} or over: kidney "
+            "function falls with age and most baclofen toxicity reports are in older patients",
+        )
+    return Hit(
+        "R4f",
+        facts,
+        variant=variant,
+        inputs=inputs,
+        actions=frozenset({Action.ORDER_CREATININE}),
+        order=order.order.reference,
+        tier=Indicator.WARNING if high_risk else None,
+    )
+
+
+# --- R5 age --------------------------------------------------------------------------------
+
+
+def age(s: Situation, k: Knowledge) -> list[Hit]:
+    """R5a-c. R5c is left out when the titration rule already flags the same new start at
+    the same or a lower limit: two cards saying one thing is alert fatigue."""
+    if s.age is None:
+        return []
+    hits = []
+    oral = _reviewed(s, Route.ORAL)
+    total = _amount(s.route_total(Route.ORAL))
+    if oral and s.age < k.threshold("R5a", "min_age"):
+        young = s.age < k.threshold("R5a", "young_child_age")
+        ceiling = k.threshold("R5a", "young_child_ceiling" if young else "child_ceiling")
+        hits.append(
+            Hit(
+                "R5a",
+                {
+                    "age": str(s.age),
+                    "limit": num(k.threshold("R5a", "min_age")),
+                    "ceiling": num(ceiling),
+                    "daily": num(total) if total is not None else "unknown",
+                },
+                variant="over-ceiling" if total is not None and total > ceiling else None,
+                inputs=age_line(s) + dose_lines(s, Route.ORAL),
+                order=oral[0].order.reference,
+            )
+        )
+    intrathecal = _reviewed(s, Route.INTRATHECAL)
+    if intrathecal and s.age < k.threshold("R5b", "min_age"):
+        hits.append(
+            Hit(
+                "R5b",
+                {"age": str(s.age), "limit": num(k.threshold("R5b", "min_age"))},
+                inputs=age_line(s),
+                order=intrathecal[0].order.reference,
+            )
+        )
+    start = k.threshold("R5c", "start_daily")
+    said_by_titration = k.rule("R3d").enabled and k.threshold("R3d", "start_daily") <= start
+    if (
+        oral
+        and not said_by_titration
+        and s.age >= k.threshold("R5c", "age")
+        and s.previous_total(Route.ORAL) is None
+        and total is not None
+        and total > start
+    ):
+        proposal = _target(s, k, oral[0], start)
+        hits.append(
+            Hit(
+                "R5c",
+                {"age": str(s.age), "daily": num(total), "limit": num(start)},
+                inputs=age_line(s) + dose_lines(s, Route.ORAL),
+                proposal=proposal,
+                actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+                order=oral[0].order.reference,
+            )
+        )
+    return hits
+
+
+# --- R6 co-medication ----------------------------------------------------------------------
+
+
+def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) -> list[str]:
+    return [
+        f"{m.label} ({', '.join(_class_label(k, c) for c in sorted(m.classes & classes))}"
+        f"{', draft' if m.draft else ''})"
+        for m in meds
+        if m.classes & classes
+    ]
+
+
+def _class_label(k: Knowledge, class_id: str) -> str:
+    try:
+        return str(k.drug_class(class_id).label)
+    except (KeyError, AttributeError):
+        return class_id.replace("-", " ")
+
+
+def _beers_cns(k: Knowledge, class_id: str) -> bool:
+    """Beers 2023 CNS-active classes, as marked in the drug class table."""
+    try:
+        return bool(k.drug_class(class_id).beers_cns_active)
+    except KeyError:
+        return False
+
+
+def _med_inputs(s: Situation) -> tuple[str, ...]:
+    if s.medications_unavailable:
+        return (
+            "Active medication list could not be obtained: "
+            "only the orders in this session were checked",
+        )
+    return ()
+
+
+def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
+    classes = frozenset(c for m in s.comedications for c in m.classes) & DEPRESSANTS
+    alcohol = s.conditions.get("alcohol-use-disorder", ())
+    if not classes and not alcohol:
+        return []
+    drugs = _named(k, s.comedications, DEPRESSANTS)
+    named = list(drugs) + [f"{label} (alcohol use disorder on record)" for label in alcohol]
+    class_text = ", ".join(_class_label(k, c) for c in sorted(classes))
+    facts = {
+        "drugs": "; ".join(named),
+        "classes": class_text + (" and alcohol use disorder" if alcohol and class_text else "")
+        or "alcohol use disorder",
+        "count": str(len(named)),
+    }
+    inputs = (
+        tuple(f"Co-prescribed: {d}" for d in drugs)
+        + tuple(f"Condition on record: {a}" for a in alcohol)
+        + _med_inputs(s)
+    )
+    hits = []
+    partners = classes & RESPIRATORY_PARTNERS
+    if "opioid" in classes and partners:
+        partner_text = ", ".join(_class_label(k, c) for c in sorted(partners))
+        primary = s.primary
+        hits.append(
+            Hit(
+                "R6b",
+                facts | {"partners": partner_text},
+                inputs=inputs,
+                actions=frozenset({Action.DELETE_DRAFT}) if primary else frozenset(),
+                order=primary.order.reference if primary else None,
+            )
+        )
+    opioids = frozenset({"opioid"})
+    if "opioid" in classes:
+        only = "; ".join(_named(k, s.comedications, opioids))
+        hits.append(Hit("R6a", facts | {"drugs": only}, inputs=inputs))
+    if classes - opioids:
+        others = "; ".join(_named(k, s.comedications, DEPRESSANTS - opioids))
+        hits.append(Hit("R6c", facts | {"drugs": others}, inputs=inputs))
+    if alcohol:
+        hits.append(Hit("R6h", facts | {"conditions": ", ".join(alcohol)}, inputs=inputs))
+    return hits
+
+
+def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
+    if s.age is None or s.age < k.threshold("R6d", "age"):
+        return []
+    active = [m for m in s.comedications if any(_beers_cns(k, c) for c in m.classes)]
+    alcohol = s.conditions.get("alcohol-use-disorder", ())
+    count = 1 + len(active) + (1 if alcohol else 0)
+    limit = k.threshold("R6d", "cns_active_count")
+    if count < limit:
+        return []
+    named = ["baclofen", *(m.label for m in active), *(f"{a} (alcohol)" for a in alcohol)]
+    return [
+        Hit(
+            "R6d",
+            {
+                "age": str(s.age),
+                "count": str(count),
+                "limit": num(limit),
+                "drugs": "; ".join(named),
+            },
+            inputs=age_line(s) + tuple(f"CNS-active: {d}" for d in named) + _med_inputs(s),
+        )
+    ]
+
+
+def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
+    hits = []
+    levodopa = _named(k, s.comedications, frozenset({"levodopa"}))
+    if levodopa:
+        hits.append(
+            Hit(
+                "R6e",
+                {"drugs": "; ".join(levodopa)},
+                inputs=tuple(f"Co-prescribed: {d}" for d in levodopa),
+            )
+        )
+    sedating = _named(k, s.comedications, OTHER_SEDATING)
+    if sedating:
+        classes = frozenset(c for m in s.comedications for c in m.classes) & OTHER_SEDATING
+        hits.append(
+            Hit(
+                "R6f",
+                {
+                    "drugs": "; ".join(sedating),
+                    "classes": ", ".join(_class_label(k, c) for c in sorted(classes)),
+                },
+                inputs=tuple(f"Co-prescribed: {d}" for d in sedating),
+            )
+        )
+    lowering = _named(k, s.comedications, frozenset({"antihypertensive"}))
+    if lowering:
+        hits.append(
+            Hit(
+                "R6g",
+                {"drugs": "; ".join(lowering)},
+                inputs=tuple(f"Co-prescribed: {d}" for d in lowering),
+            )
+        )
+    return hits
+
+
+# --- R7 stopping and duplicates ------------------------------------------------------------
+
+
+def withdrawal(s: Situation, k: Knowledge) -> list[Hit]:
+    hits = []
+    sharp = k.threshold("R7a", "sharp_cut")
+    for change in s.changes:
+        active, draft = change.active, change.draft
+        facts = {
+            "medication": active.label,
+            "before": num(active.dose.amount) if active.dose.amount else "current",
+        }
+        inputs = (
+            f"Active order: {active.label}: {active.dose.explanation}",
+            f"Draft ({draft.order.status or 'no status'}): {draft.dose.explanation}"
+            if not change.stops
+            else f"Draft sets the order to '{draft.order.status}'",
+        )
+        if active.intrathecal and change.stops:
+            hits.append(
+                Hit(
+                    "R7b",
+                    facts,
+                    inputs=inputs,
+                    actions=frozenset({Action.DELETE_DRAFT}),
+                    order=draft.order.reference,
+                )
+            )
+        elif active.oral and change.stops:
+            taper = {"taper": num(k.threshold("R7a", "taper_days"))}
+            hits.append(
+                Hit(
+                    "R7a", facts | taper, variant="stop", inputs=inputs, order=draft.order.reference
+                )
+            )
+        elif active.oral and active.dose.amount and draft.dose.amount is not None:
+            cut = (active.dose.amount - draft.dose.amount) / active.dose.amount * 100
+            if cut > sharp:
+                hits.append(
+                    Hit(
+                        "R7a",
+                        facts
+                        | {
+                            "daily": num(draft.dose.amount),
+                            "cut": num(cut),
+                            "limit": num(sharp),
+                            "taper": num(k.threshold("R7a", "taper_days")),
+                        },
+                        variant="cut",
+                        inputs=inputs,
+                        order=draft.order.reference,
+                    )
+                )
+    return hits
+
+
+def duplicates(s: Situation, k: Knowledge) -> list[Hit]:
+    del k
+    hits = []
+    oral = [o for o in s.current if o.oral]
+    intrathecal = [o for o in s.current if o.intrathecal]
+    reviewed_routes = {o.route for o in s.reviewed}
+    if len(oral) > 1 and Route.ORAL in reviewed_routes:
+        total = _amount(s.route_total(Route.ORAL))
+        hits.append(
+            Hit(
+                "R7c",
+                {
+                    "count": str(len(oral)),
+                    "orders": "; ".join(
+                        f"{o.label} ({'draft' if o.draft else 'active'})" for o in oral
+                    ),
+                    "daily": num(total) if total is not None else "unknown",
+                },
+                inputs=dose_lines(s, Route.ORAL),
+            )
+        )
+    if oral and intrathecal and reviewed_routes & {Route.ORAL, Route.INTRATHECAL}:
+        hits.append(
+            Hit(
+                "R7d",
+                {"orders": "; ".join(o.label for o in oral + intrathecal)},
+                inputs=dose_lines(s, Route.ORAL) + dose_lines(s, Route.INTRATHECAL),
+            )
+        )
+    return hits
+
+
+# --- R8 label precautions ------------------------------------------------------------------
+
+
+def conditions(s: Situation, k: Knowledge) -> list[Hit]:
+    """R8: one reason per precaution (variant = condition flag), all named in the summary."""
+    del k
+    present = [flag for flag in CAUTION_FLAGS if s.conditions.get(flag)]
+    every = ", ".join(flag.replace("-", " ") for flag in present)
+    return [
+        Hit(
+            "R8",
+            {"conditions": ", ".join(s.conditions[flag]), "flags": every},
+            variant=flag,
+            inputs=tuple(f"On record: {label}" for label in s.conditions[flag]),
+        )
+        for flag in present
+    ]
+
+
+FAMILIES: Sequence[Callable[[Situation, Knowledge], list[Hit]]] = (
+    route,
+    intrathecal_dose,
+    kidney,
+    max_daily_dose,
+    withdrawal,
+    cns_depressants,
+    beers_cns_count,
+    age,
+    duplicates,
+    titration,
+    other_interactions,
+    conditions,
+    dose_unknown,
+)

@@ -1,0 +1,229 @@
+"""The facts every rule reads, worked out once per call from the request and the snapshot.
+
+"What the patient would be on" after signing: the baclofen drafts under review, the other
+drafts of the session, and the active orders that no draft stops or replaces. A draft that
+stops an order (status stopped/cancelled/...) or replaces it (``priorPrescription``, or the
+same id) takes that active order out of the total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from cds_hooks.engine import renal
+from cds_hooks.engine.dose import DailyDose, Route, daily_dose, route_of, total_daily_dose
+from cds_hooks.knowledge import Knowledge, observation_codes
+from cds_hooks.knowledge.drugs import BaclofenProduct
+from cds_hooks.model import DataKind, HookRequest, MedicationOrder, PatientSnapshot
+
+STOPPING_STATUSES = frozenset({"stopped", "cancelled", "entered-in-error", "on-hold", "completed"})
+CURRENT_STATUSES = frozenset({"active", "on-hold", "draft"})
+INACTIVE_CONDITION_STATUSES = frozenset({"inactive", "resolved", "remission"})
+REFUTED = frozenset({"refuted", "entered-in-error"})
+SYSTEMIC_ROUTES = frozenset({Route.ORAL, Route.INTRATHECAL})
+
+
+@dataclass(frozen=True, slots=True)
+class BaclofenOrder:
+    order: MedicationOrder
+    product: BaclofenProduct | None
+    route: Route
+    dose: DailyDose
+    draft: bool
+    under_review: bool
+
+    @property
+    def label(self) -> str:
+        return self.order.medication_label or (self.product.name if self.product else "baclofen")
+
+    @property
+    def intrathecal(self) -> bool:
+        return self.route is Route.INTRATHECAL
+
+    @property
+    def oral(self) -> bool:
+        return self.route is Route.ORAL
+
+
+@dataclass(frozen=True, slots=True)
+class CoMedication:
+    label: str
+    classes: frozenset[str]
+    draft: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A draft under review that stops or replaces an active baclofen order."""
+
+    draft: BaclofenOrder
+    active: BaclofenOrder
+    stops: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    today: date
+    age: int | None
+    reviewed: tuple[BaclofenOrder, ...]
+    """Baclofen drafts under review that start or continue therapy."""
+    changes: tuple[Change, ...]
+    current: tuple[BaclofenOrder, ...]
+    """Every baclofen order the patient would be on after signing."""
+    previous: tuple[BaclofenOrder, ...]
+    """Active baclofen orders before this session."""
+    comedications: tuple[CoMedication, ...]
+    conditions: dict[str, tuple[str, ...]]
+    """Condition flag → labels of the conditions that raised it."""
+    renal: renal.RenalStatus
+    medications_unavailable: bool
+    conditions_unavailable: bool
+
+    def route_total(self, route: Route) -> DailyDose | None:
+        doses = [o.dose for o in self.current if o.route is route]
+        return total_daily_dose(doses) if doses else None
+
+    def previous_total(self, route: Route) -> DailyDose | None:
+        doses = [o.dose for o in self.previous if o.route is route]
+        return total_daily_dose(doses) if doses else None
+
+    @property
+    def primary(self) -> BaclofenOrder | None:
+        """The order a card's suggestions act on: the first reviewed draft."""
+        return self.reviewed[0] if self.reviewed else None
+
+
+def _baclofen(
+    order: MedicationOrder, knowledge: Knowledge, draft: bool, under_review: bool
+) -> BaclofenOrder | None:
+    if order.medication is None and order.product is None:
+        return None
+    concept = order.medication if order.medication is not None else order.product.code  # type: ignore[union-attr]
+    product = knowledge.baclofen_product(concept, order.product)
+    if product is None:
+        return None
+    return BaclofenOrder(
+        order=order,
+        product=product,
+        route=route_of(order, product),
+        dose=daily_dose(order, product),
+        draft=draft,
+        under_review=under_review,
+    )
+
+
+def _id(reference: str | None) -> str | None:
+    return reference.rsplit("/", 1)[-1] if reference else None
+
+
+def _targets(draft: BaclofenOrder, active: Iterable[BaclofenOrder]) -> list[BaclofenOrder]:
+    """Active orders a draft stops or replaces: by id, by priorPrescription, else by route."""
+    active = list(active)
+    ids = {_id(draft.order.reference), _id(draft.order.prior_prescription)} - {None}
+    linked = [a for a in active if _id(a.order.reference) in ids]
+    if linked:
+        return linked
+    if (draft.order.status or "") in STOPPING_STATUSES:
+        same_route = [a for a in active if a.route is draft.route]
+        return same_route if len(same_route) == 1 else []
+    return []
+
+
+def _conditions(snapshot: PatientSnapshot, knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
+    flags: dict[str, list[str]] = {}
+    for condition in snapshot.conditions:
+        if (condition.clinical_status or "active") in INACTIVE_CONDITION_STATUSES:
+            continue
+        if (condition.verification_status or "") in REFUTED:
+            continue
+        for flag in knowledge.condition_flags(condition.code):
+            label = condition.code.label or "condition on record"
+            if label not in flags.setdefault(flag, []):
+                flags[flag].append(label)
+    return {flag: tuple(labels) for flag, labels in flags.items()}
+
+
+def _lookback_days(
+    knowledge: Knowledge, age: int | None, conditions: dict[str, tuple[str, ...]]
+) -> int:
+    """The shorter look-back from the high-risk age, with known CKD, or when age is unknown."""
+    high_risk_age = knowledge.threshold("R4f", "high_risk_age")
+    ckd = bool({"ckd", "ckd-4", "ckd-5", "esrd", "dialysis"} & conditions.keys())
+    if ckd or age is None or age >= high_risk_age:
+        return int(knowledge.threshold("R4f", "lookback_high_risk"))
+    return int(knowledge.threshold("R4f", "lookback"))
+
+
+def build(
+    request: HookRequest, snapshot: PatientSnapshot, knowledge: Knowledge, today: date
+) -> Situation | None:
+    """None when no draft under review is baclofen: the service has nothing to say."""
+    reviewed_refs = {o.reference for o in request.orders_under_review}
+    drafts = [
+        b
+        for o in request.draft_orders
+        if (b := _baclofen(o, knowledge, draft=True, under_review=o.reference in reviewed_refs))
+    ]
+    under_review = [d for d in drafts if d.under_review]
+    if not under_review:
+        return None
+    draft_refs = {o.reference for o in request.draft_orders}
+    previous: list[BaclofenOrder] = []
+    comedications: list[CoMedication] = []
+    for order in snapshot.medications:
+        if order.reference in draft_refs or (order.status or "active") not in CURRENT_STATUSES:
+            continue
+        if (b := _baclofen(order, knowledge, draft=False, under_review=False)) is not None:
+            previous.append(b)
+        elif order.medication is not None:
+            classes = knowledge.drug_classes(order.medication)
+            if classes:
+                comedications.append(
+                    CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
+                )
+    for order in request.other_drafts:
+        if order.medication is not None and not any(d.order is order for d in drafts):
+            classes = knowledge.drug_classes(order.medication)
+            if classes:
+                comedications.append(
+                    CoMedication(order.medication_label or "unnamed drug", classes, draft=True)
+                )
+
+    changes: list[Change] = []
+    replaced: set[str] = set()
+    starting: list[BaclofenOrder] = []
+    for draft in drafts:
+        stops = (draft.order.status or "") in STOPPING_STATUSES
+        for target in _targets(draft, previous):
+            replaced.add(target.order.reference)
+            if draft.under_review:
+                changes.append(Change(draft=draft, active=target, stops=stops))
+        if not stops:
+            starting.append(draft)
+    current = tuple(starting) + tuple(p for p in previous if p.order.reference not in replaced)
+
+    age = renal.age_on(snapshot.patient.birth_date, today)
+    conditions = _conditions(snapshot, knowledge)
+    status = renal.assess(
+        snapshot.observations,
+        snapshot.patient,
+        observation_codes(),
+        today,
+        _lookback_days(knowledge, age, conditions),
+        labs_unavailable=DataKind.RENAL_LABS in snapshot.unavailable,
+    )
+    return Situation(
+        today=today,
+        age=age,
+        reviewed=tuple(d for d in starting if d.under_review),
+        changes=tuple(changes),
+        current=current,
+        previous=tuple(previous),
+        comedications=tuple(comedications),
+        conditions=conditions,
+        renal=status,
+        medications_unavailable=DataKind.MEDICATIONS in snapshot.unavailable,
+        conditions_unavailable=DataKind.CONDITIONS in snapshot.unavailable,
+    )

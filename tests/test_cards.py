@@ -1,0 +1,373 @@
+"""Card content through the real service: numbers in the summary, inputs and sources in the
+detail, one-click fixes in the draft's own FHIR shape, coded override reasons, the card cap."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cards.render import updated_resource
+from cds_hooks.app import create_app
+from cds_hooks.engine.dose import daily_dose, route_of
+from cds_hooks.engine.findings import ProposedRegimen
+from cds_hooks.engine.proposals import propose
+from cds_hooks.engine.situation import BaclofenOrder
+from cds_hooks.knowledge import KNOWLEDGE_VERSION, load_knowledge
+from cds_hooks.model import (
+    RXNORM,
+    Coding,
+    Concept,
+    DosageInstruction,
+    FhirVersion,
+    MedicationOrder,
+    Quantity,
+    Timing,
+)
+from tests.scenario_requests import build_request, post
+
+VOCABULARY = json.loads(
+    (Path(__file__).parents[1] / "cards" / "non-adherence-reason-codes.json").read_text("utf-8")
+)
+KNOWLEDGE = load_knowledge()
+EGFR_24 = {"loinc": "98979-8", "value": 24, "unit": "mL/min/{1.73_m2}", "days_ago": 50}
+
+
+def scenario(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "patient": {"age": 50, "sex": "female"},
+        "labs": [EGFR_24],
+        "drafts": [
+            {
+                "id": "d1",
+                "rxnorm": "197391",
+                "name": "Baclofen 10 MG Oral Tablet",
+                "dose": 2,
+                "unit": "{pill}",
+                "frequency": 3,
+            }
+        ],
+    }
+    return base | overrides
+
+
+def by_topic(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["source"]["topic"]["code"]: c for c in cards}
+
+
+def codes(concepts: list[dict[str, Any]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for concept in concepts:
+        found[concept["code"]] = concept["display"]
+        found |= codes(concept.get("concept", []))
+    return found
+
+
+def test_renal_card_states_dose_ceiling_and_dated_egfr(client: FlaskClient) -> None:
+    card = by_topic(post(client, build_request(scenario(), date.today())))["renal-dose"]
+    lab_date = (date.today() - timedelta(days=50)).isoformat()
+    assert card["indicator"] == "critical"
+    assert card["summary"] == f"Baclofen 60 mg/day exceeds 20 mg/day for eGFR 24 ({lab_date})"
+    detail = card["detail"]
+    assert "2 × 10 mg tablet" in detail and "= 60 mg/day" in detail  # how the dose was computed
+    assert f"eGFR 24 mL/min/1.73 m² ({lab_date})" in detail
+    assert "Age 50 years" in detail
+    assert "Muanda" in detail and "JAMA. 2019" in detail  # source with citation
+    assert KNOWLEDGE_VERSION in detail and KNOWLEDGE_VERSION in card["source"]["label"]
+    assert card["source"]["topic"]["display"]
+
+
+def test_renal_card_offers_the_same_tablet_under_the_ceiling(client: FlaskClient) -> None:
+    card = by_topic(post(client, build_request(scenario(), date.today())))["renal-dose"]
+    assert card["selectionBehavior"] == "at-most-one"
+    update, delete = card["suggestions"]
+    assert update["isRecommended"] is True and "isRecommended" not in delete
+    action = update["actions"][0]
+    assert action["type"] == "update" and action["description"]
+    resource = action["resource"]
+    assert resource["id"] == "d1" and resource["resourceType"] == "MedicationRequest"
+    assert resource["medicationCodeableConcept"]["coding"][0]["code"] == "197391"
+    dosage = resource["dosageInstruction"][0]
+    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 1
+    assert dosage["timing"]["repeat"] == {"frequency": 2, "period": 1, "periodUnit": "d"}
+    assert "= 20 mg/day" in dosage["text"]
+    assert delete["actions"] == [
+        {
+            "type": "delete",
+            "description": delete["actions"][0]["description"],
+            "resourceId": "MedicationRequest/d1",
+        }
+    ]
+    for suggestion in card["suggestions"]:
+        assert uuid.UUID(suggestion["uuid"]).version == 4
+
+
+def test_liquid_proposal_is_in_millilitres(client: FlaskClient) -> None:
+    solution = {
+        "id": "d1",
+        "rxnorm": "2667941",
+        "name": "Baclofen 2 MG/ML Oral Solution",
+        "dose": 15,
+        "unit": "mL",
+        "frequency": 3,
+    }
+    egfr_40 = EGFR_24 | {"value": 40}
+    card = by_topic(
+        post(client, build_request(scenario(drafts=[solution], labs=[egfr_40]), date.today()))
+    )["renal-dose"]
+    assert card["summary"].startswith("Baclofen 90 mg/day exceeds 40 mg/day")
+    dose = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]
+    quantity = dose["doseAndRate"][0]["doseQuantity"]
+    assert quantity["code"] == "mL"
+    assert quantity["value"] * 2 * dose["timing"]["repeat"]["frequency"] <= 40
+
+
+def test_missing_kidney_function_offers_a_creatinine_order(client: FlaskClient) -> None:
+    card = by_topic(post(client, build_request(scenario(labs=[]), date.today())))[
+        "renal-function-unknown"
+    ]
+    (suggestion,) = card["suggestions"]
+    create = suggestion["actions"][0]
+    assert create["type"] == "create" and create["description"]
+    order = create["resource"]
+    assert order["resourceType"] == "ServiceRequest"
+    assert (order["status"], order["intent"]) == ("draft", "order")
+    assert order["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "2160-0",
+        "display": "Creatinine [Mass/volume] in Serum or Plasma",
+    }
+    assert order["subject"]["reference"] == "Patient/scenario-patient"
+
+
+def test_one_cns_card_names_every_depressant(client: FlaskClient) -> None:
+    active = [
+        {
+            "id": "a1",
+            "rxnorm": "1049221",
+            "name": "Acetaminophen 325 MG / oxyCODONE 5 MG Oral Tablet",
+        },
+        {"id": "a2", "name": "Gabapentin 300 MG Oral Capsule"},
+        {"id": "a3", "name": "Zolpidem Tartrate 5 MG Oral Tablet"},
+    ]
+    cards = post(client, build_request(scenario(active=active), date.today()))
+    cns = [c for c in cards if c["source"]["topic"]["code"] == "cns-depressant"]
+    assert len(cns) == 1 and cns[0]["indicator"] == "critical"
+    for name in ("oxyCODONE", "Gabapentin", "Zolpidem"):
+        assert name in cns[0]["detail"]
+    (suggestion,) = cns[0]["suggestions"]  # offered, not pressed: the other drug may go instead
+    assert suggestion["actions"][0]["type"] == "delete" and "isRecommended" not in suggestion
+
+
+def test_cards_come_most_severe_first_with_coded_override_reasons(client: FlaskClient) -> None:
+    active = [{"id": "a1", "name": "Hydroxyzine Hydrochloride 25 MG Oral Tablet"}]
+    cards = post(client, build_request(scenario(active=active), date.today()))
+    ranks = {"critical": 2, "warning": 1, "info": 0}
+    assert [ranks[c["indicator"]] for c in cards] == sorted(
+        (ranks[c["indicator"]] for c in cards), reverse=True
+    )
+    known = codes(VOCABULARY["concept"])
+    for card in cards:
+        assert card["overrideReasons"]
+        for reason in card["overrideReasons"]:
+            assert reason["system"] == VOCABULARY["url"]
+            assert reason["display"] == known[reason["code"]]
+        for link in card["links"]:
+            assert link["type"] == "absolute" and link["url"].startswith("https://")
+        assert uuid.UUID(card["uuid"]).version == 4
+    assert len({c["uuid"] for c in cards}) == len(cards)
+
+
+def test_ehr_text_cannot_inject_html_into_the_detail(client: FlaskClient) -> None:
+    active = [{"id": "a1", "name": "<img src=x onerror=alert(1)> oxycodone 5 MG Oral Tablet"}]
+    card = by_topic(post(client, build_request(scenario(active=active), date.today())))[
+        "cns-depressant"
+    ]
+    assert "<img" not in card["detail"]
+    assert "&lt;img" in card["detail"]
+
+
+@pytest.fixture
+def capped_client(app_config: dict[str, Any]) -> FlaskClient:
+    app_config["MAX_CARDS"] = 2
+    return create_app(app_config).test_client()
+
+
+def test_card_cap_says_how_many_were_left_out(capped_client: FlaskClient) -> None:
+    active = [
+        {"id": "a1", "name": "Morphine Sulfate 15 MG Oral Tablet"},
+        {"id": "a2", "name": "Hydroxyzine Hydrochloride 25 MG Oral Tablet"},
+    ]
+    conditions = [{"snomed": "84757009", "text": "Epilepsy"}]
+    request = build_request(scenario(active=active, conditions=conditions), date.today())
+    cards = post(capped_client, request)
+    assert [c["indicator"] for c in cards] == ["critical", "warning"]
+    assert "more baclofen alert(s) not shown" in cards[-1]["detail"]
+    assert "Baclofen label precautions" in cards[-1]["detail"]
+
+
+def _order(version: FhirVersion, raw: dict[str, Any]) -> MedicationOrder:
+    return MedicationOrder(
+        reference=f"{raw['resourceType']}/{raw['id']}",
+        resource_type=raw["resourceType"],
+        fhir_version=version,
+        raw=raw,
+    )
+
+
+REGIMEN = ProposedRegimen(
+    dose_value=1,
+    dose_unit="tablet",
+    dose_code="{tbl}",
+    frequency=2,
+    period=1,
+    period_unit="d",
+    daily_dose=20,
+    daily_unit="mg",
+    text="1 tablet (10 mg) twice a day = 20 mg/day",
+)
+
+
+def test_update_keeps_dstu2_shape() -> None:
+    raw = {
+        "resourceType": "MedicationOrder",
+        "id": "legacy-1",
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnits": "d"}},
+                "doseQuantity": {"value": 2, "unit": "tab"},
+            }
+        ],
+    }
+    updated = updated_resource(_order(FhirVersion.DSTU2, raw), REGIMEN)
+    assert updated is not None and updated["id"] == "legacy-1"
+    dosage = updated["dosageInstruction"][0]
+    assert dosage["timing"]["repeat"] == {"frequency": 2, "period": 1, "periodUnits": "d"}
+    assert dosage["doseQuantity"]["value"] == 1 and "doseAndRate" not in dosage
+    assert raw["dosageInstruction"][0]["doseQuantity"]["value"] == 2  # draft itself untouched
+
+
+def test_update_keeps_stu3_shape() -> None:
+    raw = {
+        "resourceType": "MedicationRequest",
+        "id": "stu3-1",
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}},
+                "doseQuantity": {"value": 2, "unit": "tab"},
+                "route": {"text": "oral"},
+            }
+        ],
+    }
+    updated = updated_resource(_order(FhirVersion.STU3, raw), REGIMEN)
+    assert updated is not None
+    dosage = updated["dosageInstruction"][0]
+    assert dosage["timing"]["repeat"] == {"frequency": 2, "period": 1, "periodUnit": "d"}
+    assert dosage["doseQuantity"]["code"] == "{tbl}" and dosage["route"] == {"text": "oral"}
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    age=st.integers(min_value=0, max_value=110),
+    egfr=st.floats(min_value=1, max_value=150, allow_nan=False),
+    tablets=st.integers(min_value=1, max_value=8),
+    frequency=st.integers(min_value=1, max_value=6),
+    strength=st.sampled_from([("430902", 5), ("197391", 10), ("197392", 20)]),
+)
+def test_any_oral_regimen_gives_wellformed_cards_and_never_misses_severe_impairment(
+    client: FlaskClient,
+    age: int,
+    egfr: float,
+    tablets: int,
+    frequency: int,
+    strength: tuple[str, int],
+) -> None:
+    rxcui, mg = strength
+    draft = {
+        "id": "d1",
+        "rxnorm": rxcui,
+        "name": f"Baclofen {mg} MG Oral Tablet",
+        "dose": tablets,
+        "unit": "{pill}",
+        "frequency": frequency,
+    }
+    lab = EGFR_24 | {"value": round(egfr, 1), "days_ago": 5}
+    request = build_request(
+        scenario(patient={"age": age, "sex": "male"}, labs=[lab], drafts=[draft]), date.today()
+    )
+    cards = post(client, request)  # checks summary length and no empty optional fields
+    got = {(c["source"]["topic"]["code"], c["indicator"]) for c in cards}
+    daily = tablets * mg * frequency
+    if round(egfr, 1) < 15:
+        assert ("dialysis", "critical") in got
+    elif round(egfr, 1) < 30 and daily > 20:
+        assert ("renal-dose", "critical") in got
+    if daily > 120:
+        assert ("max-daily-dose", "critical") in got
+    for card in cards:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if action["type"] == "update":
+                    assert "= " in action["resource"]["dosageInstruction"][0]["text"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ceiling=st.floats(min_value=0.5, max_value=200, allow_nan=False),
+    product=st.sampled_from(
+        [
+            ("430902", "Baclofen 5 MG Oral Tablet", "{pill}"),
+            ("197392", "Baclofen 20 MG Oral Tablet", "{pill}"),
+            ("197391", "Baclofen 10 MG Oral Tablet", "mg"),
+            ("2667941", "Baclofen 2 MG/ML Oral Solution", "mL"),
+            ("2593376", "Baclofen 5 MG/ML Oral Suspension", "mg"),
+        ]
+    ),
+    amount=st.integers(min_value=1, max_value=30),
+    frequency=st.integers(min_value=1, max_value=4),
+)
+def test_proposals_never_exceed_the_ceiling_or_a_single_dose_limit(
+    ceiling: float, product: tuple[str, str, str], amount: int, frequency: int
+) -> None:
+    rxcui, name, unit = product
+    order = MedicationOrder(
+        reference="MedicationRequest/p",
+        resource_type="MedicationRequest",
+        fhir_version=FhirVersion.R4,
+        medication=Concept((Coding(RXNORM, rxcui, name),), name),
+        dosages=(
+            DosageInstruction(
+                dose=Quantity(amount, code=unit),
+                timing=Timing(frequency=frequency, period=1, period_unit="d"),
+            ),
+        ),
+    )
+    known = KNOWLEDGE.baclofen_product(order.medication)  # type: ignore[arg-type]
+    assert known is not None
+    baclofen = BaclofenOrder(
+        order,
+        known,
+        route_of(order, known),
+        daily_dose(order, known),
+        draft=True,
+        under_review=True,
+    )
+    regimen = propose(baclofen, ceiling, max_single_mg=20)
+    if regimen is None:
+        return
+    assert 0 < regimen.daily_dose <= ceiling + 1e-9
+    assert regimen.daily_dose / regimen.frequency <= 20 + 1e-9
+    assert regimen.dose_value > 0 and regimen.frequency in (1, 2, 3, 4)
+    written_in = {"{pill}": "{pill}", "mg": "mg", "mL": "mL"}[unit]
+    assert regimen.dose_code == written_in  # the prescriber's own way of writing the dose

@@ -1,0 +1,148 @@
+"""The scenario table (tests/data/scenarios/scenarios.toml) through the real service.
+
+Each scenario becomes a full CDS Hooks R4 request with every prefetch key filled, posted to
+the app like an EHR would; the test compares the cards' (topic, indicator) set with the
+table and checks every card against the response rules (no empty optional fields).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from cards.render import catalogue
+from cds_hooks.app import create_app
+from cds_hooks.knowledge import load_knowledge
+from tests.scenario_requests import build_request, post
+
+SCENARIOS = tomllib.loads(
+    (Path(__file__).parent / "data" / "scenarios" / "scenarios.toml").read_text("utf-8")
+)["scenario"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["id"] for s in SCENARIOS])
+def test_scenario(
+    client: FlaskClient, scenario: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="cards.render"):
+        cards = post(client, build_request(scenario, date.today()))
+    assert not caplog.records, "every fact a card template names was provided"
+    got = {(c["source"]["topic"]["code"], c["indicator"]) for c in cards}
+    expected = {tuple(pair) for pair in scenario["expect"]}
+    assert got == expected, [c["summary"] for c in cards]
+    assert len(cards) == len(got), "one card per topic"
+
+
+def test_every_rule_of_the_table_is_exercised_by_some_scenario() -> None:
+    """A rule family added to the knowledge table without a scenario fails here."""
+    topics = {pair[0] for s in SCENARIOS for pair in s["expect"]}
+    knowledge = load_knowledge()
+    enabled = {spec.topic for spec in knowledge.rules.values() if spec.enabled}
+    assert enabled <= topics
+
+
+CAPTURED = {
+    # Requests the public CDS Hooks sandbox really sent (tests/data/requests/README.md).
+    "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json": {
+        # eGFR 37.7 is from 1984: stale, so kidney function is unknown (age >= 65: warning);
+        # the active oxycodone/acetaminophen order is a CNS depressant; 3 tablets once daily
+        # is a 30 mg single dose and a 30 mg/day new start.
+        ("renal-function-unknown", "warning"),
+        ("cns-depressant", "warning"),
+        ("max-daily-dose", "info"),
+        ("titration", "info"),
+    },
+    "sandbox-order-select-baclofen10-2tab-tid-spasticity.json": {
+        ("cns-depressant", "critical"),
+        ("renal-function-unknown", "warning"),
+        ("geriatric", "warning"),
+        ("titration", "info"),
+    },
+    "sandbox-order-sign-baclofen10-3tab-daily.json": {
+        ("cns-depressant", "critical"),
+        ("renal-function-unknown", "warning"),
+        ("geriatric", "warning"),
+        ("max-daily-dose", "info"),
+        ("titration", "info"),
+    },
+    "sandbox-order-select-no-medication-yet.json": set(),
+    "legacy-medication-prescribe-no-medication-yet.json": set(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURED))
+def test_captured_sandbox_requests(client: FlaskClient, name: str) -> None:
+    body = json.loads((Path(__file__).parent / "data" / "requests" / name).read_text("utf-8"))
+    cards = post(client, body["body"])
+    assert {(c["source"]["topic"]["code"], c["indicator"]) for c in cards} == CAPTURED[name]
+
+
+def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) -> None:
+    body = json.loads(
+        (
+            Path(__file__).parent
+            / "data"
+            / "requests"
+            / "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
+        ).read_text("utf-8")
+    )["body"]
+    cards = {c["source"]["topic"]["code"]: c for c in post(client, body)}
+    renal = cards["renal-function-unknown"]
+    assert "37.7" in renal["summary"] and "1984-10-08" in renal["summary"]
+    creatinine = renal["suggestions"][0]["actions"][0]["resource"]
+    assert creatinine["code"]["coding"][0]["code"] == "2160-0"
+    assert creatinine["subject"]["reference"] == "Patient/3e26303e-a72a-4c60-866f-e5b81a9f1989"
+    assert "oxyCODONE" in cards["cns-depressant"]["detail"]
+
+
+def test_stop_order_card_offers_to_cancel_the_stop(client: FlaskClient) -> None:
+    stop = next(s for s in SCENARIOS if s["id"] == "stop-intrathecal")
+    (card,) = post(client, build_request(stop, date.today()))
+    (suggestion,) = card["suggestions"]
+    assert suggestion["label"].startswith("Cancel this stop order")
+    assert suggestion["actions"][0]["resourceId"] == "MedicationRequest/d1"
+
+
+def test_every_rule_has_card_wording() -> None:
+    wording = catalogue().rules
+    for rule_id in load_knowledge().rules:
+        assert rule_id in wording or any(key.startswith(f"{rule_id}.") for key in wording)
+
+
+@pytest.fixture
+def policy_client(app_config: dict[str, Any], tmp_path: Path) -> FlaskClient:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "[rules.R4b]\nenabled = false\n\n[rules.R3b]\nenabled = false\n\n"
+        "[rules.R4d.thresholds]\nceiling = 45\n",
+        encoding="utf-8",
+    )
+    app_config["POLICY_FILE"] = str(policy)
+    return create_app(app_config).test_client()
+
+
+def test_policy_switching_off_a_severe_rule_falls_back_to_the_milder_one(
+    policy_client: FlaskClient,
+) -> None:
+    severe = next(s for s in SCENARIOS if s["id"] == "egfr-29")
+    (renal,) = post(policy_client, build_request(severe, date.today()))
+    assert (renal["indicator"], renal["summary"][:45]) == (
+        "warning",
+        "Baclofen 60 mg/day exceeds 40 mg/day for eGFR",
+    )
+    beyond = next(s for s in SCENARIOS if s["id"] == "oral-121-mg")
+    (dose,) = post(policy_client, build_request(beyond, date.today()))
+    assert dose["indicator"] == "warning"
+
+
+def test_policy_thresholds_reach_the_card_text(policy_client: FlaskClient) -> None:
+    mild = next(s for s in SCENARIOS if s["id"] == "egfr-80")
+    (card,) = post(policy_client, build_request(mild, date.today()))
+    assert "exceeds 45 mg/day" in card["summary"]

@@ -1,0 +1,163 @@
+"""Kidney function: equations against published values, look-back, bounds and odd units."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from cds_hooks.engine import renal
+from cds_hooks.engine.renal import Bound, RenalKind
+from cds_hooks.knowledge import observation_codes
+from cds_hooks.model import LOINC, Coding, Concept, Observation, Patient, Quantity
+
+TODAY = date(2026, 11, 22)
+CODES = observation_codes()
+
+
+def obs(
+    code: str, value: float, unit: str, days_ago: int | None, comparator: str | None = None
+) -> Observation:
+    when = (
+        datetime.combine(TODAY - timedelta(days=days_ago), datetime.min.time(), UTC)
+        if days_ago is not None
+        else None
+    )
+    return Observation(
+        id=None,
+        code=Concept((Coding(LOINC, code),)),
+        value=Quantity(value, code=unit, comparator=comparator),
+        effective=when,
+        status="final",
+    )
+
+
+def patient(age: int, gender: str | None = "female") -> Patient:
+    return Patient(id="p", birth_date=date(TODAY.year - age, 1, 1), gender=gender)
+
+
+def assess(
+    *observations: Observation, age: int = 50, gender: str | None = "female", lookback: int = 365
+) -> renal.RenalStatus:
+    return renal.assess(tuple(observations), patient(age, gender), CODES, TODAY, lookback)
+
+
+@pytest.mark.parametrize(
+    ("scr", "age", "female", "expected"),
+    [
+        (1.0, 50, True, 69),  # NKF CKD-EPI 2021 calculator
+        (1.0, 50, False, 92),
+        (2.0, 70, False, 35),
+        (0.6, 30, True, 124),  # below kappa: the alpha branch
+    ],
+)
+def test_ckd_epi_2021_matches_published_calculator(scr, age, female, expected):
+    assert round(renal.ckd_epi_2021(scr, age, female)) == expected
+
+
+def test_cockcroft_gault_uses_the_female_factor():
+    assert renal.cockcroft_gault(1.0, 60, 72, female=False) == pytest.approx(80)
+    assert renal.cockcroft_gault(1.0, 60, 72, female=True) == pytest.approx(68)
+
+
+def test_units_are_converted_or_refused():
+    assert renal.creatinine_mg_dl(Quantity(88.4, code="umol/L")) == pytest.approx(1.0)
+    assert renal.creatinine_mg_dl(Quantity(88.4, unit="µmol/L")) == pytest.approx(1.0)
+    assert renal.creatinine_mg_dl(Quantity(1.2, code="mg/dL")) == 1.2
+    assert renal.creatinine_mg_dl(Quantity(1.2, code="furlong")) is None
+    assert renal.weight_kg(Quantity(154, code="[lb_av]")) == pytest.approx(69.85, abs=0.01)
+    assert renal.weight_kg(Quantity(70000, code="g")) == 70
+    assert renal.clearance_ml_min(Quantity(0.5, code="mL/s/{1.73_m2}")) == 30
+    assert renal.clearance_ml_min(Quantity(40, code="mL/min")) == 40
+    assert renal.clearance_ml_min(Quantity(40, code="%")) is None
+
+
+def test_newest_egfr_wins_and_race_free_code_breaks_date_ties():
+    status = assess(
+        obs("62238-1", 50, "mL/min/{1.73_m2}", 10),
+        obs("98979-8", 55, "mL/min/{1.73_m2}", 10),
+        obs("98979-8", 20, "mL/min/{1.73_m2}", 100),
+    )
+    egfr = status.egfr()
+    assert egfr is not None
+    assert (egfr.value, egfr.code) == (55, "98979-8")
+
+
+def test_value_outside_look_back_is_stale_not_used():
+    status = assess(obs("33914-3", 37.7, "mL/min/{1.73_m2}", 400), age=80, lookback=90)
+    assert not status.known
+    assert status.stale[0].value == 37.7
+    assert "37.7" in status.stale[0].label
+
+
+def test_undated_or_voided_results_are_not_used():
+    undated = assess(obs("98979-8", 80, "mL/min/{1.73_m2}", None))
+    assert not undated.known
+    voided = Observation(
+        id=None,
+        code=Concept((Coding(LOINC, "98979-8"),)),
+        value=Quantity(80, code="mL/min/{1.73_m2}"),
+        effective=datetime(2026, 11, 1, tzinfo=UTC),
+        status="entered-in-error",
+    )
+    assert not assess(voided).known
+
+
+def test_comparators_are_bounds_not_numbers():
+    above = assess(obs("98979-8", 60, "mL/min/{1.73_m2}", 5, comparator=">")).values[0]
+    assert above.bound is Bound.ABOVE
+    assert not above.certainly_below(60)
+    assert not above.certainly_below(90)  # ">60" may still be 70: not provably mild
+    below = assess(obs("98979-8", 15, "mL/min/{1.73_m2}", 5, comparator="<")).values[0]
+    assert below.certainly_below(15)
+    assert below.certainly_below(30)
+    assert below.display == "<15"
+
+
+def test_creatinine_gives_calculated_egfr_and_crcl_when_no_egfr_reported():
+    status = assess(
+        obs("2160-0", 2.0, "mg/dL", 20),
+        obs("29463-7", 70, "kg", 30),
+        age=70,
+        gender="male",
+    )
+    kinds = {v.kind: v for v in status.values}
+    assert round(kinds[RenalKind.EGFR_CALCULATED].value) == 35
+    assert kinds[RenalKind.CRCL_CALCULATED].value == pytest.approx((140 - 70) * 70 / (72 * 2.0))
+    assert "Cockcroft-Gault" in (kinds[RenalKind.CRCL_CALCULATED].inputs or "")
+
+
+def test_reported_egfr_suppresses_the_calculated_one_but_crcl_is_still_computed():
+    status = assess(
+        obs("98979-8", 70, "mL/min/{1.73_m2}", 20),
+        obs("14682-9", 176.8, "umol/L", 20),
+        obs("29463-7", 50, "kg", 30),
+        age=80,
+    )
+    kinds = [v.kind for v in status.values]
+    assert RenalKind.EGFR_CALCULATED not in kinds
+    crcl = next(v for v in status.values if v.kind is RenalKind.CRCL_CALCULATED)
+    assert crcl.value == pytest.approx((140 - 80) * 50 / (72 * 2.0) * 0.85)
+
+
+def test_unknown_sex_takes_the_more_cautious_estimate():
+    unknown = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="unknown").egfr()
+    female = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="female").egfr()
+    male = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="male").egfr()
+    assert unknown is not None and female is not None and male is not None
+    assert unknown.value == min(female.value, male.value)
+
+
+def test_creatinine_upper_bound_makes_clearance_a_lower_bound():
+    value = assess(obs("2160-0", 0.5, "mg/dL", 5, comparator="<")).egfr()
+    assert value is not None
+    assert value.bound is Bound.ABOVE
+    assert not value.certainly_below(200)
+
+
+def test_children_get_no_adult_equation():
+    assert not assess(obs("2160-0", 0.5, "mg/dL", 5), age=10).known
+
+
+def test_unknown_unit_is_skipped_not_misread():
+    assert not assess(obs("98979-8", 1.2, "mg/dL", 5)).known
