@@ -50,8 +50,9 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Load benchmark report (benchmarks/README.md), e.g. make bench BENCH_ARGS="--duration 5".
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/load.py $(BENCH_ARGS)
 
 image-test:
 	deploy/image-test.sh

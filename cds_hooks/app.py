@@ -9,9 +9,12 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from cds_hooks import api, feedback_api, health
+from cds_hooks import api, feedback_api, health, metrics
+from cds_hooks.auth import init_auth
 from cds_hooks.config import DefaultConfig, Settings
 from cds_hooks.errors import register_error_handlers
+from cds_hooks.knowledge import load_knowledge
+from cds_hooks.logging import configure_logging, init_request_logging
 from cds_hooks.store import init_store
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Accept"]
@@ -32,12 +35,14 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
         app.config.from_object(config)
 
     settings = Settings.from_mapping(app.config, app.instance_path)
+    configure_logging(settings.log_level)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     os.makedirs(app.instance_path, exist_ok=True)
 
     ready_checks: dict[str, Callable[[], bool]] = {"configuration": lambda: True}
     app.extensions["baclofen_settings"] = settings
+    app.extensions["baclofen_knowledge"] = load_knowledge(settings.policy_file)
     app.extensions["baclofen_ready_checks"] = ready_checks
 
     CORS(
@@ -48,8 +53,11 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
         max_age=600,
     )
     register_error_handlers(app)
+    init_request_logging(app)
+    metrics.init_app(app)
     store = init_store(app, settings)
     ready_checks["store"] = store.ping
+    init_auth(app, settings)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from cds_hooks import metrics
 from cds_hooks.api import lookup_service
 from cds_hooks.feedback import parse_feedback_request
 from cds_hooks.http_json import read_json_body
@@ -22,6 +23,8 @@ def feedback(service_id: str) -> Response:
     service = lookup_service(service_id)
     items = parse_feedback_request(read_json_body(request))
     stored = get_store().record_feedback(service.id, items)
+    for item in items:
+        metrics.count_feedback(service.id, item.outcome)
     current_app.logger.info(
         "feedback received",
         extra={"service_id": service.id, "received": len(items), "stored": stored},

@@ -2,11 +2,19 @@
 
 ``WEB_CONCURRENCY`` (workers) and ``GUNICORN_THREADS`` follow the usual conventions so
 platform defaults apply; SIGTERM gets ``graceful_timeout`` seconds to finish requests.
+The server hooks keep Prometheus metrics consistent across workers (``cds_hooks.metrics``).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import tempfile
+from typing import Any
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_created_metrics_dir: str | None = None
 
 
 def _int(name: str, default: int) -> int:
@@ -29,4 +37,52 @@ def options(host: str | None = None, port: int | None = None, workers: int | Non
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
+        "on_starting": on_starting,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
     }
+
+
+def ensure_metrics_dir() -> str:
+    """Turn on multiprocess metrics, with a private temporary directory if none is set.
+
+    Must run before ``prometheus_client`` is first imported (it picks its storage then),
+    i.e. before the app is imported; the directory is removed again in ``on_exit``.
+    """
+    global _created_metrics_dir
+    directory = os.environ.get(METRICS_DIR_ENV)
+    if not directory:
+        directory = _created_metrics_dir = tempfile.mkdtemp(prefix="baclofen-cds-metrics-")
+        os.environ[METRICS_DIR_ENV] = directory
+    return directory
+
+
+def on_starting(server: Any) -> None:
+    """Start each server run's metrics from zero: drop the per-process files of the last run.
+
+    Only ``*.db`` files go, so a directory set by mistake to a shared path loses nothing else.
+    """
+    directory = os.environ.get(METRICS_DIR_ENV)
+    if not directory:
+        if server.cfg.workers > 1:
+            server.log.warning(
+                "%s is not set: /metrics shows only the worker that answers the scrape",
+                METRICS_DIR_ENV,
+            )
+        return
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges; its counters stay in the totals, as they should."""
+    if os.environ.get(METRICS_DIR_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _created_metrics_dir is not None:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)
