@@ -6,10 +6,12 @@ from datetime import date
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from cds_hooks import metrics
 from cds_hooks.config import Settings
 from cds_hooks.discovery import SERVICES_BY_ID, ServiceDefinition, discovery_document
 from cds_hooks.errors import UnknownService
 from cds_hooks.http_json import read_json_body
+from cds_hooks.knowledge import Knowledge
 from cds_hooks.logging import annotate_evaluation
 from cds_hooks.pipeline import evaluate_hook
 
@@ -17,7 +19,11 @@ bp = Blueprint("cds", __name__, url_prefix="/cds-services")
 
 
 def settings() -> Settings:
-    return current_app.extensions["baclofen_settings"]  # type: ignore[no-any-return]
+    return current_app.extensions["baclofen_settings"]
+
+
+def knowledge() -> Knowledge:
+    return current_app.extensions["baclofen_knowledge"]
 
 
 def lookup_service(service_id: str) -> ServiceDefinition:
@@ -38,7 +44,8 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = lookup_service(service_id)
     body = read_json_body(request)
-    evaluation = evaluate_hook(service, body, settings(), date.today())
+    evaluation = evaluate_hook(service, body, settings(), knowledge(), date.today())
+    metrics.count_cards(service.id, evaluation.response["cards"])
     annotate_evaluation(
         hook=evaluation.request.hook,
         hook_instance=evaluation.request.hook_instance,

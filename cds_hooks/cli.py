@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None
     }
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -47,9 +47,11 @@ def _load_request(path: Path) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cds_hooks.app import create_app
+    """Runs the pipeline without the app: no store, no caller authentication, no server."""
+    from cds_hooks.config import settings_from_environment
     from cds_hooks.discovery import SERVICES
     from cds_hooks.errors import CdsError, operation_outcome
+    from cds_hooks.knowledge import load_knowledge
     from cds_hooks.pipeline import evaluate_hook
 
     try:
@@ -62,15 +64,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if service is None:
         print(f"baclofen-cds: no service answers hook {hook!r}", file=sys.stderr)
         return 2
-    app = create_app()
+    settings = settings_from_environment()
+    knowledge = load_knowledge(settings.policy_file)
     today = date.fromisoformat(args.today) if args.today else date.today()
-    with app.app_context():
-        try:
-            result: Any = evaluate_hook(service, body, app.extensions["baclofen_settings"], today).response
-            status = 0
-        except CdsError as error:
-            result = operation_outcome(error.message, error.issue_code, error.expression)
-            status = 1
+    try:
+        result: Any = evaluate_hook(service, body, settings, knowledge, today).response
+        status = 0
+    except CdsError as error:
+        result = operation_outcome(error.message, error.issue_code, error.expression)
+        status = 1
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return status
@@ -92,11 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service under gunicorn")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080, or CDS_PORT)")
-    serve.add_argument("--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 2)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 2)"
+    )
     serve.set_defaults(handler=_serve)
 
-    evaluate = commands.add_parser("evaluate", help="print the CDS Hooks response for a request file")
-    evaluate.add_argument("request", help="a hook request (JSON), or a captured exchange with 'body'")
+    evaluate = commands.add_parser(
+        "evaluate", help="print the CDS Hooks response for a request file"
+    )
+    evaluate.add_argument(
+        "request", help="a hook request (JSON), or a captured exchange with 'body'"
+    )
     evaluate.add_argument("--today", help="evaluate as of this date (YYYY-MM-DD)")
     evaluate.set_defaults(handler=_evaluate)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import Config
+
 ENVIRONMENTS = ("development", "production")
 AUTH_MODES = ("enforce", "sandbox", "off")
 
@@ -121,7 +123,9 @@ class Settings:
         if public_base_url:
             parts = urlsplit(public_base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(f"CDS_PUBLIC_BASE_URL must be an absolute URL, got {public_base_url!r}")
+                raise ConfigError(
+                    f"CDS_PUBLIC_BASE_URL must be an absolute URL, got {public_base_url!r}"
+                )
             public_base_url = public_base_url.rstrip("/")
         allowlist = _as_tuple(config.get("FHIR_ALLOWLIST"))
         for entry in allowlist:
@@ -144,13 +148,19 @@ class Settings:
             max_body_bytes=_positive("MAX_BODY_BYTES", config.get("MAX_BODY_BYTES"), int),
             cors_origins=_as_tuple(config.get("CORS_ORIGINS")),
             fhir_allowlist=tuple(e.rstrip("/") for e in allowlist),
-            fhir_connect_timeout=_positive("FHIR_CONNECT_TIMEOUT", config.get("FHIR_CONNECT_TIMEOUT"), float),
-            fhir_total_timeout=_positive("FHIR_TOTAL_TIMEOUT", config.get("FHIR_TOTAL_TIMEOUT"), float),
+            fhir_connect_timeout=_positive(
+                "FHIR_CONNECT_TIMEOUT", config.get("FHIR_CONNECT_TIMEOUT"), float
+            ),
+            fhir_total_timeout=_positive(
+                "FHIR_TOTAL_TIMEOUT", config.get("FHIR_TOTAL_TIMEOUT"), float
+            ),
             fhir_max_pages=_positive("FHIR_MAX_PAGES", config.get("FHIR_MAX_PAGES"), int),
             fhir_max_response_bytes=_positive(
                 "FHIR_MAX_RESPONSE_BYTES", config.get("FHIR_MAX_RESPONSE_BYTES"), int
             ),
-            fhir_fetch_workers=_positive("FHIR_FETCH_WORKERS", config.get("FHIR_FETCH_WORKERS"), int),
+            fhir_fetch_workers=_positive(
+                "FHIR_FETCH_WORKERS", config.get("FHIR_FETCH_WORKERS"), int
+            ),
             max_cards=_positive("MAX_CARDS", config.get("MAX_CARDS"), int),
             policy_file=config.get("POLICY_FILE") or None,
             log_level=str(config.get("LOG_LEVEL", "INFO")).upper(),
@@ -165,3 +175,11 @@ class Settings:
             ),
             jwks_max_age=_positive("JWKS_MAX_AGE", config.get("JWKS_MAX_AGE", 3600.0), float),
         )
+
+
+def settings_from_environment(instance_path: str | None = None) -> Settings:
+    """The settings ``create_app`` would use, for commands that do not build the app."""
+    config = Config(os.getcwd())
+    config.from_object(DefaultConfig)
+    config.from_prefixed_env(prefix="CDS")
+    return Settings.from_mapping(config, instance_path or os.path.join(os.getcwd(), "instance"))

@@ -64,7 +64,9 @@ def operation_outcome(message: str, code: str, expression: str | None = None) ->
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
-def outcome_response(status: int, message: str, code: str, expression: str | None = None) -> Response:
+def outcome_response(
+    status: int, message: str, code: str, expression: str | None = None
+) -> Response:
     response = jsonify(operation_outcome(message, code, expression))
     response.status_code = status
     return response

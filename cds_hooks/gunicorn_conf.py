@@ -22,7 +22,9 @@ def _int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
-def options(host: str | None = None, port: int | None = None, workers: int | None = None) -> dict[str, object]:
+def options(
+    host: str | None = None, port: int | None = None, workers: int | None = None
+) -> dict[str, object]:
     bind_host = host or os.environ.get("CDS_HOST", "127.0.0.1")
     bind_port = port or _int("CDS_PORT", 8080)
     return {

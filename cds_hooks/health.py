@@ -15,7 +15,9 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Ready once configuration loaded (the app exists) and the store answers."""
-    checks = {name: check() for name, check in current_app.extensions["baclofen_ready_checks"].items()}
+    checks = {
+        name: check() for name, check in current_app.extensions["baclofen_ready_checks"].items()
+    }
     ready = all(checks.values())
     response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
     response.status_code = 200 if ready else 503

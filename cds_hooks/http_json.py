@@ -23,8 +23,7 @@ def _reject_constant(name: str) -> Any:
 def read_json_body(request: Request) -> Any:
     if request.mimetype not in JSON_MEDIA_TYPES:
         raise UnsupportedMediaType(
-            "Send the request as application/json "
-            f"(got {request.mimetype or 'no Content-Type'})."
+            f"Send the request as application/json (got {request.mimetype or 'no Content-Type'})."
         )
     raw = request.get_data(cache=False)
     if not raw.strip():

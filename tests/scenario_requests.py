@@ -140,15 +140,16 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
     prefetch: dict[str, Any] = {
         "patient": patient,
         "weight": _bundle(weights),
-        "activeMedications": _bundle(
-            [medication_request(m, "active") for m in scenario.get("active", [])]
-        ),
         "conditions": _bundle(
             [condition(c, i) for i, c in enumerate(scenario.get("conditions", []))]
         ),
     }
     if scenario.get("renal_prefetch", True):
         prefetch["renalLabs"] = _bundle(renal)
+    if scenario.get("medications_prefetch", True):
+        prefetch["activeMedications"] = _bundle(
+            [medication_request(m, "active") for m in scenario.get("active", [])]
+        )
     context: dict[str, Any] = {
         "patientId": PATIENT_ID,
         "userId": "Practitioner/scenario",

@@ -147,6 +147,30 @@ def test_missing_kidney_function_offers_a_creatinine_order(client: FlaskClient) 
     assert order["subject"]["reference"] == "Patient/scenario-patient"
 
 
+def test_stale_low_egfr_still_flags_a_dose_above_its_ceiling(client: FlaskClient) -> None:
+    stale = EGFR_24 | {"days_ago": 400}
+    card = by_topic(post(client, build_request(scenario(labs=[stale]), date.today())))[
+        "renal-function-unknown"
+    ]
+    lab_date = (date.today() - timedelta(days=400)).isoformat()
+    assert card["indicator"] == "warning"
+    assert "60 mg/day exceeds 20 mg/day" in card["summary"] and lab_date in card["summary"]
+    labels = [s["label"] for s in card["suggestions"]]
+    assert any("creatinine" in label.lower() for label in labels)
+    (update,) = [s for s in card["suggestions"] if s["actions"][0]["type"] == "update"]
+    dosage = update["actions"][0]["resource"]["dosageInstruction"][0]
+    assert "= 20 mg/day" in dosage["text"]
+
+
+def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> None:
+    request = build_request(scenario(labs=[EGFR_24 | {"value": 95}]), date.today())
+    del request["prefetch"]["activeMedications"]
+    card = by_topic(post(client, request))["cns-depressant"]
+    assert card["indicator"] == "info"
+    assert "could not be retrieved" in card["summary"]
+    assert "only the orders in this session were checked" in card["detail"]
+
+
 def test_one_cns_card_names_every_depressant(client: FlaskClient) -> None:
     active = [
         {

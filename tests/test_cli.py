@@ -14,7 +14,10 @@ REQUESTS = Path(__file__).parent / "data" / "requests"
 
 
 def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"CDS_ENV": "development", "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}"}
+    env = os.environ | {
+        "CDS_ENV": "development",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+    }
     return subprocess.run(
         [sys.executable, "-m", "cds_hooks.cli", *args],
         capture_output=True,
@@ -26,7 +29,11 @@ def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_evaluate_prints_the_cds_hooks_response_for_a_captured_request(tmp_path: Path) -> None:
-    result = run_cli("evaluate", str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json"), tmp_path=tmp_path)
+    result = run_cli(
+        "evaluate",
+        str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json"),
+        tmp_path=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert isinstance(response["cards"], list)

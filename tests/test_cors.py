@@ -31,7 +31,9 @@ def preflight(client: FlaskClient, path: str, origin: str, method: str = "POST")
 
 
 @pytest.mark.parametrize("path", ROUTES)
-def test_preflight_from_the_sandbox_is_answered_on_every_route(client: FlaskClient, path: str) -> None:
+def test_preflight_from_the_sandbox_is_answered_on_every_route(
+    client: FlaskClient, path: str
+) -> None:
     response = preflight(client, path, SANDBOX)
     assert response.status_code in (200, 204)
     assert response.headers["Access-Control-Allow-Origin"] == SANDBOX

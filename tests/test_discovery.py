@@ -24,7 +24,9 @@ def test_prefetch_templates_cover_patient_labs_weight_meds_conditions(client: Fl
         assert f"http://loinc.org|{loinc}" in labs
     assert "_sort=-date" in labs and "_count=" in labs
     assert "29463-7" in prefetch["weight"]
-    assert prefetch["activeMedications"].startswith("MedicationRequest?patient={{context.patientId}}")
+    assert prefetch["activeMedications"].startswith(
+        "MedicationRequest?patient={{context.patientId}}"
+    )
     assert "status=active" in prefetch["activeMedications"]
     assert prefetch["conditions"].startswith("Condition?patient={{context.patientId}}")
     for template in prefetch.values():

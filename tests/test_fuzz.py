@@ -29,10 +29,14 @@ HOOK_BODIES = [
 ]
 SERVICE_FOR_HOOK = {service.hook: service.id for service in SERVICES}
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -114,10 +118,17 @@ def test_random_bytes_never_cause_5xx(fuzz_app: Flask, raw: bytes) -> None:
 
 
 @FUZZ
-@given(feedback=st.lists(st.dictionaries(
-    st.sampled_from(["card", "outcome", "acceptedSuggestions", "overrideReason", "outcomeTimestamp"]),
-    json_values,
-), max_size=3))
+@given(
+    feedback=st.lists(
+        st.dictionaries(
+            st.sampled_from(
+                ["card", "outcome", "acceptedSuggestions", "overrideReason", "outcomeTimestamp"]
+            ),
+            json_values,
+        ),
+        max_size=3,
+    )
+)
 def test_random_feedback_items_never_cause_5xx(fuzz_app: Flask, feedback: list[Any]) -> None:
     response = fuzz_app.test_client().post(
         "/cds-services/baclofen-order-sign/feedback", json={"feedback": feedback}

@@ -22,7 +22,9 @@ def order_sign_body() -> dict[str, Any]:
             "userId": "Practitioner/1",
             "draftOrders": {"resourceType": "Bundle", "entry": []},
         },
-        "prefetch": {"patient": {"resourceType": "Patient", "id": "pt-1", "birthDate": "1970-01-01"}},
+        "prefetch": {
+            "patient": {"resourceType": "Patient", "id": "pt-1", "birthDate": "1970-01-01"}
+        },
     }
 
 

@@ -365,14 +365,14 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
 # --- R4 kidney function --------------------------------------------------------------------
 
 
-def _band(s: Situation, k: Knowledge) -> Band | None:
-    """The most restrictive band over every usable value (CrCl and eGFR limits differ).
+def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
+    """The most restrictive band over ``values`` (CrCl and eGFR limits differ).
 
     A band whose rule a policy switched off falls through to the next milder enabled band,
     so switching off the severe rule never silences a severely impaired patient.
     """
     best: Band | None = None
-    for value in s.renal.values:
+    for value in values:
         egfr = value.kind.is_egfr
         limits = (
             ("R4b", k.threshold("R4b", "severe_limit"), 3),
@@ -433,7 +433,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
             )
         )
     else:
-        band = _band(s, k)
+        band = _band(s.renal.values, k)
         if band is not None and total is not None and total > band.ceiling:
             proposal = _target(s, k, order, band.ceiling)
             actions = {Action.UPDATE_DOSE} if proposal else set()
@@ -450,7 +450,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 )
             )
         if not s.renal.known:
-            hits.append(_renal_unknown(s, k, order))
+            hits.append(_renal_unknown(s, k, order, total))
 
     beers_age = k.threshold("R4e", "age")
     if s.age is not None and s.age >= beers_age:
@@ -469,11 +469,28 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     return hits
 
 
-def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder) -> Hit:
+def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: float | None) -> Hit:
+    """R4f. A stale result is not used as current, but it is not thrown away either: kidney
+    function rarely recovers, so a dose above the ceiling for the last known band is said
+    on this card (with the adjusted dose offered) rather than silenced."""
     high_risk = s.age is not None and s.age >= k.threshold("R4f", "high_risk_age")
     facts = {"lookback": str(s.renal.lookback_days)}
+    actions = {Action.ORDER_CREATININE}
+    proposal = None
+    stale_band = _band(s.renal.stale, k)
     if s.renal.labs_unavailable:
         variant = "unavailable"
+    elif stale_band is not None and total is not None and total > stale_band.ceiling:
+        variant = "stale-over-ceiling"
+        facts |= {
+            "renal": short(stale_band.value),
+            "daily": num(total),
+            "ceiling": num(stale_band.ceiling),
+        }
+        proposal = _target(s, k, order, stale_band.ceiling)
+        if proposal is not None:
+            actions.add(Action.UPDATE_DOSE)
+        high_risk = True
     elif s.renal.stale:
         variant = "stale"
         facts |= {"renal": short(s.renal.stale[0])}
@@ -501,7 +518,8 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder) -> Hit:
         facts,
         variant=variant,
         inputs=inputs,
-        actions=frozenset({Action.ORDER_CREATININE}),
+        actions=frozenset(actions),
+        proposal=proposal,
         order=order.order.reference,
         tier=Indicator.WARNING if high_risk else None,
     )
@@ -594,6 +612,15 @@ def _beers_cns(k: Knowledge, class_id: str) -> bool:
         return bool(k.drug_class(class_id).beers_cns_active)
     except KeyError:
         return False
+
+
+def medications_unknown(s: Situation, k: Knowledge) -> list[Hit]:
+    """R6i: without the medication list an opioid + benzodiazepine combination could go
+    unseen, so say what was not checked instead of staying silent."""
+    del k
+    if not s.medications_unavailable or not s.reviewed:
+        return []
+    return [Hit("R6i", {}, inputs=_med_inputs(s))]
 
 
 def _med_inputs(s: Situation) -> tuple[str, ...]:
@@ -824,6 +851,7 @@ FAMILIES: Sequence[Callable[[Situation, Knowledge], list[Hit]]] = (
     max_daily_dose,
     withdrawal,
     cns_depressants,
+    medications_unknown,
     beers_cns_count,
     age,
     duplicates,
