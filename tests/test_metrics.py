@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,17 @@ def value(families: Mapping[str, Any], sample_name: str, **labels: str) -> float
     )
 
 
+@dataclass(frozen=True)
+class Gained:
+    """How much a sample grew between two scrapes."""
+
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+
+    def __call__(self, sample: str, **labels: str) -> float:
+        return value(self.after, sample, **labels) - value(self.before, sample, **labels)
+
+
 def evelyn_request() -> dict[str, Any]:
     return copy.deepcopy(load_json(EVELYN)["body"])
 
@@ -78,21 +90,19 @@ def test_discovery_hook_and_refusals_are_counted_by_route_service_and_status(
     )
     assert bad_json.status_code == 400
     after = scrape(client)
+    gained = Gained(before, after)
 
-    def delta(sample: str, **labels: str) -> float:
-        return value(after, sample, **labels) - value(before, sample, **labels)
-
-    assert delta("cds_requests_total", route="/cds-services", method="GET", status="200") == 1
+    assert gained("cds_requests_total", route="/cds-services", method="GET", status="200") == 1
     hook = {"route": HOOK_ROUTE, "method": "POST", "service": ORDER_SIGN}
-    assert delta("cds_requests_total", **hook, status="200") == 2
-    assert delta("cds_requests_total", **hook, status="400") == 1
+    assert gained("cds_requests_total", **hook, status="200") == 2
+    assert gained("cds_requests_total", **hook, status="400") == 1
     # An unknown id in the URL must not become a label value of its own.
-    assert delta("cds_requests_total", route=HOOK_ROUTE, service="unknown", status="404") == 1
+    assert gained("cds_requests_total", route=HOOK_ROUTE, service="unknown", status="404") == 1
     assert value(after, "cds_requests_total", service="no-such-service") == 0
     # The latency histogram saw both successful hook calls, each in the +Inf bucket.
-    assert delta("cds_request_duration_seconds_count", **hook, status="200") == 2
-    assert delta("cds_request_duration_seconds_bucket", **hook, status="200", le="+Inf") == 2
-    assert delta("cds_request_duration_seconds_sum", **hook, status="200") > 0
+    assert gained("cds_request_duration_seconds_count", **hook, status="200") == 2
+    assert gained("cds_request_duration_seconds_bucket", **hook, status="200", le="+Inf") == 2
+    assert gained("cds_request_duration_seconds_sum", **hook, status="200") > 0
 
 
 def test_cards_are_counted_by_topic_and_indicator_as_returned(client: FlaskClient) -> None:
@@ -103,6 +113,7 @@ def test_cards_are_counted_by_topic_and_indicator_as_returned(client: FlaskClien
     assert response.status_code == 200
     cards = response.get_json()["cards"]
     after = scrape(client)
+    gained = Gained(before, after)
 
     assert cards, "this request is expected to produce cards"
     expected = Counter(
@@ -111,13 +122,8 @@ def test_cards_are_counted_by_topic_and_indicator_as_returned(client: FlaskClien
     )
     for (topic, indicator), count in expected.items():
         labels = {"service": ORDER_SIGN, "topic": topic, "indicator": indicator}
-        gained = value(after, "cds_cards_total", **labels) - value(
-            before, "cds_cards_total", **labels
-        )
-        assert gained == count
-    assert value(after, "cds_evaluations_total", service=ORDER_SIGN, result="cards") == (
-        value(before, "cds_evaluations_total", service=ORDER_SIGN, result="cards") + 1
-    )
+        assert gained("cds_cards_total", **labels) == count
+    assert gained("cds_evaluations_total", service=ORDER_SIGN, result="cards") == 1
 
 
 def test_fhir_server_fetches_are_timed_and_failures_counted_by_kind(
@@ -136,29 +142,26 @@ def test_fhir_server_fetches_are_timed_and_failures_counted_by_kind(
         before = scrape(client)
         response = client.post(f"/cds-services/{ORDER_SIGN}", json=body)
         after = scrape(client)
+        gained = Gained(before, after)
     assert response.status_code == 200
 
-    def delta(sample: str, **labels: str) -> float:
-        return value(after, sample, **labels) - value(before, sample, **labels)
-
-    assert delta("cds_fhir_fetches_total", kind="patient", outcome="ok") == 1
-    assert delta("cds_fhir_fetches_total", kind="renalLabs", outcome="http_500") >= 1
-    assert delta("cds_fhir_fetches_total", kind="activeMedications", outcome="ok") == 1
-    assert delta("cds_fhir_fetch_duration_seconds_count", kind="patient") == 1
+    assert gained("cds_fhir_fetches_total", kind="patient", outcome="ok") == 1
+    assert gained("cds_fhir_fetches_total", kind="renalLabs", outcome="http_500") >= 1
+    assert gained("cds_fhir_fetches_total", kind="activeMedications", outcome="ok") == 1
+    assert gained("cds_fhir_fetch_duration_seconds_count", kind="patient") == 1
 
 
-def test_calls_refused_before_routing_code_runs_are_counted_and_metrics_needs_no_token(
+def test_refused_tokens_are_counted_by_reason_and_metrics_needs_no_token(
     app_config: dict[str, Any],
 ) -> None:
     client = create_app({**app_config, "AUTH_MODE": "sandbox"}).test_client()
     before = scrape(client)  # no token: Prometheus cannot sign CDS Hooks JWTs
     assert client.post(f"/cds-services/{ORDER_SIGN}", json=evelyn_request()).status_code == 401
     after = scrape(client)
-    labels = {"route": HOOK_ROUTE, "service": ORDER_SIGN, "status": "401"}
-    assert (
-        value(after, "cds_requests_total", **labels) - value(before, "cds_requests_total", **labels)
-        == 1
-    )
+    gained = Gained(before, after)
+
+    assert gained("cds_requests_total", route=HOOK_ROUTE, service=ORDER_SIGN, status="401") == 1
+    assert gained("cds_auth_failures_total", reason="no_bearer_token") == 1
 
 
 def test_feedback_outcomes_are_counted_per_item(client: FlaskClient) -> None:
@@ -180,12 +183,10 @@ def test_feedback_outcomes_are_counted_per_item(client: FlaskClient) -> None:
     before = scrape(client)
     assert client.post(f"/cds-services/{ORDER_SIGN}/feedback", json=feedback).status_code == 200
     after = scrape(client)
+    gained = Gained(before, after)
     for outcome in ("accepted", "overridden"):
         labels = {"service": ORDER_SIGN, "outcome": outcome}
-        gained = value(after, "cds_feedback_total", **labels) - value(
-            before, "cds_feedback_total", **labels
-        )
-        assert gained == 1
+        assert gained("cds_feedback_total", **labels) == 1
 
 
 def test_free_text_never_becomes_a_label_value(client: FlaskClient) -> None:
@@ -195,14 +196,12 @@ def test_free_text_never_becomes_a_label_value(client: FlaskClient) -> None:
     metrics.count_feedback("attacker-chosen-id", "overridden")
     metrics.observe_fhir_fetch("Patient/123", 0.1, "GET https://x/Patient/123 failed")
     after = scrape(client)
+    gained = Gained(before, after)
 
-    def delta(sample: str, **labels: str) -> float:
-        return value(after, sample, **labels) - value(before, sample, **labels)
-
-    assert delta("cds_auth_failures_total", reason="expired") == 1
-    assert delta("cds_auth_failures_total", reason="other") == 1
-    assert delta("cds_feedback_total", service="unknown", outcome="overridden") == 1
-    assert delta("cds_fhir_fetches_total", kind="other", outcome="other") == 1
+    assert gained("cds_auth_failures_total", reason="expired") == 1
+    assert gained("cds_auth_failures_total", reason="other") == 1
+    assert gained("cds_feedback_total", service="unknown", outcome="overridden") == 1
+    assert gained("cds_fhir_fetches_total", kind="other", outcome="other") == 1
     exposed = {v for family in after.values() for s in family.samples for v in s.labels.values()}
     assert not any("Jane" in v or "attacker" in v or "123" in v for v in exposed)
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Flask, Response, current_app, g, request
 
+from cds_hooks import metrics
 from cds_hooks.auth.issuers import Issuer, configured_issuers, sandbox_issuers
 from cds_hooks.auth.jwks import JwksCache, JwksPolicy
 from cds_hooks.auth.network import address_refusal, is_loopback_host
@@ -148,6 +149,7 @@ def _authenticate() -> Response | None:
 
 
 def _refuse(error: AuthError, *, missing: bool) -> Response:
+    metrics.count_auth_failure(error.reason)
     log.warning(
         "authentication failed",
         extra={"reason": error.reason, "issuer": error.issuer, "endpoint": request.endpoint},
