@@ -8,7 +8,6 @@ isolates what our service does per request beyond HTTP, WSGI and JSON parsing.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
@@ -25,8 +24,6 @@ def create_app() -> Flask:
 
 
 def main() -> None:
-    from gunicorn.app.base import BaseApplication
-
     from cds_hooks import gunicorn_conf
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -34,21 +31,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     args = parser.parse_args()
-    options = {
-        key: value
-        for key, value in gunicorn_conf.options(args.host, args.port, args.workers).items()
-        if value is not None
-    }
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return create_app()
-
-    Server().run()
+    gunicorn_conf.run(create_app, args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

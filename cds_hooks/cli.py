@@ -15,28 +15,26 @@ from cds_hooks.config import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gunicorn.app.base import BaseApplication
-
     from cds_hooks import gunicorn_conf
+
+    gunicorn_conf.ensure_metrics_dir()  # before the app imports prometheus_client
     from cds_hooks.app import create_app
 
-    options = {
-        key: value
-        for key, value in gunicorn_conf.options(args.host, args.port, args.workers).items()
-        if value is not None
-    }
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return create_app()
-
     create_app()  # fail fast on bad configuration, before forking workers
-    Server().run()
+    gunicorn_conf.run(_worker_app, args.host, args.port, args.workers)
     return 0
+
+
+def _worker_app() -> Any:
+    """The app for one gunicorn worker, warmed so the first hook call is not the slow one."""
+    from cds_hooks import fhir
+    from cds_hooks.app import create_app
+    from cds_hooks.knowledge.drugs import medication_of_interest
+
+    app = create_app()
+    fhir.warm_up()
+    medication_of_interest({"resourceType": "MedicationRequest"})
+    return app
 
 
 def _load_request(path: Path) -> Any:

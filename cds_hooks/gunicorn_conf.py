@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -88,3 +89,31 @@ def child_exit(server: Any, worker: Any) -> None:
 def on_exit(server: Any) -> None:
     if _created_metrics_dir is not None:
         shutil.rmtree(_created_metrics_dir, ignore_errors=True)
+
+
+def run(
+    load: Callable[[], Any],
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> None:
+    """Serve the WSGI app that ``load`` builds (once in each worker) with ``options()``.
+
+    Shared by ``baclofen-cds serve`` and the benchmark's bare baseline, so both run under
+    exactly the same server settings.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    settings = {
+        key: value for key, value in options(host, port, workers).items() if value is not None
+    }
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return load()
+
+    Server().run()

@@ -27,6 +27,7 @@ from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 
 from cds_hooks.discovery import SERVICES_BY_ID
+from cds_hooks.knowledge import KNOWLEDGE_VERSION
 
 log = logging.getLogger("cds_hooks.request")
 
@@ -55,6 +56,7 @@ class SafeJsonFormatter(JsonFormatter):
         super().__init__(
             "%(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            static_fields={"knowledge_version": KNOWLEDGE_VERSION},
             timestamp=True,
         )
 

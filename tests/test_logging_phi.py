@@ -23,6 +23,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_hooks.app import create_app
+from cds_hooks.knowledge import KNOWLEDGE_VERSION
 from cds_hooks.logging import configure_logging
 from tests.conftest import load_json
 from tests.fhir_server import FhirServer, ok, searchset, status
@@ -226,3 +227,14 @@ def test_exceptions_are_logged_without_their_message(
     assert line["message"] == "parsing failed"
     assert line["exception"].startswith("ValueError (message withheld) at test_logging_phi.py:")
     assert BIRTH_DATE not in json_lines.getvalue() and GIVEN not in json_lines.getvalue()
+
+
+def test_every_log_line_names_the_knowledge_version(
+    captured: tuple[FlaskClient, Records, io.StringIO],
+) -> None:
+    client, _, json_lines = captured
+    client.get("/healthz")
+    logging.getLogger("cds_hooks.test").warning("something to report")
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines() if line.strip()]
+    assert lines
+    assert {line["knowledge_version"] for line in lines} == {KNOWLEDGE_VERSION}
