@@ -85,6 +85,24 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    """Override and acceptance counts for pharmacists reviewing how cards are received."""
+    from cds_hooks.config import settings_from_environment
+    from cds_hooks.store import Store, create_store_engine
+
+    del args
+    store = Store(create_store_engine(settings_from_environment().database_url))
+    store.migrate()
+    rows = store.feedback_summary()
+    print("| service | outcome | override reason | count |")
+    print("|---|---|---|---|")
+    for row in rows:
+        reason = f"{row.reason_system}#{row.reason_code}" if row.reason_code else "—"
+        print(f"| {row.service_id} | {row.outcome} | {reason} | {row.count} |")
+    store.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baclofen-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="print the effective rule table (Markdown)")
     rules.add_argument("--policy", help="institution policy file (default CDS_POLICY_FILE)")
     rules.set_defaults(handler=_rules)
+
+    feedback = commands.add_parser(
+        "feedback", help="print feedback counts by service, outcome and override reason"
+    )
+    feedback.set_defaults(handler=_feedback)
     return parser
 
 

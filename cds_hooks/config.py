@@ -177,9 +177,12 @@ class Settings:
         )
 
 
-def settings_from_environment(instance_path: str | None = None) -> Settings:
+def settings_from_environment() -> Settings:
     """The settings ``create_app`` would use, for commands that do not build the app."""
+    from flask import Flask
+
     config = Config(os.getcwd())
     config.from_object(DefaultConfig)
     config.from_prefixed_env(prefix="CDS")
-    return Settings.from_mapping(config, instance_path or os.path.join(os.getcwd(), "instance"))
+    instance_path = Flask("cds_hooks.app", instance_relative_config=True).instance_path
+    return Settings.from_mapping(config, instance_path)

@@ -62,3 +62,29 @@ def test_evaluate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
     result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+def test_feedback_command_summarises_stored_overrides(tmp_path: Path) -> None:
+    from cds_hooks.app import create_app
+
+    database = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    client = create_app({"ENV": "development", "DATABASE_URL": database}).test_client()
+    override = {
+        "card": "1a7b3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c",
+        "outcome": "overridden",
+        "overrideReason": {
+            "reason": {
+                "system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+                "code": "risk-benefit-ratio",
+            }
+        },
+        "outcomeTimestamp": "2026-11-22T10:05:31.123Z",
+    }
+    response = client.post(
+        "/cds-services/baclofen-order-sign/feedback", json={"feedback": [override]}
+    )
+    assert response.status_code == 200
+    result = run_cli("feedback", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| baclofen-order-sign | overridden |" in result.stdout
+    assert "#risk-benefit-ratio | 1 |" in result.stdout
