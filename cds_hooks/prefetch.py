@@ -17,6 +17,9 @@ from typing import Any
 
 from cds_hooks.model import DataKind
 
+_MAPPING = dict | Mapping
+"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
+
 ERROR_SEVERITIES = frozenset({"error", "fatal"})
 KINDS_BY_KEY = {kind.value: kind for kind in DataKind}
 MAX_BUNDLE_DEPTH = 1
@@ -73,7 +76,7 @@ class Prefetch:
 
 
 def read_prefetch(prefetch: Any) -> Prefetch:
-    if not isinstance(prefetch, Mapping):
+    if not isinstance(prefetch, _MAPPING):
         return Prefetch(by_kind={}, pool=())
     by_kind: dict[DataKind, PrefetchValue] = {}
     values: list[PrefetchValue] = []
@@ -90,7 +93,7 @@ def read_value(raw: Any) -> PrefetchValue:
     """One prefetch value, in whichever of the five (plus legacy) shapes it came."""
     if raw is None:
         return PrefetchValue(PrefetchState.NULL)
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, _MAPPING):
         return PrefetchValue(PrefetchState.ERROR)
     if "resourceType" not in raw and ("resource" in raw or "response" in raw):
         return _read_legacy(raw)
@@ -106,7 +109,7 @@ def read_value(raw: Any) -> PrefetchValue:
 
 def _read_legacy(raw: Mapping[str, Any]) -> PrefetchValue:
     response = raw.get("response")
-    status = response.get("status") if isinstance(response, Mapping) else None
+    status = response.get("status") if isinstance(response, _MAPPING) else None
     if status is not None and not str(status).strip().startswith("2"):
         return PrefetchValue(PrefetchState.ERROR)
     resource = raw.get("resource")
@@ -127,10 +130,10 @@ def read_bundle(bundle: Mapping[str, Any], depth: int = 0) -> PrefetchValue:
     failed = False
     raw_entries = bundle.get("entry")
     for item in raw_entries if isinstance(raw_entries, list) else ():
-        if not isinstance(item, Mapping):
+        if not isinstance(item, _MAPPING):
             continue
         resource = item.get("resource")
-        if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
+        if not isinstance(resource, _MAPPING) or not isinstance(resource.get("resourceType"), str):
             continue
         if resource["resourceType"] == "OperationOutcome":
             failed = failed or is_error_outcome(resource)
@@ -152,14 +155,14 @@ def is_error_outcome(outcome: Mapping[str, Any]) -> bool:
     if not isinstance(issues, list) or not issues:
         return True
     return any(
-        isinstance(i, Mapping) and str(i.get("severity")) in ERROR_SEVERITIES for i in issues
+        isinstance(i, _MAPPING) and str(i.get("severity")) in ERROR_SEVERITIES for i in issues
     )
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
     links = bundle.get("link")
     for link in links if isinstance(links, list) else ():
-        if isinstance(link, Mapping) and link.get("relation") == "next":
+        if isinstance(link, _MAPPING) and link.get("relation") == "next":
             url = link.get("url")
             if isinstance(url, str) and url:
                 return url

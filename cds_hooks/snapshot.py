@@ -11,8 +11,15 @@ Rules, in the order they apply:
   pages could not be read counts as unavailable too (a missed opioid is a missed warning);
 - without the Patient the service cannot judge age, so it answers 412 (CDS Hooks §412).
 
-Raw resources are filtered cheaply before normalising, so a long medication list costs
-little and a malformed resource that does not matter cannot fail the call.
+Validating FHIR costs far more than the rest of a hook call, so the raw JSON is sorted
+in one pass and triaged first; only what the engine will use is validated and
+normalised: the newest usable lab of each kind (``_observations``), medications that
+could be baclofen (the whole order) or an interacting drug (its drug alone, the only
+element the engine reads of it), and conditions that could raise a flag. A long
+medication list or lab history then costs little, and a malformed resource that does
+not matter can neither fail the call nor slow it. The lab triage mirrors what
+``engine.renal.assess`` reads (it imports its unit converters and unusable statuses);
+if the engine ever reads more than the newest usable value per kind, widen it here.
 """
 
 from __future__ import annotations
@@ -20,11 +27,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from cds_hooks import fhir
 from cds_hooks.config import Settings
+from cds_hooks.engine.renal import (
+    UNUSABLE_STATUSES,
+    clearance_ml_min,
+    creatinine_mg_dl,
+    weight_kg,
+)
 from cds_hooks.errors import PreconditionFailed
+from cds_hooks.fhir.values import Reader
 from cds_hooks.fhir_client import (
     FetchJob,
     FetchResult,
@@ -34,15 +51,18 @@ from cds_hooks.fhir_client import (
     search_url,
 )
 from cds_hooks.knowledge import observation_codes
-from cds_hooks.knowledge.drugs import medication_of_interest
+from cds_hooks.knowledge.conditions import condition_index
+from cds_hooks.knowledge.drugs import triage_medication
 from cds_hooks.model import (
     LOINC,
     DataKind,
     FhirVersion,
     HookRequest,
     MedicationOrder,
+    Observation,
     Patient,
     PatientSnapshot,
+    Quantity,
 )
 from cds_hooks.prefetch import (
     Entry,
@@ -54,6 +74,9 @@ from cds_hooks.prefetch import (
 )
 
 log = logging.getLogger(__name__)
+
+_MAPPING = dict | Mapping
+"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
 
 PATIENT_UNOBTAINABLE = "Patient could not be obtained from prefetch or the FHIR server"
 CLINICAL_KINDS = (
@@ -70,6 +93,13 @@ VOID_STATUSES = frozenset({"entered-in-error", "cancelled"})
 _PATIENT_REFERENCE = re.compile(r"(?:^|/)Patient/([^/]+)(?:/_history/[^/]+)?$")
 
 T = TypeVar("T")
+
+
+@cache
+def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
+    """Renal and body-weight LOINC codes (the knowledge files are read once per process)."""
+    codes = observation_codes()
+    return frozenset(codes.renal), frozenset(codes.body_weight)
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
@@ -90,24 +120,31 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
         raise PreconditionFailed(PATIENT_UNOBTAINABLE)
 
     fetched = [e for r in results.values() if r.ok for e in r.entries]
-    entries = _for_patient(dedupe([*prefetched.pool, *fetched]), request.patient_id)
-    by_kind = _by_kind(entries)
+    pool = _sort_pool(
+        dedupe([*prefetched.pool, *fetched]) if fetched else prefetched.pool,
+        request.patient_id,
+    )
+    renal, weight = _lab_code_sets()
+    found = {
+        DataKind.RENAL_LABS: any(not codes.isdisjoint(renal) for _, codes in pool.labs),
+        DataKind.WEIGHT: any(not codes.isdisjoint(weight) for _, codes in pool.labs),
+        DataKind.MEDICATIONS: bool(pool.medications),
+        DataKind.CONDITIONS: bool(pool.conditions),
+    }
     unavailable = frozenset(
         kind
         for kind in CLINICAL_KINDS
-        if not _available(kind, prefetched.value(kind), results.get(kind), bool(by_kind[kind]))
+        if not _available(kind, prefetched.value(kind), results.get(kind), found[kind])
     )
     return PatientSnapshot(
         patient=patient,
-        observations=tuple(
-            _normalise(
-                lambda r: fhir.observation(r, version),
-                by_kind[DataKind.RENAL_LABS] + by_kind[DataKind.WEIGHT],
-            )
-        ),
-        medications=tuple(_medications(by_kind[DataKind.MEDICATIONS], entries, request)),
+        observations=_observations(pool.labs, version),
+        medications=tuple(_medications(pool, request)),
         conditions=tuple(
-            _normalise(lambda r: fhir.condition(r, version), by_kind[DataKind.CONDITIONS])
+            _normalise(
+                lambda r: fhir.condition(r, version),
+                (e for e in pool.conditions if _may_raise_flag(e.resource)),
+            )
         ),
         unavailable=unavailable,
     )
@@ -138,17 +175,6 @@ def _fetch_jobs(
         elif value.next_url and paged:
             jobs.append(FetchJob(kind, value.next_url, follow_next=True))
     return jobs
-
-
-def _by_kind(entries: list[Entry]) -> dict[DataKind, list[Entry]]:
-    codes = observation_codes()
-    renal, weight = frozenset(codes.renal), frozenset(codes.body_weight)
-    return {
-        DataKind.RENAL_LABS: [e for e in entries if _observation_with_code(e, renal)],
-        DataKind.WEIGHT: [e for e in entries if _observation_with_code(e, weight)],
-        DataKind.MEDICATIONS: [e for e in entries if e.resource_type in MEDICATION_TYPES],
-        DataKind.CONDITIONS: [e for e in entries if e.resource_type == "Condition"],
-    }
 
 
 def _available(
@@ -220,53 +246,179 @@ def _patient(resource: Mapping[str, Any], version: FhirVersion | None) -> Patien
     return _safely(lambda r: fhir.patient(r, version), resource)
 
 
-def _for_patient(entries: Iterable[Entry], patient_id: str) -> list[Entry]:
-    """Drop resources that name another patient (a client bug must not mix two charts)."""
-    kept = []
+@dataclass(slots=True)
+class _Pool:
+    """The patient's pooled resources, sorted once by what they can be used for."""
+
+    labs: list[tuple[Entry, frozenset[str]]] = field(default_factory=list)
+    """Observations not void, with those of their LOINC codes the engine knows."""
+    medications: list[Entry] = field(default_factory=list)
+    conditions: list[Entry] = field(default_factory=list)
+    bundled: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Medication resources by every reference form a medicationReference may use."""
+
+
+def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
+    """One pass over the pool; resources naming another patient are dropped (a client bug
+    must not mix two charts)."""
+    pool = _Pool()
+    renal, weight = _lab_code_sets()
+    known = renal | weight
     for entry in entries:
-        other = _referenced_patient(entry.resource)
-        if other is None or other == patient_id:
-            kept.append(entry)
-    return kept
+        resource = entry.resource
+        resource_type = resource.get("resourceType")
+        other = _referenced_patient(resource)
+        if other is not None and other != patient_id:
+            continue
+        if resource_type == "Observation":
+            codes = _lab_codes(resource, known)
+            if codes:
+                pool.labs.append((entry, codes))
+        elif resource_type in MEDICATION_TYPES:
+            pool.medications.append(entry)
+        elif resource_type == "Condition":
+            pool.conditions.append(entry)
+        elif resource_type == "Medication":
+            rid = resource.get("id")
+            if isinstance(rid, str):
+                pool.bundled[f"Medication/{rid}"] = resource
+            if entry.full_url:
+                pool.bundled[entry.full_url] = resource
+    return pool
+
+
+def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[str]:
+    """The known LOINC codes of a raw Observation; none when it is void."""
+    if _text(resource, "status") in VOID_STATUSES:
+        return frozenset()
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, _MAPPING) else None
+    return frozenset(
+        c["code"]
+        for c in (codings if isinstance(codings, list) else ())
+        if isinstance(c, _MAPPING) and c.get("system") == LOINC and _text(c, "code") in known
+    )
 
 
 def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
     for field_name in ("subject", "patient"):
         ref = resource.get(field_name)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+        if isinstance(ref, _MAPPING) and isinstance(ref.get("reference"), str):
             match = _PATIENT_REFERENCE.search(ref["reference"])
             return match.group(1) if match else None
     return None
 
 
-def _observation_with_code(entry: Entry, codes: frozenset[str]) -> bool:
-    resource = entry.resource
-    if entry.resource_type != "Observation" or _text(resource, "status") in VOID_STATUSES:
-        return False
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, Mapping) else None
-    return any(
-        isinstance(c, Mapping) and c.get("system") == LOINC and _text(c, "code") in codes
-        for c in (codings if isinstance(codings, list) else ())
-    )
+def _observations(
+    labs: list[tuple[Entry, frozenset[str]]], version: FhirVersion | None
+) -> tuple[Observation, ...]:
+    """The labs and weights the renal engine will use, read newest first; the rest unread.
+
+    ``renal.assess`` takes, per kind (eGFR, CrCl, serum creatinine, body weight), the
+    newest value it can use and ignores every older one. Candidates are put in its order
+    from the raw JSON (effective day newest first, then the preferred code, then list
+    order) and validated one by one until the engine would use one (status, value and
+    unit it accepts); the rest of that day is read too, so its tie-breaking sees them all,
+    and so is any lab whose date the JSON does not give plainly (validation may still
+    find one). So an old malformed lab costs nothing and cannot fail the call, and a
+    newest lab too broken to use does not hide the next one.
+    """
+    codes = observation_codes()
+    days: dict[int, int] = {}
+    read: dict[int, Observation | None] = {}
+    for kind_codes, decides in (
+        (codes.egfr, _reported_usable),
+        (codes.creatinine_clearance, _reported_usable),
+        (codes.serum_creatinine, _converted_usable(creatinine_mg_dl)),
+        (codes.body_weight, _converted_usable(weight_kg)),
+    ):
+        candidates = []
+        for index, (entry, lab_codes) in enumerate(labs):
+            ranks = [i for i, code in enumerate(kind_codes) if code in lab_codes]
+            if ranks:
+                if index not in days:
+                    days[index] = -_day(entry).toordinal()
+                candidates.append((days[index], ranks[0], index))
+        candidates.sort()
+        decided: int | None = None
+        for day, _rank, index in candidates:
+            if decided is not None and day not in (decided, _UNDATED):
+                continue
+            if index not in read:
+                resource = labs[index][0].resource
+                read[index] = _safely(lambda r: fhir.observation(r, version), resource)
+            found = read[index]
+            if decided is None and found is not None and decides(found):
+                decided = day
+    return tuple(found for _, found in sorted(read.items()) if found is not None)
 
 
-def _medications(
-    candidates: list[Entry], entries: list[Entry], request: HookRequest
-) -> Iterable[MedicationOrder]:
+_UNDATED = -date.min.toordinal()
+
+
+def _day(entry: Entry) -> date:
+    effective = fhir.observation_effective(entry.resource)
+    return effective.date() if effective else date.min
+
+
+def _usable_value(observation: Observation) -> Quantity | None:
+    """The value, when ``renal.assess`` would consider the observation at all."""
+    value = observation.value
+    if value is None or value.value < 0 or (observation.status or "final") in UNUSABLE_STATUSES:
+        return None
+    return value
+
+
+def _reported_usable(observation: Observation) -> bool:
+    """Would ``renal.assess`` take this reported eGFR or CrCl (in or before the look-back)?"""
+    value = _usable_value(observation)
+    return value is not None and clearance_ml_min(value) is not None
+
+
+def _converted_usable(
+    convert: Callable[[Quantity], float | None],
+) -> Callable[[Observation], bool]:
+    """Would ``renal.assess`` take this creatinine or weight, were it recent enough?"""
+
+    def decides(observation: Observation) -> bool:
+        value = _usable_value(observation)
+        if value is None or observation.effective is None:
+            return False
+        converted = convert(value)
+        return converted is not None and converted > 0
+
+    return decides
+
+
+def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
+    """Could this raw Condition raise a condition flag? Only those are worth validating."""
+    concept = Reader().concept(resource, "code", "")
+    return concept is not None and condition_index().may_flag(concept)
+
+
+def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]:
     """Current medications other than this hook's drafts; only those that may matter."""
     drafts = {order.reference for order in request.draft_orders}
-    bundled = _bundled_medications(entries)
-    for entry in candidates:
+    for entry in pool.medications:
         resource = entry.resource
         if _text(resource, "status") not in CURRENT_MEDICATION_STATUSES:
             continue
         if f"{entry.resource_type}/{resource.get('id')}" in drafts:
             continue
-        view = _coded_view(resource, bundled)
-        if view is not None and _safely(medication_of_interest, view) is False:
+        view = _coded_view(resource, pool.bundled)
+        triage = _safely(triage_medication, view) if view is not None else None
+        if triage is not None and not triage.of_interest:
             continue
-        order = _safely(lambda r: fhir.medication_order(r, contained_or_bundled=bundled), resource)
+        # Of a co-medication the engine reads only the drug, so only that is validated.
+        drug_only = triage is not None and not triage.could_be_baclofen
+        order = _safely(
+            partial(
+                fhir.medication_order,
+                contained_or_bundled=pool.bundled,
+                validate_drug_only=drug_only,
+            ),
+            resource,
+        )
         if order is not None:
             yield order
 
@@ -288,7 +440,7 @@ def _coded_view(
     if "medicationCodeableConcept" in resource or "medicationReference" not in resource:
         return resource
     link = resource.get("medicationReference")
-    reference = link.get("reference") if isinstance(link, Mapping) else None
+    reference = link.get("reference") if isinstance(link, _MAPPING) else None
     if not isinstance(reference, str):
         return None
     target = bundled.get(reference)
@@ -298,28 +450,14 @@ def _coded_view(
             (
                 item
                 for item in (contained if isinstance(contained, list) else ())
-                if isinstance(item, Mapping) and item.get("id") == reference[1:]
+                if isinstance(item, _MAPPING) and item.get("id") == reference[1:]
             ),
             None,
         )
-    code = target.get("code") if isinstance(target, Mapping) else None
-    if not isinstance(code, Mapping):
+    code = target.get("code") if isinstance(target, _MAPPING) else None
+    if not isinstance(code, _MAPPING):
         return None
     return {**resource, "medicationCodeableConcept": code}
-
-
-def _bundled_medications(entries: Iterable[Entry]) -> dict[str, Mapping[str, Any]]:
-    """Medication resources by every reference form a medicationReference may use."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for entry in entries:
-        if entry.resource_type != "Medication":
-            continue
-        rid = entry.resource.get("id")
-        if isinstance(rid, str):
-            found[f"Medication/{rid}"] = entry.resource
-        if entry.full_url:
-            found[entry.full_url] = entry.resource
-    return found
 
 
 def _normalise(

@@ -211,6 +211,32 @@ def test_invalid_r4_is_read_leniently_with_a_problem_free_of_values() -> None:
     assert not any("thrice" in p or "Edna" in p for p in order.problems)
 
 
+def test_elements_never_read_are_not_validated() -> None:
+    """Only the projection the normalisers read is validated: junk elsewhere costs nothing."""
+    resource = sandbox_r4_draft()
+    resource["requester"] = "Dr Nobody"
+    resource["note"] = {"text": 5}
+    resource["extension"] = [{"url": 7}]
+    order = fhir.medication_order(resource)
+    assert order.problems == ()
+    (dosage,) = order.dosages
+    assert dosage.dose is not None and dosage.dose.value == 2.0
+
+
+def test_drug_only_validation_reads_the_rest_leniently() -> None:
+    resource = sandbox_r4_draft()
+    resource["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = "thrice"
+    whole = fhir.medication_order(resource)
+    drug_only = fhir.medication_order(resource, validate_drug_only=True)
+    assert any("not valid FHIR R4" in p for p in whole.problems)
+    assert not any("not valid FHIR" in p for p in drug_only.problems)
+    assert drug_only.medication == whole.medication
+    assert drug_only.dosages == whole.dosages
+    resource["medicationCodeableConcept"]["coding"][0]["code"] = ["197391"]
+    broken_drug = fhir.medication_order(resource, validate_drug_only=True)
+    assert any("medicationCodeableConcept is not valid FHIR R4" in p for p in broken_drug.problems)
+
+
 def test_unreadable_resource_still_yields_an_order() -> None:
     order = fhir.medication_order("not a resource", fallback_reference="MedicationRequest/#3")  # type: ignore[arg-type]
     assert order.reference == "MedicationRequest/#3"

@@ -11,8 +11,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_hooks.engine.findings import Topic
-from cds_hooks.knowledge import KNOWLEDGE_VERSION, Knowledge, load_knowledge, observation_codes
-from cds_hooks.knowledge.drugs import drug_index, medication_of_interest, parse_strength
+from cds_hooks.knowledge import (
+    KNOWLEDGE_VERSION,
+    Knowledge,
+    load_knowledge,
+    observation_codes,
+    read_data,
+)
+from cds_hooks.knowledge.conditions import condition_index
+from cds_hooks.knowledge.drugs import (
+    drug_index,
+    medication_of_interest,
+    parse_strength,
+    triage_medication,
+)
 from cds_hooks.model import (
     ICD10CM,
     RXNORM,
@@ -376,6 +388,41 @@ def test_medication_of_interest() -> None:
     assert medication_of_interest(contained)
 
 
+@pytest.mark.parametrize(
+    ("concept", "of_interest", "baclofen"),
+    [
+        ({"coding": [{"system": RXNORM, "code": "197391"}]}, True, True),
+        (
+            {"coding": [{"system": RXNORM, "code": "1049621"}], "text": "oxycodone 5 MG"},
+            True,
+            False,
+        ),
+        ({"text": "Lioresal Intrathecal 2000 mcg/mL"}, True, True),
+        ({"text": "BACLOFENO 10 mg comprimido"}, True, True),
+        ({"text": "lorazepam 1 MG Oral Tablet"}, True, False),
+        ({"coding": [{"system": RXNORM, "code": "310431"}]}, True, True),
+        ({"coding": [{"system": RXNORM, "code": "161", "display": "acetaminophen"}]}, False, False),
+    ],
+)
+def test_triage_says_what_a_raw_medication_could_be(
+    concept: dict, of_interest: bool, baclofen: bool
+) -> None:
+    triage = triage_medication(_request(concept))
+    assert (triage.of_interest, triage.could_be_baclofen) == (of_interest, baclofen)
+
+
+def test_triage_never_rules_out_what_the_engine_calls_baclofen(knowledge: Knowledge) -> None:
+    index = drug_index()
+    for name in (*index.brands, "Baclofen", "baclofene"):
+        label = f"{name.upper()} 10 mg tablet"
+        assert knowledge.baclofen_product(text(label)) is not None, name
+        assert triage_medication(_request({"text": label})).could_be_baclofen, name
+    for code in (*index.products, index.ingredient_rxcui):
+        concept = {"coding": [{"system": RXNORM, "code": code}], "text": "tablet"}
+        assert knowledge.baclofen_product(rx(code, "tablet")) is not None, code
+        assert triage_medication(_request(concept)).could_be_baclofen, code
+
+
 # --- conditions ---------------------------------------------------------------------------
 
 
@@ -400,6 +447,25 @@ def test_medication_of_interest() -> None:
 )
 def test_condition_flags(knowledge: Knowledge, concept: Concept, flag: str) -> None:
     assert flag in knowledge.condition_flags(concept)
+    assert condition_index().may_flag(concept)  # the snapshot's triage never drops it
+
+
+def test_condition_triage_keeps_every_phrase_and_code_that_raises_a_flag(
+    knowledge: Knowledge,
+) -> None:
+    data = read_data("conditions.toml")
+    for flag in data["flags"].values():
+        concepts = [text(f"History of {phrase}") for phrase in flag["text"]]
+        concepts += [Concept(codings=(Coding(SNOMED, code),)) for code in flag["snomed"]]
+        concepts += [Concept(codings=(Coding(ICD10CM, code),)) for code in flag["icd10"]]
+        for concept in concepts:
+            if knowledge.condition_flags(concept):
+                assert condition_index().may_flag(concept), concept
+
+
+def test_condition_triage_rules_out_conditions_without_flags() -> None:
+    assert not condition_index().may_flag(text("Essential hypertension"))
+    assert not condition_index().may_flag(Concept(codings=(Coding(SNOMED, "47693006"),)))
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cds_hooks import fhir
 from cds_hooks.discovery import SERVICES_BY_ID
+from cds_hooks.engine import renal
 from cds_hooks.errors import PreconditionFailed
+from cds_hooks.fhir.versions import validate
 from cds_hooks.hook_context import parse_hook_request
+from cds_hooks.knowledge import observation_codes
 from cds_hooks.model import DataKind, FhirVersion, HookRequest, MedicationOrder
 from cds_hooks.snapshot import assemble_snapshot
 from tests.conftest import load_json
@@ -291,6 +295,151 @@ def test_a_prefetched_list_with_unread_pages_and_no_server_is_a_gap() -> None:
     snapshot = assemble_snapshot(request_with(full_prefetch(activeMedications=paged)), NO_SERVER)
     assert [m.reference for m in snapshot.medications] == ["MedicationRequest/lzp"]
     assert DataKind.MEDICATIONS in snapshot.unavailable
+
+
+# --- only what the engine uses is validated --------------------------------------------
+
+CREATININE = "38483-4"
+WEIGHT = "29463-7"
+
+
+def lab(rid: str, code: str, value: float, day: str, **extra: Any) -> dict[str, Any]:
+    return observation(rid, code, value, effectiveDateTime=day, **extra)
+
+
+def test_a_broken_irrelevant_part_of_the_patient_does_not_matter() -> None:
+    patient = {
+        **PATIENT,
+        "extension": [{"url": 5, "valueString": {"not": "a string"}}],
+        "identifier": "not a list of identifiers",
+        "address": [{"line": 7}],
+        "text": {"status": "nonsense", "div": 3},
+    }
+    assert fhir.patient(patient) == fhir.patient(PATIENT)
+    assert validate(patient, (FhirVersion.R4,)).model is not None
+    snapshot = assemble_snapshot(request_with(full_prefetch(patient=patient)), NO_SERVER)
+    assert snapshot.patient.birth_date == date(1941, 3, 2)
+    assert snapshot.patient.gender == "female"
+
+
+def test_only_the_newest_lab_of_each_kind_is_read() -> None:
+    labs = [
+        lab("egfr-old", "33914-3", 80, "2019-01-01", valueQuantity="malformed"),
+        lab("egfr-new", "33914-3", 37, "2026-10-01"),
+        lab("scr-old", CREATININE, 1.0, "2020-01-01", status=["final"]),
+        lab(
+            "scr-new", CREATININE, 1.4, "2026-10-02", valueQuantity={"value": 1.4, "unit": "mg/dL"}
+        ),
+        lab("egfr-older", "33914-3", 60, "2025-01-01"),
+    ]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    assert {o.id for o in snapshot.observations} == {"egfr-new", "scr-new", "wt"}
+    assert DataKind.RENAL_LABS not in snapshot.unavailable
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        {"valueQuantity": None, "dataAbsentReason": {"text": "not performed"}},
+        {"status": "registered"},
+        {"valueQuantity": {"value": 37, "unit": "%"}},
+        {"valueQuantity": "malformed"},
+        {"valueQuantity": {"value": -1, "unit": "mL/min/{1.73_m2}"}},
+    ],
+)
+def test_a_newest_lab_the_engine_cannot_use_does_not_hide_the_next(
+    unusable: dict[str, Any],
+) -> None:
+    newest = {**lab("egfr-new", "33914-3", 37, "2026-10-01"), **unusable}
+    labs = [newest, lab("egfr-next", "33914-3", 52, "2026-09-01")]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    assert "egfr-next" in {o.id for o in snapshot.observations}
+    status = renal.assess(
+        snapshot.observations, snapshot.patient, observation_codes(), date(2026, 10, 5), 365
+    )
+    egfr = status.egfr()
+    assert egfr is not None and egfr.value == 52
+
+
+def test_labs_of_the_newest_day_are_all_read() -> None:
+    """On one day the engine prefers its first code; it must see every candidate of that day."""
+    labs = [
+        lab("egfr-a", "33914-3", 40, "2026-10-01T08:00:00Z"),
+        lab("egfr-b", "62238-1", 45, "2026-10-01T09:00:00Z"),
+        lab("egfr-old", "33914-3", 70, "2026-01-01"),
+    ]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    assert {o.id for o in snapshot.observations} >= {"egfr-a", "egfr-b"}
+    assert "egfr-old" not in {o.id for o in snapshot.observations}
+
+
+def test_a_weight_without_a_date_does_not_hide_a_dated_one() -> None:
+    undated = {**lab("wt-undated", WEIGHT, 70, "2026-10-01"), "effectiveDateTime": None}
+    weights = [
+        undated,
+        lab("wt-dated", WEIGHT, 61, "2026-09-01", valueQuantity={"value": 61, "unit": "kg"}),
+    ]
+    snapshot = assemble_snapshot(request_with(full_prefetch(weight=searchset(weights))), NO_SERVER)
+    assert "wt-dated" in {o.id for o in snapshot.observations}
+
+
+def test_a_lab_without_a_plain_date_is_read_as_it_may_be_the_newest() -> None:
+    undated = {**lab("egfr-undated", "33914-3", 20, "2026-10-01"), "effectiveDateTime": None}
+    labs = [lab("egfr-dated", "33914-3", 37, "2026-10-01"), undated]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    assert {"egfr-dated", "egfr-undated"} <= {o.id for o in snapshot.observations}
+
+
+def test_a_malformed_irrelevant_medication_does_not_fail_the_request() -> None:
+    broken = {
+        **METFORMIN,
+        "dosageInstruction": 7,
+        "extension": [{"url": 5}],
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": ["860975"], "display": "metformin"}],
+            "text": "Metformin 500 MG",
+        },
+    }
+    lorazepam = {**LORAZEPAM, "requester": "Dr Nobody", "dispenseRequest": [5]}
+    prefetch = full_prefetch(activeMedications=searchset([broken, lorazepam]))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    (order,) = snapshot.medications
+    assert order.reference == "MedicationRequest/lzp"
+    assert order.medication is not None and order.medication.codes(RXNORM) == ("197901",)
+    assert order.problems == ()
+
+
+def test_a_previous_baclofen_order_is_validated_whole_a_co_medication_by_its_drug() -> None:
+    bad_timing = [{"timing": {"repeat": {"frequency": "thrice"}}, "text": "three times a day"}]
+    baclofen = med("bac", "197391", "Baclofen 10 MG Oral Tablet", dosageInstruction=bad_timing)
+    lorazepam = {**LORAZEPAM, "dosageInstruction": bad_timing}
+    prefetch = full_prefetch(activeMedications=searchset([baclofen, lorazepam]))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    orders = {m.reference: m for m in snapshot.medications}
+    assert any("not valid FHIR" in p for p in orders["MedicationRequest/bac"].problems)
+    assert not any("not valid FHIR" in p for p in orders["MedicationRequest/lzp"].problems)
+    (dosage,) = orders["MedicationRequest/lzp"].dosages
+    assert dosage.text == "three times a day"
+
+
+def test_only_conditions_that_could_raise_a_flag_are_read() -> None:
+    def condition(rid: str, text: Any) -> dict[str, Any]:
+        return {
+            "resourceType": "Condition",
+            "id": rid,
+            "subject": {"reference": "Patient/p1"},
+            "code": text if not isinstance(text, str) else {"text": text},
+        }
+
+    conditions = [
+        condition("htn", "Essential hypertension"),
+        condition("junk", {"coding": "broken"}),
+        condition("dialysis", "Dependence on renal dialysis"),
+    ]
+    prefetch = full_prefetch(conditions=searchset(conditions))
+    snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
+    assert [c.id for c in snapshot.conditions] == ["dialysis"]
+    assert DataKind.CONDITIONS not in snapshot.unavailable
 
 
 JSON = st.recursive(

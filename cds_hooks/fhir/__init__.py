@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from cds_hooks.fhir.bundles import bundle_entries, bundle_resources, medication_index
 from cds_hooks.fhir.medication import ORDER_TYPES, medication_order
-from cds_hooks.fhir.resources import condition, observation, patient
+from cds_hooks.fhir.resources import condition, observation, observation_effective, patient
 from cds_hooks.model import FhirVersion
 
 
@@ -32,6 +32,16 @@ def warm_up() -> None:
             "dosageInstruction": [{"doseQuantity": {"value": 1}}],
         }
     )
+    tells: tuple[dict[str, object], ...] = ({"doseAndRate": []}, {"doseQuantity": {"value": 1}})
+    for version_tell in tells:
+        medication_order(
+            {
+                "resourceType": "MedicationRequest",
+                "medicationCodeableConcept": drug,
+                "dosageInstruction": [version_tell],
+            },
+            validate_drug_only=True,
+        )
     for version in (FhirVersion.R4, FhirVersion.STU3):
         patient({"resourceType": "Patient", "id": "warm-up"}, version)
         observation({"resourceType": "Observation", "status": "final", "code": drug}, version)
@@ -49,6 +59,7 @@ __all__ = [
     "medication_index",
     "medication_order",
     "observation",
+    "observation_effective",
     "patient",
     "warm_up",
 ]

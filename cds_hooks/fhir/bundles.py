@@ -10,30 +10,39 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+_MAPPING = dict | Mapping
+"""dict first: parsed JSON is a dict, and the Mapping check alone goes through ABC machinery."""
+
 
 def bundle_entries(value: Any) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Each resource with its ``fullUrl`` (None outside a Bundle)."""
+    """Each resource (a shallow copy) with its ``fullUrl`` (None outside a Bundle)."""
+    for resource, full_url in _entries(value):
+        yield dict(resource), full_url
+
+
+def _entries(value: Any) -> Iterator[tuple[Mapping[str, Any], str | None]]:
+    """As ``bundle_entries`` without copying, for callers that only look."""
     if isinstance(value, list):
         for item in value:
-            yield from bundle_entries(item)
+            yield from _entries(item)
         return
-    if not isinstance(value, Mapping):
+    if not isinstance(value, _MAPPING):
         return
-    if "resourceType" not in value and isinstance(value.get("resource"), Mapping):
-        yield from bundle_entries(value["resource"])
+    if "resourceType" not in value and isinstance(value.get("resource"), _MAPPING):
+        yield from _entries(value["resource"])
         return
     if value.get("resourceType") != "Bundle":
         if isinstance(value.get("resourceType"), str):
-            yield dict(value), None
+            yield value, None
         return
     entries = value.get("entry")
     for entry in entries if isinstance(entries, list) else ():
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, _MAPPING):
             continue
         resource = entry.get("resource")
-        if isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str):
+        if isinstance(resource, _MAPPING) and isinstance(resource.get("resourceType"), str):
             full_url = entry.get("fullUrl")
-            yield dict(resource), full_url if isinstance(full_url, str) else None
+            yield resource, full_url if isinstance(full_url, str) else None
 
 
 def bundle_resources(value: Any) -> list[dict[str, Any]]:
@@ -45,9 +54,10 @@ def medication_index(*values: Any) -> dict[str, dict[str, Any]]:
     """Medication resources keyed by ``Medication/id`` and by ``fullUrl``."""
     index: dict[str, dict[str, Any]] = {}
     for value in values:
-        for resource, full_url in bundle_entries(value):
-            if resource.get("resourceType") != "Medication":
+        for found, full_url in _entries(value):
+            if found.get("resourceType") != "Medication":
                 continue
+            resource = dict(found)
             if isinstance(resource.get("id"), str) and resource["id"]:
                 index[f"Medication/{resource['id']}"] = resource
             if full_url:

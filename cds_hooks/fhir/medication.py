@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_hooks.fhir.values import Reader, get, is_node, reference_parts
-from cds_hooks.fhir.versions import medication_request_version, validate
+from cds_hooks.fhir.versions import medication_request_version, validate, validate_element
 from cds_hooks.model import (
     Coding,
     Concept,
@@ -33,12 +33,16 @@ def medication_order(
     *,
     contained_or_bundled: Mapping[str, Mapping[str, Any]] = _EMPTY,
     fallback_reference: str | None = None,
+    validate_drug_only: bool = False,
 ) -> MedicationOrder:
     """Normalise one order; never raises for any JSON value.
 
     ``contained_or_bundled`` maps ``Medication/id`` (or a full URL) to Medication
     resources from the same Bundle or the prefetch, for ``medicationReference``.
     ``fallback_reference`` names an order that has no ``id`` (legacy clients send none).
+    ``validate_drug_only`` is for a co-medication, of which the engine reads the drug
+    alone: only ``medicationCodeableConcept`` is validated (as a CodeableConcept, a
+    fraction of the cost of the whole MedicationRequest) and the rest is read leniently.
     """
     if not isinstance(resource, Mapping):
         return MedicationOrder(
@@ -53,7 +57,7 @@ def medication_order(
     if resource_type == "MedicationOrder":
         version = FhirVersion.DSTU2
     elif resource_type == "MedicationRequest":
-        version, validated = _validated_request(resource, reader)
+        version, validated = _validated_request(resource, reader, validate_drug_only)
         node = resource if validated is None else validated
     else:
         reader.problem("the order has no MedicationRequest or MedicationOrder resourceType")
@@ -88,22 +92,45 @@ def medication_order(
     )
 
 
-def _validated_request(resource: Mapping[str, Any], reader: Reader) -> tuple[FhirVersion, Any]:
+def _validated_request(
+    resource: Mapping[str, Any], reader: Reader, drug_only: bool
+) -> tuple[FhirVersion, Any]:
     """Version and validated model of a MedicationRequest (model None: read leniently).
 
     A draft without a drug yet is incomplete by design, not malformed; it is read
-    leniently without recording a validation problem.
+    leniently without recording a validation problem. With ``drug_only`` the node is the
+    resource with its drug replaced by the validated CodeableConcept.
     """
     detected = medication_request_version(resource)
     if "medicationCodeableConcept" not in resource and "medicationReference" not in resource:
         return detected or FhirVersion.R4, None
     versions = (detected,) if detected else (FhirVersion.R4, FhirVersion.STU3)
+    if drug_only:
+        return detected or FhirVersion.R4, _validated_drug(resource, versions, reader)
     outcome = validate(resource, versions)
     if outcome.model is not None and outcome.version is not None:
         return outcome.version, outcome.model
     if outcome.failure:
         reader.problem(f"{outcome.failure}; read leniently")
     return detected or FhirVersion.R4, None
+
+
+def _validated_drug(
+    resource: Mapping[str, Any], versions: tuple[FhirVersion, ...], reader: Reader
+) -> Mapping[str, Any] | None:
+    """The resource with a validated drug, or None (read leniently, problem recorded).
+
+    A ``medicationReference`` is left as it is: the Medication it names is read as is.
+    """
+    concept = resource.get("medicationCodeableConcept")
+    if not isinstance(concept, Mapping):
+        return None
+    outcome = validate_element(concept, "CodeableConcept", "medicationCodeableConcept", versions)
+    if outcome.model is None:
+        if outcome.failure:
+            reader.problem(f"{outcome.failure}; read leniently")
+        return None
+    return {**resource, "medicationCodeableConcept": outcome.model}
 
 
 def _medication(

@@ -1,11 +1,12 @@
 """Known client deviations from FHIR, repaired on a copy before schema validation.
 
-The CDS Hooks sandbox sends ``category`` and ``reasonCode`` as single objects where R4
-has arrays, and legacy clients omit ``intent`` on draft MedicationRequests. These do not
-change what the order means, so they should not cost the order its validation. Required
-elements the service never reads from the resource (intent, status, subject: the hook
-context already names the patient) get placeholders in the copy only; the normalisers
-read those elements from the original resource.
+The CDS Hooks sandbox sends single objects where R4 has arrays (``category``,
+``reasonCode``, sometimes ``dosageInstruction``), and legacy clients omit ``intent`` on
+draft MedicationRequests. These do not change what the order means, so they should not
+cost the order its validation. Required elements the service never reads from the model
+(intent, status, subject: the hook context already names the patient) are left out of
+the validated projection (``versions.READ_ELEMENTS``) and get placeholders in the copy
+only; the normalisers read those elements from the original resource.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _PLACEHOLDERS: dict[str, dict[str, Any]] = {
         "status": "unknown",
         "subject": {"reference": "Patient/unknown"},
     },
+    "Condition": {"subject": {"reference": "Patient/unknown"}},
 }
 
 

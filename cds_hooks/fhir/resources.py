@@ -65,7 +65,7 @@ def observation(resource: Any, version: FhirVersion | None = None) -> Observatio
         id=reader.text(node, "id", ""),
         code=code,
         value=value,
-        effective=_effective(node),
+        effective=observation_effective(node),
         status=reader.text(node, "status", ""),
         value_text=value_text,
     )
@@ -129,7 +129,9 @@ def _quantity_from_text(text: str) -> Quantity | None:
     )
 
 
-def _effective(node: Any) -> datetime | None:
+def observation_effective(node: Any) -> datetime | None:
+    """When an Observation applies, from a validated model or the raw JSON alike, so a
+    list can be ordered newest first before any of it is validated."""
     period = get(node, "effectivePeriod")
     for value in (
         get(node, "effectiveDateTime"),

@@ -18,18 +18,25 @@ from pydantic import BaseModel
 
 from cds_hooks.model import Coding, Concept, Quantity, Ratio
 
+_NODE_TYPES = dict | BaseModel | Mapping
+"""Cheapest checks first: see ``get``."""
+
 
 def get(node: Any, key: str) -> Any:
     """An element of a JSON object or of a validated model; None when absent."""
-    if isinstance(node, Mapping):
+    # dict first: parsed JSON is always a dict, and the Mapping/BaseModel checks go
+    # through ABC machinery that costs more than the lookup itself.
+    if isinstance(node, dict):
         return node.get(key)
     if isinstance(node, BaseModel):
         return getattr(node, key, None)
+    if isinstance(node, Mapping):
+        return node.get(key)
     return None
 
 
 def is_node(value: Any) -> bool:
-    return isinstance(value, Mapping | BaseModel)
+    return isinstance(value, _NODE_TYPES)
 
 
 def reference_parts(reference: str) -> tuple[str, str] | None:

@@ -3,6 +3,14 @@
 Hook requests do not say their FHIR version, so it is inferred from the shape of the
 resource itself (the elements that changed between versions). ``fhir.resources`` has no
 DSTU2 models; DSTU2 resources are read leniently without schema validation.
+
+Only a projection is validated: the elements the normalisers read from the model
+(``READ_ELEMENTS``), nothing else. Validation costs per element, and real records are
+mostly what the service never reads (a Synthea Patient is extensions, identifiers,
+addresses and narrative); validating that cost ten times more than the rest of a hook
+call, and a malformed extension or identifier there would have cost the resource its
+validation without changing one value the engine uses. So the validated data is exactly
+the data used, and irrelevant parts can neither slow nor fail a request.
 """
 
 from __future__ import annotations
@@ -38,6 +46,42 @@ _STU3_ONLY_MEDICATION_REQUEST = frozenset({"context", "definition"})
 _STU3_ONLY_OBSERVATION = frozenset({"comment", "related", "context"})
 _R4_ONLY_OBSERVATION = frozenset({"partOf", "hasMember", "derivedFrom", "focus", "note"})
 _SAFE_LOCATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+READ_ELEMENTS: Mapping[str, frozenset[str]] = {
+    "Patient": frozenset({"resourceType", "id", "birthDate", "gender"}),
+    "Observation": frozenset(
+        {
+            "resourceType",
+            "id",
+            "status",
+            "code",
+            "valueQuantity",
+            "valueInteger",
+            "valueString",
+            "valueCodeableConcept",
+            "dataAbsentReason",
+            "effectiveDateTime",
+            "effectiveInstant",
+            "effectivePeriod",
+            "issued",
+        }
+    ),
+    "Condition": frozenset({"resourceType", "id", "code", "clinicalStatus", "verificationStatus"}),
+    # id, status and intent are read from the resource itself (they must survive a
+    # failed validation); medicationReference is resolved from it too, but stays in the
+    # projection because the model requires a medication[x].
+    "MedicationRequest": frozenset(
+        {
+            "resourceType",
+            "medicationCodeableConcept",
+            "medicationReference",
+            "dosageInstruction",
+            "authoredOn",
+            "priorPrescription",
+        }
+    ),
+}
+"""Per resource type, the elements the normalisers read from a validated model."""
 
 
 @cache
@@ -108,21 +152,43 @@ class Validation:
 
 
 def validate(resource: Mapping[str, Any], versions: tuple[FhirVersion, ...]) -> Validation:
-    """Validate a quirk-repaired copy against each version in turn; never raises."""
+    """Validate a quirk-repaired projection against each version in turn; never raises."""
     resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return Validation(model=None, version=None)
+    read = READ_ELEMENTS.get(resource_type)
+    if read is not None:
+        resource = {key: resource[key] for key in read & resource.keys()}
+    return _validate_as(resource, resource_type, resource_type, versions)
+
+
+def validate_element(
+    value: Mapping[str, Any], type_name: str, path: str, versions: tuple[FhirVersion, ...]
+) -> Validation:
+    """Validate one element (e.g. a CodeableConcept) of a resource as its datatype.
+
+    For resources of which the engine reads one element only: a datatype model costs a
+    fraction of the resource model around it. ``path`` names the element in failures.
+    """
+    return _validate_as(value, type_name, path, versions)
+
+
+def _validate_as(
+    value: Mapping[str, Any], type_name: str, label: str, versions: tuple[FhirVersion, ...]
+) -> Validation:
     first_failure: str | None = None
     for version in versions:
-        cls = model_class(version, resource_type) if isinstance(resource_type, str) else None
+        cls = model_class(version, type_name)
         if cls is None:
             continue
         try:
-            model = cls.model_validate(repair_for_validation(resource, cls))
+            model = cls.model_validate(repair_for_validation(value, cls))
         except ValidationError as exc:
-            first_failure = first_failure or f"{resource_type} is not valid FHIR {version} " + (
+            first_failure = first_failure or f"{label} is not valid FHIR {version} " + (
                 f"({_locations(exc)})"
             )
         except (ValueError, TypeError, RecursionError):
-            first_failure = first_failure or f"{resource_type} is not valid FHIR {version}"
+            first_failure = first_failure or f"{label} is not valid FHIR {version}"
         else:
             return Validation(model=model, version=version)
     return Validation(model=None, version=None, failure=first_failure)

@@ -54,6 +54,22 @@ class ConditionIndex:
             self._text.append((fid, _phrases(f["text"]), exclude))
         self._snomed = {k: frozenset(v) for k, v in snomed.items()}
         self._icd_prefixes = tuple(prefixes)
+        self._any_text = _phrases([p for f in data["flags"].values() for p in f["text"]])
+
+    def may_flag(self, concept: Concept) -> bool:
+        """Could ``flags`` find any flag? One regex instead of one per flag, exclusions
+        ignored: a cheap triage that may say yes in vain but never no in vain."""
+        for coding in concept.codings:
+            if not coding.code:
+                continue
+            if coding.system == SNOMED and coding.code.strip() in self._snomed:
+                return True
+            if coding.system in ICD10_SYSTEMS:
+                code = _icd(coding.code)
+                if any(code.startswith(prefix) for prefix, _ in self._icd_prefixes):
+                    return True
+        texts = [concept.text or "", *(c.display or "" for c in concept.codings)]
+        return self._any_text.search(" ".join(" ".join(texts).lower().split())) is not None
 
     def flags(self, concept: Concept) -> frozenset[str]:
         """Flags from codes and, always, from text: a local or unlisted code must not hide

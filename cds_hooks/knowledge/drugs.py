@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from cds_hooks.knowledge import read_data
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
@@ -204,6 +204,8 @@ class DrugIndex:
         tokens = _TOKEN.findall(text.lower())
         if not self._single_names.isdisjoint(tokens):
             return True
+        if self._multi_names.keys().isdisjoint(tokens):
+            return False
         for i, token in enumerate(tokens):
             for name in self._multi_names.get(token, ()):
                 if tuple(tokens[i : i + len(name)]) == name:
@@ -362,56 +364,116 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _raw_concepts(resource: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+_MAP_TYPES = dict | Mapping
+
+
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """Parsed JSON is a dict; the general Mapping check (ABC machinery) only for the rest."""
+    return isinstance(value, _MAP_TYPES)
+
+
+def _raw_concepts(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """CodeableConcepts naming the drug of a raw MedicationRequest/Order/Statement (any version)."""
+    found: list[Mapping[str, Any]] = []
     for key in ("medicationCodeableConcept", "medication"):
         value = resource.get(key)
-        if isinstance(value, Mapping):
+        if _is_map(value):
             concept = value.get("concept", value)  # R5 CodeableReference
-            if isinstance(concept, Mapping):
-                yield concept
+            if _is_map(concept):
+                found.append(concept)
             reference = value.get("reference")
-            if isinstance(reference, Mapping):
-                yield {"text": reference.get("display")}
+            if _is_map(reference):
+                found.append({"text": reference.get("display")})
     reference = resource.get("medicationReference")
-    if isinstance(reference, Mapping):
-        yield {"text": reference.get("display")}
+    if _is_map(reference):
+        found.append({"text": reference.get("display")})
     for contained in _list(resource.get("contained")):
-        if isinstance(contained, Mapping) and contained.get("resourceType") == "Medication":
+        if _is_map(contained) and contained.get("resourceType") == "Medication":
             code = contained.get("code")
-            if isinstance(code, Mapping):
-                yield code
+            if _is_map(code):
+                found.append(code)
             for ingredient in _list(contained.get("ingredient")):
-                if isinstance(ingredient, Mapping):
+                if _is_map(ingredient):
                     item = ingredient.get("itemCodeableConcept") or ingredient.get("item")
-                    if isinstance(item, Mapping):
+                    if _is_map(item):
                         concept = item.get("concept", item)
-                        if isinstance(concept, Mapping):
-                            yield concept
+                        if _is_map(concept):
+                            found.append(concept)
+    return found
 
 
-def medication_of_interest(resource: Mapping[str, Any]) -> bool:
-    """Could this raw medication resource be baclofen or an interacting drug?
-
-    Cheap enough for every entry of a long medication list: a set lookup of its codes, then of
-    the word n-grams of its names. A known code proves interest, but an unknown code does not
-    disprove it (the class lists hold ingredient codes, not every clinical drug), so only names
-    can rule a resource out; one with no name at all is kept.
-    """
-    if not isinstance(resource, Mapping):
-        return True
-    index = drug_index()
+def _evidence(resource: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Codes and names (text, displays) of the drug of a raw medication resource."""
+    codes: list[str] = []
     texts: list[str] = []
     for concept in _raw_concepts(resource):
         for coding in _list(concept.get("coding")):
-            if isinstance(coding, Mapping):
+            if _is_map(coding):
                 code = coding.get("code")
-                if isinstance(code, str | int) and str(code) in index.codes_of_interest:
-                    return True
+                if isinstance(code, str | int):
+                    codes.append(str(code))
                 display = coding.get("display")
                 if isinstance(display, str) and display.strip():
                     texts.append(display)
         text = concept.get("text")
         if isinstance(text, str) and text.strip():
             texts.append(text)
-    return index.names_any(" ".join(texts)) if texts else True
+    return codes, texts
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationTriage:
+    """What a raw medication resource could be, judged before it is validated."""
+
+    of_interest: bool
+    """Could be baclofen or an interacting drug: worth normalising at all."""
+    could_be_baclofen: bool
+    """Could be baclofen: its dosage matters, so the whole order is validated."""
+
+
+def triage_medication(resource: Mapping[str, Any]) -> MedicationTriage:
+    """Cheap enough for every entry of a long medication list: set lookups of its codes,
+    then of the word n-grams of its names.
+
+    A known code proves interest, but an unknown code does not disprove it (the class lists
+    hold ingredient codes, not every clinical drug), so only names can rule a resource
+    out; one with no name at all is kept, and may be baclofen. Baclofen is ruled out with
+    the evidence ``DrugIndex.baclofen_product`` uses (product or ingredient code, baclofen
+    or brand name), so a resource it would call baclofen is never ruled out.
+    """
+    if not _is_map(resource):
+        return MedicationTriage(of_interest=True, could_be_baclofen=True)
+    codes, texts = _evidence(resource)
+    if not texts:
+        return MedicationTriage(of_interest=True, could_be_baclofen=True)
+    baclofen_codes, words = _baclofen_evidence()
+    if not baclofen_codes.isdisjoint(codes):
+        return MedicationTriage(of_interest=True, could_be_baclofen=True)
+    index = drug_index()
+    joined = " ".join(dict.fromkeys(texts))  # the text often repeats the display
+    of_interest = not index.codes_of_interest.isdisjoint(codes) or index.names_any(joined)
+    lowered = joined.lower()
+    baclofen = (
+        of_interest
+        and any(word in lowered for word in words)
+        and index.baclofen_regex.search(_normalise(lowered)) is not None
+    )
+    return MedicationTriage(of_interest=of_interest, could_be_baclofen=baclofen)
+
+
+def medication_of_interest(resource: Mapping[str, Any]) -> bool:
+    """Could this raw medication resource be baclofen or an interacting drug?"""
+    return triage_medication(resource).of_interest
+
+
+@cache
+def _baclofen_evidence() -> tuple[frozenset[str], tuple[str, ...]]:
+    """Baclofen product and ingredient codes, and the first word of every baclofen name.
+
+    A name can only match ``baclofen_regex`` where its first word occurs in the text, so
+    a substring test of those words rules most texts out before the regex runs.
+    """
+    index = drug_index()
+    products = read_data("baclofen_products.json")
+    words = {name.lower().split()[0] for name in [*products["names"], *index.brands]}
+    return frozenset({*index.products, index.ingredient_rxcui}), tuple(sorted(words))
