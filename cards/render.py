@@ -8,9 +8,10 @@ than sent empty (the spec and some clients reject ``null``, ``""``, ``[]`` and `
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
+import re
+import string
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,20 +40,21 @@ _DOSE_REPEAT_KEYS = (
     "timeOfDay",
     "dayOfWeek",
 )
-_MARKDOWN_SPECIAL = str.maketrans(
-    {
-        "<": "&lt;",
-        ">": "&gt;",
-        "&": "&amp;",
-        "*": r"\*",
-        "_": r"\_",
-        "`": r"\`",
-        "[": r"\[",
-        "]": r"\]",
-        "#": r"\#",
-        "|": r"\|",
-    }
-)
+_MARKDOWN_ESCAPES = {
+    "<": "&lt;",
+    ">": "&gt;",
+    "&": "&amp;",
+    "*": r"\*",
+    "_": r"\_",
+    "`": r"\`",
+    "[": r"\[",
+    "]": r"\]",
+    "#": r"\#",
+    "|": r"\|",
+}
+
+
+_MARKDOWN_SPECIAL = re.compile("[" + re.escape("".join(_MARKDOWN_ESCAPES)) + "]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +109,33 @@ class _Facts(dict[str, Any]):
         return "?"
 
 
-def _fill(template: str, facts: Mapping[str, Any], escape: bool) -> str:
-    values = _Facts(
-        {k: _escape(str(v)) if escape else str(v) for k, v in facts.items() if v is not None}
+@cache
+def _fields(template: str) -> tuple[str, ...]:
+    """The fact names a template uses: only those are formatted and escaped."""
+    names = (
+        re.split(r"[.\[]", field, maxsplit=1)[0]
+        for _, field, _, _ in string.Formatter().parse(template)
+        if field
     )
+    return tuple(dict.fromkeys(names))
+
+
+def _fill(template: str, facts: Mapping[str, Any], escape: bool) -> str:
+    values = _Facts()
+    for name in _fields(template):
+        value = facts.get(name)
+        if value is not None:
+            values[name] = _escape(str(value)) if escape else str(value)
     return template.format_map(values)
 
 
 def _escape(text: str) -> str:
     """Facts come from EHR data and the sandbox renders raw HTML in the detail."""
-    return text.translate(_MARKDOWN_SPECIAL)
+    return _MARKDOWN_SPECIAL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return _MARKDOWN_ESCAPES[match.group()]
 
 
 def _template(cat: Catalogue, reason: Mapping[str, Any]) -> Mapping[str, str]:
@@ -198,10 +217,14 @@ def _node(value: Any) -> dict[str, Any]:
 
 
 def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[str, Any] | None:
-    """The draft as sent, with its dose and timing replaced in its own FHIR version's shape."""
+    """The draft as sent, with its dose and timing replaced in its own FHIR version's shape.
+
+    Every node on the path to what changes is a fresh copy and the rest is shared with the
+    draft (neither is mutated afterwards), which spares a deep copy of the whole resource.
+    """
     if not order.raw:
         return None
-    resource = copy.deepcopy(dict(order.raw))
+    resource = dict(order.raw)
     instructions = resource.get("dosageInstruction")
     first = instructions[0] if isinstance(instructions, list) and instructions else {}
     dosage = dict(first) if isinstance(first, Mapping) else {}

@@ -140,6 +140,14 @@ def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
     return guarded
 
 
+@functools.cache
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: the same child prometheus_client keeps, without
+    its per-call argument checks and lock. Label values come from closed sets, so the memo
+    stays small."""
+    return metric.labels(*labels)
+
+
 def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
@@ -201,10 +209,13 @@ def count_cards(service: str, cards: Iterable[Mapping[str, Any]]) -> None:
     for card in cards:
         shown += 1
         indicator = card.get("indicator")
-        CARDS.labels(
-            service_label, _topic_label(card), indicator if indicator in _INDICATORS else OTHER
+        _child(
+            CARDS,
+            service_label,
+            _topic_label(card),
+            indicator if indicator in _INDICATORS else OTHER,
         ).inc()
-    EVALUATIONS.labels(service_label, "cards" if shown else "no_cards").inc()
+    _child(EVALUATIONS, service_label, "cards" if shown else "no_cards").inc()
 
 
 def _start_timer(sender: Flask, **extra: Any) -> None:
@@ -230,8 +241,8 @@ def _record_request(status: int) -> None:
         service,
         str(status),
     )
-    REQUESTS.labels(*labels).inc()
-    REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    _child(REQUESTS, *labels).inc()
+    _child(REQUEST_DURATION, *labels).observe(time.perf_counter() - started)
 
 
 def scrape() -> bytes:

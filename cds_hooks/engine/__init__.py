@@ -7,13 +7,13 @@ per problem.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
-from cds_hooks.engine.findings import Action, Finding, Topic
+from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.engine.rules import FAMILIES, Hit
 from cds_hooks.engine.situation import Situation, build
-from cds_hooks.knowledge import Knowledge
+from cds_hooks.knowledge import Knowledge, RuleSpec
 from cds_hooks.model import HookRequest, Indicator, PatientSnapshot
 
 
@@ -24,62 +24,79 @@ def evaluate(
     situation = build(request, snapshot, knowledge, today)
     if situation is None:
         return []
-    hits = [
-        hit
-        for family in FAMILIES
-        for hit in family(situation, knowledge)
-        if knowledge.rule(hit.rule_id).enabled
-    ]
-    return _merge(hits, knowledge, situation)
+    hits = []
+    for family in FAMILIES:
+        for hit in family(situation, knowledge):
+            spec = knowledge.rule(hit.rule_id)
+            if spec.enabled:
+                tier = _tier(hit, spec)
+                hits.append(_Ranked(hit, spec, tier, tier.rank))
+    return _merge(hits, situation)
 
 
-def _tier(hit: Hit, knowledge: Knowledge) -> Indicator:
-    table = knowledge.rule(hit.rule_id).tier
-    if hit.tier is not None and hit.tier.rank > table.rank:
+@dataclass(frozen=True, slots=True)
+class _Ranked:
+    """A hit with its rule-table entry and effective tier, looked up once."""
+
+    hit: Hit
+    spec: RuleSpec
+    tier: Indicator
+    rank: int
+
+
+def _tier(hit: Hit, spec: RuleSpec) -> Indicator:
+    if hit.tier is not None and hit.tier.rank > spec.tier.rank:
         return hit.tier
-    return table
+    return spec.tier
 
 
-def _merge(hits: list[Hit], knowledge: Knowledge, situation: Situation) -> list[Finding]:
-    by_topic: dict[Topic, list[Hit]] = {}
-    for hit in hits:
-        by_topic.setdefault(Topic(knowledge.rule(hit.rule_id).topic), []).append(hit)
+def _most_severe_first(ranked: _Ranked) -> int:
+    return -ranked.rank
+
+
+def _merge(hits: list[_Ranked], situation: Situation) -> list[Finding]:
+    by_topic: dict[Topic, list[_Ranked]] = {}
+    for ranked in hits:
+        by_topic.setdefault(ranked.spec.topic, []).append(ranked)
+    fallback_order = situation.primary.order.reference if situation.primary is not None else None
     findings = []
     for topic, group in by_topic.items():
-        group.sort(key=lambda h: -_tier(h, knowledge).rank)  # stable: family order within a tier
-        primary = group[0]
-        proposal = next((h.proposal for h in group if h.proposal is not None), None)
-        actions = frozenset(a for h in group for a in h.actions)
-        if proposal is None:
-            actions -= {Action.UPDATE_DOSE}
-        order = next((h.order for h in group if h.order), None)
-        if order is None and situation.primary is not None:
-            order = situation.primary.order.reference
-        facts: dict[str, Any] = {
-            "reasons": tuple(
+        group.sort(key=_most_severe_first)  # stable: family order within a tier
+        proposal: ProposedRegimen | None = None
+        order: str | None = None
+        actions: set[Action] = set()
+        reasons = []
+        inputs: dict[str, None] = {}
+        sources: dict[str, None] = {}
+        for ranked in group:
+            hit = ranked.hit
+            if proposal is None:
+                proposal = hit.proposal
+            if not order:
+                order = hit.order
+            actions.update(hit.actions)
+            reasons.append(
                 {
-                    "rule": h.rule_id,
-                    "variant": h.variant,
-                    "tier": _tier(h, knowledge).value,
-                    **h.facts,
+                    "rule": hit.rule_id,
+                    "variant": hit.variant,
+                    "tier": ranked.tier.value,
+                    **hit.facts,
                 }
-                for h in group
-            ),
-            "inputs": tuple(dict.fromkeys(line for h in group for line in h.inputs)),
-        }
-        sources = tuple(
-            dict.fromkeys(sid for h in group for sid in knowledge.rule(h.rule_id).source_ids)
-        )
+            )
+            inputs.update(dict.fromkeys(hit.inputs))
+            sources.update(dict.fromkeys(ranked.spec.source_ids))
+        if proposal is None:
+            actions.discard(Action.UPDATE_DOSE)
         findings.append(
             Finding(
-                rule_id=primary.rule_id,
+                rule_id=group[0].hit.rule_id,
                 topic=topic,
-                indicator=_tier(primary, knowledge),
-                facts=facts,
-                order_reference=order,
+                indicator=group[0].tier,
+                facts={"reasons": tuple(reasons), "inputs": tuple(inputs)},
+                order_reference=order or fallback_order,
                 proposal=proposal,
-                actions=actions,
-                sources=sources,
+                actions=frozenset(actions),
+                sources=tuple(sources),
             )
         )
     findings.sort(key=lambda f: -f.indicator.rank)

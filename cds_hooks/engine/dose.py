@@ -69,6 +69,8 @@ class _Vocabulary:
     mass_mg: Mapping[str, float]
     volume_ml: Mapping[str, float]
     count_units: frozenset[str]
+    known_units: frozenset[str]
+    """Every unit above, lower case: what ``_written_unit`` recognises."""
     snomed_routes: Mapping[str, Route]
     v2_routes: Mapping[str, Route]
     text_routes: tuple[tuple[Route, re.Pattern[str]], ...]
@@ -87,6 +89,9 @@ def _vocabulary() -> _Vocabulary:
         text_routes.append(
             (Route(route), re.compile(r"(?<![a-z0-9])(?:" + body + r")(?![a-z0-9])"))
         )
+    mass_mg = {k: float(v) for k, v in units["mass_mg"].items()}
+    volume_ml = {k: float(v) for k, v in units["volume_ml"].items()}
+    count_units = frozenset(u.lower() for u in units["count"])
     return _Vocabulary(
         period_days={k: float(v) for k, v in data["period_days"].items()},
         timing_codes={
@@ -94,9 +99,10 @@ def _vocabulary() -> _Vocabulary:
             for k, v in data["timing_codes"].items()
         },
         when_per_day={k: float(v) for k, v in data["when_per_day"].items()},
-        mass_mg={k: float(v) for k, v in units["mass_mg"].items()},
-        volume_ml={k: float(v) for k, v in units["volume_ml"].items()},
-        count_units=frozenset(u.lower() for u in units["count"]),
+        mass_mg=mass_mg,
+        volume_ml=volume_ml,
+        count_units=count_units,
+        known_units=frozenset(mass_mg.keys() | volume_ml.keys() | count_units),
         snomed_routes={k: Route(v) for k, v in routes["snomed"].items()},
         v2_routes={k.upper(): Route(v) for k, v in routes["v2"].items()},
         text_routes=tuple(text_routes),
@@ -148,8 +154,7 @@ class _Amount:
 def _written_unit(quantity: Quantity) -> str:
     """The unit to read: the UCUM-ish code, or the human unit when the code is not one we know
     (some EHRs put a SNOMED CT or local code in ``code`` and "tablet" in ``unit``)."""
-    vocab = _vocabulary()
-    known = vocab.mass_mg.keys() | vocab.volume_ml.keys() | vocab.count_units
+    known = _vocabulary().known_units
     candidates = [c.strip() for c in (quantity.code, quantity.unit) if c and c.strip()]
     return next((c for c in candidates if c.lower() in known), candidates[0] if candidates else "")
 
@@ -327,7 +332,9 @@ def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
 
     Order does not matter: amounts are summed exactly (``math.fsum``) and parts sorted.
     """
-    parts = sorted(doses, key=repr)
+    parts = list(doses)
+    if len(parts) > 1:
+        parts.sort(key=repr)
     if not parts:
         return DailyDose(0.0, "mg", None, 0.0, "no baclofen", None, None)
     units = sorted({d.unit for d in parts})

@@ -186,39 +186,46 @@ def _usable(observation: Observation) -> bool:
     )
 
 
-def _loinc(observation: Observation) -> tuple[str, ...]:
-    return observation.code.codes(LOINC)
-
-
 def _effective(observation: Observation) -> date | None:
     return observation.effective.date() if observation.effective else None
 
 
-def _newest(
-    observations: Iterable[Observation], codes: tuple[str, ...]
-) -> list[tuple[Observation, str]]:
+@dataclass(frozen=True, slots=True)
+class _Lab:
+    """A usable observation with its LOINC codes and date, read once for every code set."""
+
+    observation: Observation
+    loinc: tuple[str, ...]
+    effective: date | None
+
+
+def _labs(observations: Iterable[Observation]) -> tuple[_Lab, ...]:
+    return tuple(
+        _Lab(obs, obs.code.codes(LOINC), _effective(obs)) for obs in observations if _usable(obs)
+    )
+
+
+def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, str]]:
     """Matching observations, newest first; on equal dates the preferred code first."""
     rank = {code: i for i, code in enumerate(codes)}
     matches = []
-    for obs in observations:
-        if not _usable(obs):
-            continue
-        found = [c for c in _loinc(obs) if c in rank]
+    for lab in labs:
+        found = [c for c in lab.loinc if c in rank]
         if found:
-            best = min(found, key=rank.__getitem__)
-            matches.append((obs, best))
-    matches.sort(key=lambda m: (-(_effective(m[0]) or date.min).toordinal(), rank[m[1]]))
+            matches.append((lab, min(found, key=rank.__getitem__)))
+    matches.sort(key=lambda m: (-(m[0].effective or date.min).toordinal(), rank[m[1]]))
     return matches
 
 
 def _reported(
-    observations: tuple[Observation, ...],
+    labs: tuple[_Lab, ...],
     codes: tuple[str, ...],
     kind: RenalKind,
     since: date,
 ) -> tuple[RenalValue | None, RenalValue | None]:
     """Newest value inside the look-back, and the newest one before it (if no recent one)."""
-    for obs, code in _newest(observations, codes):
+    for lab, code in _newest(labs, codes):
+        obs = lab.observation
         assert obs.value is not None
         value = clearance_ml_min(obs.value)
         if value is None:
@@ -226,7 +233,7 @@ def _reported(
         result = RenalValue(
             kind=kind,
             value=value,
-            effective=_effective(obs),
+            effective=lab.effective,
             bound=_COMPARATORS.get(obs.value.comparator or "", Bound.EXACT),
             code=code,
         )
@@ -237,14 +244,15 @@ def _reported(
 
 
 def _newest_converted(
-    observations: tuple[Observation, ...],
+    labs: tuple[_Lab, ...],
     codes: tuple[str, ...],
     convert: Callable[[Quantity], float | None],
     since: date,
 ) -> tuple[float, Bound, date] | None:
-    for obs, _code in _newest(observations, codes):
+    for lab, _code in _newest(labs, codes):
+        obs = lab.observation
         assert obs.value is not None
-        when = _effective(obs)
+        when = lab.effective
         value = convert(obs.value)
         if value is None or value <= 0 or when is None or when < since:
             continue
@@ -253,7 +261,7 @@ def _newest_converted(
 
 
 def _calculated(
-    observations: tuple[Observation, ...],
+    labs: tuple[_Lab, ...],
     patient: Patient,
     codes: ObservationCodes,
     today: date,
@@ -261,7 +269,7 @@ def _calculated(
     want_egfr: bool,
 ) -> list[RenalValue]:
     age = age_on(patient.birth_date, today)
-    creatinine = _newest_converted(observations, codes.serum_creatinine, creatinine_mg_dl, since)
+    creatinine = _newest_converted(labs, codes.serum_creatinine, creatinine_mg_dl, since)
     if age is None or age < ADULT_AGE or creatinine is None:
         return []
     scr, scr_bound, scr_date = creatinine
@@ -290,7 +298,7 @@ def _calculated(
                 inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, age {age}, {sex_note}",
             )
         )
-    weight = _newest_converted(observations, codes.body_weight, weight_kg, since)
+    weight = _newest_converted(labs, codes.body_weight, weight_kg, since)
     if weight is not None:
         kg, _weight_bound, weight_date = weight
         crcl = cockcroft_gault(scr, age, kg, female)
@@ -319,10 +327,11 @@ def assess(
 ) -> RenalStatus:
     """Collect every usable kidney-function value; the rules pick the most restrictive."""
     since = today - timedelta(days=lookback_days)
-    egfr, stale_egfr = _reported(observations, codes.egfr, RenalKind.EGFR, since)
-    crcl, stale_crcl = _reported(observations, codes.creatinine_clearance, RenalKind.CRCL, since)
+    labs = _labs(observations)
+    egfr, stale_egfr = _reported(labs, codes.egfr, RenalKind.EGFR, since)
+    crcl, stale_crcl = _reported(labs, codes.creatinine_clearance, RenalKind.CRCL, since)
     values = [v for v in (egfr, crcl) if v is not None]
-    values += _calculated(observations, patient, codes, today, since, want_egfr=egfr is None)
+    values += _calculated(labs, patient, codes, today, since, want_egfr=egfr is None)
     stale = tuple(v for v in (stale_egfr, stale_crcl) if v is not None)
     return RenalStatus(
         values=tuple(values),

@@ -8,7 +8,7 @@ same id) takes that active order out of the total.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -80,14 +80,15 @@ class Situation:
     renal: renal.RenalStatus
     medications_unavailable: bool
     conditions_unavailable: bool
+    totals: Mapping[Route, DailyDose]
+    """Daily total of ``current`` per route present (several rules read the same total)."""
+    previous_totals: Mapping[Route, DailyDose]
 
     def route_total(self, route: Route) -> DailyDose | None:
-        doses = [o.dose for o in self.current if o.route is route]
-        return total_daily_dose(doses) if doses else None
+        return self.totals.get(route)
 
     def previous_total(self, route: Route) -> DailyDose | None:
-        doses = [o.dose for o in self.previous if o.route is route]
-        return total_daily_dose(doses) if doses else None
+        return self.previous_totals.get(route)
 
     @property
     def primary(self) -> BaclofenOrder | None:
@@ -129,6 +130,13 @@ def _targets(draft: BaclofenOrder, active: Iterable[BaclofenOrder]) -> list[Bacl
         same_route = [a for a in active if a.route is draft.route]
         return same_route if len(same_route) == 1 else []
     return []
+
+
+def _totals(orders: Iterable[BaclofenOrder]) -> dict[Route, DailyDose]:
+    by_route: dict[Route, list[DailyDose]] = {}
+    for order in orders:
+        by_route.setdefault(order.route, []).append(order.dose)
+    return {route: total_daily_dose(doses) for route, doses in by_route.items()}
 
 
 def _conditions(snapshot: PatientSnapshot, knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
@@ -226,4 +234,6 @@ def build(
         renal=status,
         medications_unavailable=DataKind.MEDICATIONS in snapshot.unavailable,
         conditions_unavailable=DataKind.CONDITIONS in snapshot.unavailable,
+        totals=_totals(current),
+        previous_totals=_totals(previous),
     )

@@ -11,7 +11,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,8 @@ def read_data(name: str) -> dict[str, Any]:
 
 
 KNOWLEDGE_VERSION: str = read_data("manifest.toml")["version"]
+MEMO_SIZE = 4096
+"""Concepts remembered per lookup (least recently used dropped first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,10 @@ class Knowledge:
     """The effective knowledge for one deployment: rule table after policy, plus matchers.
 
     Built once at start-up (``load_knowledge``) and shared read-only by every request.
+    Concept matching (names by regex) is the engine's main cost and its answer depends only
+    on the concept, so answers are memoised: the same few hundred drugs and conditions recur
+    across patients. Each memo holds at most ``MEMO_SIZE`` concepts, so a stream of unique
+    free text cannot grow it without bound.
     """
 
     def __init__(
@@ -114,6 +120,9 @@ class Knowledge:
         self.policy_file = policy_file
         self._drugs = drugs
         self._conditions = conditions
+        self._baclofen_product = lru_cache(maxsize=MEMO_SIZE)(drugs.baclofen_product)
+        self._drug_classes = lru_cache(maxsize=MEMO_SIZE)(drugs.classes)
+        self._condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
 
     def rule(self, rule_id: str) -> RuleSpec:
         return self.rules[rule_id]
@@ -124,17 +133,17 @@ class Knowledge:
     def baclofen_product(
         self, concept: Concept, product: MedicationProduct | None = None
     ) -> BaclofenProduct | None:
-        return self._drugs.baclofen_product(concept, product)
+        return self._baclofen_product(concept, product)
 
     def drug_classes(self, concept: Concept) -> frozenset[str]:
-        return self._drugs.classes(concept)
+        return self._drug_classes(concept)
 
     def drug_class(self, class_id: str) -> DrugClass:
         """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""
         return self._drugs.drug_class(class_id)
 
     def condition_flags(self, concept: Concept) -> frozenset[str]:
-        return self._conditions.flags(concept)
+        return self._condition_flags(concept)
 
     def condition_flag(self, flag_id: str) -> ConditionFlag:
         """Label of a flag and the rules that use it."""
