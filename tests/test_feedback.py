@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from cds_hooks.store import (
     normalise_database_url,
 )
 from cds_hooks.store.schema import jwt_replay
+from tests.concurrency import migrate_together
 
 URL = "/cds-services/baclofen-order-sign/feedback"
 CARD = "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10"
@@ -426,21 +426,7 @@ def test_any_utc_instant_round_trips_through_rfc3339(moment: datetime, suffix: s
 def test_instances_starting_together_on_one_sqlite_file_migrate_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     stores = [Store(create_store_engine(url)) for _ in range(4)]
-    barrier = threading.Barrier(len(stores))
-    errors: list[BaseException] = []
-
-    def start(store: Store) -> None:
-        barrier.wait()
-        try:
-            store.migrate()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = migrate_together(stores)
     try:
         assert errors == []
         assert all(store.ping() for store in stores)

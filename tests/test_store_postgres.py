@@ -35,6 +35,7 @@ from cds_hooks.store import (
     create_store_engine,
     get_store,
 )
+from tests.concurrency import migrate_together
 
 pytestmark = pytest.mark.postgres
 
@@ -151,21 +152,7 @@ def test_alembic_migrates_an_empty_database_to_head(database_url: str) -> None:
 
 def test_instances_starting_together_migrate_once_without_error(database_url: str) -> None:
     stores = [Store(create_store_engine(database_url)) for _ in range(4)]
-    barrier = threading.Barrier(len(stores))
-    errors: list[BaseException] = []
-
-    def start(store: Store) -> None:
-        barrier.wait()
-        try:
-            store.migrate()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = migrate_together(stores)
     try:
         assert errors == []
         assert all(store.ping() for store in stores)

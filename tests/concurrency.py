@@ -1,0 +1,28 @@
+"""Starting several store instances at the same moment, as replicas do after a rollout."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from cds_hooks.store import Store
+
+
+def migrate_together(stores: Sequence[Store]) -> list[BaseException]:
+    """Run every store's migration at once (released by one barrier); return the errors."""
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def start(store: Store) -> None:
+        barrier.wait()
+        try:
+            store.migrate()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
