@@ -13,6 +13,7 @@ from cds_hooks import api, feedback_api, health, metrics
 from cds_hooks.auth import init_auth
 from cds_hooks.config import DefaultConfig, Settings
 from cds_hooks.errors import register_error_handlers
+from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
 from cds_hooks.store import init_store
@@ -37,7 +38,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     settings = Settings.from_mapping(app.config, app.instance_path)
     configure_logging(settings.log_level)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)
 
     ready_checks: dict[str, Callable[[], bool]] = {"configuration": lambda: True}

@@ -1,23 +1,22 @@
 """Reading a JSON request body strictly: right content type, bounded size and depth.
 
 Werkzeug enforces the size limit (MAX_CONTENT_LENGTH → 413); everything else about a
-bad body becomes a 4xx with an OperationOutcome instead of a parser traceback.
+bad body becomes a 4xx with an OperationOutcome instead of a parser traceback. orjson
+parses strict JSON only (no NaN/Infinity, no lone surrogates, depth limited) and costs
+a fraction of the stdlib parser on a full-prefetch request.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from flask import Request
+from flask.json.provider import DefaultJSONProvider
 
 from cds_hooks.errors import BadRequest, UnsupportedMediaType
 
 JSON_MEDIA_TYPES = ("application/json", "application/fhir+json", "application/json+fhir")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def read_json_body(request: Request) -> Any:
@@ -29,9 +28,28 @@ def read_json_body(request: Request) -> Any:
     if not raw.strip():
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadRequest("The request body is nested too deeply.") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        position = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise BadRequest(f"The request body is not valid JSON{position}.") from None
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise BadRequest("The request body is nested too deeply.") from None
+        raise BadRequest(f"The request body is not valid JSON at position {exc.pos}.") from None
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON through orjson (several times faster); key order kept as written.
+
+    Anything orjson cannot serialise goes through Flask's own ``default`` (dates,
+    dataclasses, Decimal); calls with options (e.g. ``indent``) and values orjson refuses
+    use Flask's encoder.
+    """
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if not kwargs:
+            try:
+                return orjson.dumps(obj, default=DefaultJSONProvider.default).decode()
+            except orjson.JSONEncodeError:
+                pass  # e.g. an integer beyond 64 bits: the stdlib encoder takes it
+        return super().dumps(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return super().loads(s, **kwargs) if kwargs else orjson.loads(s)
