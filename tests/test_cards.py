@@ -171,6 +171,24 @@ def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> No
     assert "only the orders in this session were checked" in card["detail"]
 
 
+def test_intrathecal_order_whose_dose_cannot_be_read_is_not_silent(client: FlaskClient) -> None:
+    pump = {
+        "id": "d1",
+        "rxnorm": "1047437",
+        "name": "baclofen 0.05 MG/ML Injectable Solution",
+        "dose": 1,
+        "unit": "ug",
+        "frequency": 1,
+        "route": "intrathecal",
+    }
+    request = build_request(scenario(drafts=[pump], labs=[EGFR_24 | {"value": 95}]), date.today())
+    dosage = request["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"][0]
+    dosage.pop("timing")
+    dosage["doseAndRate"] = [{"rateQuantity": {"value": 20, "unit": "ug/h", "code": "ug/h"}}]
+    card = by_topic(post(client, request))["dose-unknown"]
+    assert card["indicator"] == "info"
+
+
 def test_one_cns_card_names_every_depressant(client: FlaskClient) -> None:
     active = [
         {

@@ -143,8 +143,10 @@ def dose_unknown(s: Situation, k: Knowledge) -> list[Hit]:
     del k
     hits = []
     for order in s.current:
-        if order.dose.amount is not None or (order.intrathecal and _is_bolus(order)):
+        if order.dose.amount is not None:
             continue
+        if order.intrathecal and _is_bolus(order) and order.dose.per_administration is not None:
+            continue  # a screening bolus with a readable dose: the bolus rule judges it
         if not (order.under_review or any(r.route is order.route for r in s.reviewed)):
             continue
         hits.append(
