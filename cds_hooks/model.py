@@ -102,6 +102,15 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class DosageInstruction:
+    """One dosage instruction.
+
+    ``rate`` is an infusion or pump rate (FHIR ``rateQuantity``/``rateRatio``/``rateRange``)
+    as one Quantity per unit of time: its ``code``/``unit`` is a UCUM-style rate unit,
+    amount over time ("ug/h", "mg/d", "mL/h", "ug/(24.h)"). A ``rateRatio`` is folded
+    into that form (400 ug per 1 d → 400 "ug/d"; per 12 h → "ug/(12.h)") and a
+    ``rateRange`` gives its high end, the safer side for a maximum-dose check.
+    """
+
     text: str | None = None
     sequence: int | None = None
     dose: Quantity | None = None
@@ -112,6 +121,7 @@ class DosageInstruction:
     max_dose_per_period: Ratio | None = None
     max_dose_per_administration: Quantity | None = None
     route: Concept | None = None
+    rate: Quantity | None = None
 
 
 @dataclass(frozen=True, slots=True)

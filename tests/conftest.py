@@ -9,10 +9,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
 
 from cds_hooks.app import create_app
 
 DATA = Path(__file__).parent / "data"
+
+# Property tests assert behaviour, never speed: no per-example deadline (CI machines are
+# shared and noisy).
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 
 def load_json(relative: str) -> Any:

@@ -184,7 +184,7 @@ def test_intrathecal_order_whose_dose_cannot_be_read_is_not_silent(client: Flask
     request = build_request(scenario(drafts=[pump], labs=[EGFR_24 | {"value": 95}]), date.today())
     dosage = request["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"][0]
     dosage.pop("timing")
-    dosage["doseAndRate"] = [{"rateQuantity": {"value": 20, "unit": "ug/h", "code": "ug/h"}}]
+    dosage["doseAndRate"] = [{"rateQuantity": {"value": 1, "unit": "ug/kg/h", "code": "ug/kg/h"}}]
     card = by_topic(post(client, request))["dose-unknown"]
     assert card["indicator"] == "info"
 

@@ -348,3 +348,95 @@ def test_human_unit_is_used_when_the_code_is_not_a_dose_unit() -> None:
 def test_unusable_amounts_are_not_computable(value: float) -> None:
     result = daily_dose(order(dose(value, "mg", per_day(3))), TABLET_10)
     assert result.amount is None and result.problem
+
+
+# --- pump and infusion rates --------------------------------------------------------------
+
+PUMP = KNOWLEDGE.baclofen_product(Concept(codings=(Coding(RXNORM, "1047437"),)))
+
+
+def rate(value: float, unit: str | None, **kw) -> DosageInstruction:
+    return DosageInstruction(rate=Quantity(value, code=unit), **kw)
+
+
+def test_hourly_pump_rate_gives_a_daily_dose_with_its_arithmetic() -> None:
+    result = daily_dose(order(rate(20, "ug/h")), PUMP)
+    assert (result.amount, result.unit, result.problem) == (480, "mcg", None)
+    assert result.explanation == "20 mcg/h × 24 h = 480 mcg/day"
+    assert result.from_rate and result.per_administration is None
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        (400, "ug/d", 400),
+        (0.4, "mg/d", 400),
+        (0.5, "ug/min", 720),
+        (400, "ug/(24.h)", 400),
+        (200, "mcg/(12.h)", 400),
+        (20, "mcg/hr", 480),
+        (400, "micrograms/day", 400),
+        (0.4, "mL/h", 480),  # 0.4 mL/h of 50 mcg/mL = 20 mcg/h
+    ],
+)
+def test_rate_spellings(value: float, unit: str, expected: float) -> None:
+    result = daily_dose(order(rate(value, unit)), PUMP)
+    assert result.amount is not None and math.isclose(result.amount, expected, rel_tol=1e-12)
+
+
+def test_rate_written_in_mg_is_converted_and_shown() -> None:
+    result = daily_dose(order(rate(0.4, "mg/d")), PUMP)
+    assert result.explanation == "0.4 mg per d = 400 mcg/d = 400 mcg/day"
+
+
+def test_human_rate_unit_is_read_when_the_code_is_not_one() -> None:
+    quantity = Quantity(20, unit="mcg/h", system=SNOMED, code="258997004")
+    assert daily_dose(order(DosageInstruction(rate=quantity)), PUMP).amount == 480
+
+
+@pytest.mark.parametrize(
+    ("quantity", "problem"),
+    [
+        (Quantity(1, code="ug/kg/h"), "the rate unit 'ug/kg/h' is not an amount per time"),
+        (Quantity(20, code="ug"), "the rate unit 'ug' is not an amount per time"),
+        (Quantity(20, code="ug/wk"), "the rate unit 'ug/wk' is not an amount per time"),
+        (Quantity(20, code="ug/(0.h)"), "the rate unit 'ug/(0.h)' is not an amount per time"),
+        (Quantity(20), "the rate has no unit"),
+        (Quantity(-5, code="ug/h"), "the rate -5 is not a usable amount"),
+    ],
+)
+def test_unreadable_rates_are_not_computable_and_say_why(quantity: Quantity, problem: str) -> None:
+    result = daily_dose(order(DosageInstruction(rate=quantity)), PUMP)
+    assert (result.amount, result.problem, result.from_rate) == (None, problem, True)
+
+
+def test_a_volume_rate_needs_the_concentration() -> None:
+    result = daily_dose(order(rate(0.4, "mL/h")), None)
+    assert result.amount is None and result.problem and "strength is unknown" in result.problem
+
+
+def test_a_dose_with_a_rate_is_read_as_the_dose() -> None:
+    """A bolus infused at a speed: the dose and its timing count, the rate does not."""
+    scheduled = daily_dose(order(dose(50, "ug", per_day(1), rate=Quantity(20, code="ug/h"))), PUMP)
+    assert (scheduled.amount, scheduled.from_rate) == (50, False)
+    untimed = daily_dose(order(dose(50, "ug", rate=Quantity(20, code="ug/h"))), PUMP)
+    assert untimed.amount is None and untimed.per_administration == 50
+    assert not untimed.from_rate
+
+
+def test_rate_and_scheduled_instruction_add_up() -> None:
+    result = daily_dose(order(rate(20, "ug/h"), dose(50, "ug", per_day(1))), PUMP)
+    assert result.amount == 530 and result.from_rate
+
+
+@given(values)
+def test_a_rate_per_hour_is_24_times_that_per_day(per_hour: float) -> None:
+    hourly = daily_dose(order(rate(per_hour, "ug/h")), PUMP).amount
+    assert hourly is not None and math.isclose(hourly, 24 * per_hour, rel_tol=1e-12)
+    daily = daily_dose(order(rate(24 * per_hour, "ug/d")), PUMP).amount
+    as_ratio = daily_dose(order(rate(24 * per_hour, "ug/(24.h)")), PUMP).amount
+    in_mg = daily_dose(order(rate(per_hour / 1000, "mg/h")), PUMP).amount
+    assert daily is not None and as_ratio is not None and in_mg is not None
+    assert math.isclose(hourly, daily, rel_tol=1e-12)
+    assert math.isclose(daily, as_ratio, rel_tol=1e-12)
+    assert math.isclose(hourly, in_mg, rel_tol=1e-9)

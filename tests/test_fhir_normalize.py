@@ -262,6 +262,124 @@ def test_ordered_dose_preferred_over_calculated() -> None:
     assert dosage.dose is not None and dosage.dose.value == 5.0
 
 
+UG_PER_H = {"value": 20, "unit": "ug/h", "system": "http://unitsofmeasure.org", "code": "ug/h"}
+UG_PER_DAY_RATIO = {
+    "numerator": {"value": 400, "unit": "ug", "code": "ug"},
+    "denominator": {"value": 1, "unit": "d", "code": "d"},
+}
+
+
+def r4_pump(dose_and_rate: list[dict[str, Any]]) -> dict[str, Any]:
+    resource = sandbox_r4_draft()
+    resource["dosageInstruction"] = [{"doseAndRate": dose_and_rate}]
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("resource", "version", "expected"),
+    [
+        (
+            r4_pump([{"rateQuantity": UG_PER_H}]),
+            FhirVersion.R4,
+            Quantity(20.0, "ug/h", "ug/h", "http://unitsofmeasure.org"),
+        ),
+        (
+            r4_pump([{"rateRatio": UG_PER_DAY_RATIO}]),
+            FhirVersion.R4,
+            Quantity(400.0, "ug/d", "ug/d"),
+        ),
+        (
+            r4_pump(
+                [
+                    {"type": {"coding": [{"code": "calculated"}]}, "rateQuantity": UG_PER_H},
+                    {
+                        "type": {"coding": [{"code": "ordered"}]},
+                        "rateRange": {"high": {"value": 30, "code": "ug/h"}},
+                    },
+                ]
+            ),
+            FhirVersion.R4,
+            Quantity(30.0, code="ug/h"),
+        ),
+        (
+            legacy_stu3_draft()
+            | {"dosageInstruction": [{"rateQuantity": {"value": 0.4, "unit": "mL/h"}}]},
+            FhirVersion.STU3,
+            Quantity(0.4, unit="mL/h"),
+        ),
+        (
+            legacy_stu3_draft()
+            | {
+                "dosageInstruction": [
+                    {
+                        "rateRatio": {
+                            "numerator": {"value": 0.4, "code": "mg"},
+                            "denominator": {"value": 24, "code": "h"},
+                        }
+                    }
+                ]
+            },
+            FhirVersion.STU3,
+            Quantity(0.4, code="mg/(24.h)"),
+        ),
+        (
+            SANDBOX_DSTU2_ORDER | {"dosageInstruction": [{"rateRatio": UG_PER_DAY_RATIO}]},
+            FhirVersion.DSTU2,
+            Quantity(400.0, "ug/d", "ug/d"),
+        ),
+        (
+            SANDBOX_DSTU2_ORDER
+            | {
+                "dosageInstruction": [
+                    {
+                        "rateRange": {
+                            "low": {"value": 10, "unit": "ug/h"},
+                            "high": {"value": 25, "unit": "ug/h"},
+                        }
+                    }
+                ]
+            },
+            FhirVersion.DSTU2,
+            Quantity(25.0, unit="ug/h"),
+        ),
+    ],
+    ids=[
+        "R4-quantity",
+        "R4-ratio",
+        "R4-ordered-range",
+        "STU3-quantity",
+        "STU3-ratio-24h",
+        "DSTU2-ratio",
+        "DSTU2-range-high",
+    ],
+)
+def test_pump_rate_is_read_as_amount_per_time(
+    resource: dict[str, Any], version: FhirVersion, expected: Quantity
+) -> None:
+    order = fhir.medication_order(resource)
+    assert order.fhir_version is version
+    (dosage,) = order.dosages
+    assert dosage.rate == expected
+    assert dosage.dose is None
+    assert order.problems == ()
+
+
+def test_dose_and_rate_are_both_kept() -> None:
+    order = fhir.medication_order(
+        r4_pump([{"doseQuantity": {"value": 50, "code": "ug"}, "rateQuantity": UG_PER_H}])
+    )
+    (dosage,) = order.dosages
+    assert dosage.dose == Quantity(50.0, code="ug")
+    assert dosage.rate is not None and dosage.rate.value == 20
+
+
+def test_malformed_rate_is_named_not_raised() -> None:
+    order = fhir.medication_order(r4_pump([{"rateRange": "fast"}]))
+    (dosage,) = order.dosages
+    assert dosage.rate is None
+    assert any("rateRange" in p for p in order.problems)
+
+
 def test_version_unknown_from_dosage_falls_back_to_r4_then_stu3() -> None:
     r4 = {
         "resourceType": "MedicationRequest",

@@ -6,6 +6,8 @@ the shorter of period/periodMax, and the maximum of an as-needed order's maxDose
 Instructions sharing a sequence number (or all without one) run concurrently and are summed;
 different sequence numbers are consecutive steps (a titration) and the highest step counts.
 When a figure cannot be read, ``amount`` is None and ``problem`` says why in plain words.
+A pump or infusion rate (``DosageInstruction.rate``) is read only when the instruction has no
+dose: a dose with a rate is a dose infused at that speed, so the dose and timing count.
 The vocabulary (timing codes, units, routes) is data: ``knowledge/data/dosing.toml``.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cache
 from typing import Any
@@ -59,6 +61,8 @@ class DailyDose:
     explanation: str
     problem: str | None
     written_unit: str | None
+    from_rate: bool = False
+    """Read from a pump or infusion rate (a continuous dose), not from single doses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,8 @@ class _Vocabulary:
     count_units: frozenset[str]
     known_units: frozenset[str]
     """Every unit above, lower case: what ``_written_unit`` recognises."""
+    rate_times: Mapping[str, tuple[str, float]]
+    """Time units of a rate (any spelling): the UCUM unit and how many of it fit in a day."""
     snomed_routes: Mapping[str, Route]
     v2_routes: Mapping[str, Route]
     text_routes: tuple[tuple[Route, re.Pattern[str]], ...]
@@ -92,6 +98,8 @@ def _vocabulary() -> _Vocabulary:
     mass_mg = {k: float(v) for k, v in units["mass_mg"].items()}
     volume_ml = {k: float(v) for k, v in units["volume_ml"].items()}
     count_units = frozenset(u.lower() for u in units["count"])
+    rate_times = {k: (k, float(v)) for k, v in data["rates"]["per_day"].items()}
+    rate_times |= {k: rate_times[v] for k, v in data["rates"]["aliases"].items()}
     return _Vocabulary(
         period_days={k: float(v) for k, v in data["period_days"].items()},
         timing_codes={
@@ -103,6 +111,7 @@ def _vocabulary() -> _Vocabulary:
         volume_ml=volume_ml,
         count_units=count_units,
         known_units=frozenset(mass_mg.keys() | volume_ml.keys() | count_units),
+        rate_times=rate_times,
         snomed_routes={k: Route(v) for k, v in routes["snomed"].items()},
         v2_routes={k.upper(): Route(v) for k, v in routes["v2"].items()},
         text_routes=tuple(text_routes),
@@ -231,6 +240,60 @@ def _per_day(timing: Timing | None) -> tuple[float, str] | str:
     return "the timing cannot be read as a frequency"
 
 
+_RATE_TIME = re.compile(r"\(?\s*(?:(\d+(?:\.\d+)?)\s*\.?\s*)?([^\s().\d]+)\s*\)?")
+"""The time of a rate unit: "h", "(24.h)" (UCUM), "24 h", "hour"."""
+
+
+def _rate_unit(rate: Quantity) -> tuple[str, str, float, float] | None:
+    """(amount unit, UCUM time unit, that unit per day, time count) of "ug/h", "mg/(24.h)"..."""
+    vocab = _vocabulary()
+    for written in (rate.code, rate.unit):
+        amount, slash, time = (written or "").strip().partition("/")
+        match = _RATE_TIME.fullmatch(time.strip().lower())
+        if not slash or match is None or match.group(2) not in vocab.rate_times:
+            continue
+        count = float(match.group(1) or 1)
+        if count > 0 and amount.strip().lower() in vocab.known_units:
+            return amount.strip(), *vocab.rate_times[match.group(2)], count
+    return None
+
+
+def _rate_dose(rate: Quantity, unit: str, product: BaclofenProduct | None) -> DailyDose:
+    """A pump rate per hour × 24, per minute × 1440, per day × 1."""
+    written = (rate.code or rate.unit or "").strip()
+    if not math.isfinite(rate.value) or rate.value < 0:
+        problem = f"the rate {rate.value!r} is not a usable amount"
+        return replace(_not_computable(unit, problem, written or None), from_rate=True)
+    parts = _rate_unit(rate)
+    if parts is None:
+        problem = (
+            f"the rate unit {written!r} is not an amount per time"
+            if written
+            else "the rate has no unit"
+        )
+        return replace(_not_computable(unit, problem, written or None), from_rate=True)
+    amount_unit, time, per_day, count = parts
+    amount = _convert(Quantity(rate.value, code=amount_unit), unit, product)
+    if isinstance(amount, str):
+        return replace(_not_computable(unit, amount, written), from_rate=True)
+    daily = amount.value * per_day / count
+    per = f"/{time}" if count == 1 else f" per {_num(count)} {time}"
+    per_time = f"{_num(amount.value)} {unit}{per}"
+    same = amount.value == rate.value and amount_unit.lower() in _vocabulary().mass_mg
+    lead = per_time if same else f"{amount.text}{per.replace('/', ' per ')} = {per_time}"
+    times = f" × {_num(per_day)} {time}" if count == 1 and per_day != 1 else ""
+    return DailyDose(
+        amount=daily,
+        unit=unit,
+        per_administration=None,
+        administrations_per_day=None,
+        explanation=f"{lead}{times} = {_num(daily)} {unit}/day",
+        problem=None,
+        written_unit=written,
+        from_rate=True,
+    )
+
+
 def _times(per_day: float) -> str:
     words = {1.0: "once a day", 2.0: "twice a day"}
     return words.get(per_day, f"{_num(per_day)} times a day")
@@ -240,6 +303,8 @@ def _instruction(
     dosage: DosageInstruction, unit: str, product: BaclofenProduct | None
 ) -> DailyDose:
     quantity = dosage.dose or dosage.dose_range_high or dosage.dose_range_low
+    if quantity is None and dosage.rate is not None:
+        return _rate_dose(dosage.rate, unit, product)
     written_unit = (_written_unit(quantity) or None) if quantity is not None else None
     amount: _Amount | str = "no dose is given"
     if quantity is not None:
@@ -324,6 +389,7 @@ def daily_dose(order: MedicationOrder, product: BaclofenProduct | None) -> Daily
         + "; then ".join(t.explanation for t in totals),
         problem=None,
         written_unit=totals[0].written_unit,
+        from_rate=any(t.from_rate for t in totals),
     )
 
 
@@ -354,6 +420,7 @@ def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
             "; ".join(d.explanation for d in parts),
             broken[0].problem or "part of the dose cannot be read",
             written,
+            any(d.from_rate for d in parts),
         )
     amount = math.fsum(d.amount for d in parts if d.amount is not None)
     singles = [d.per_administration for d in parts if d.per_administration is not None]
@@ -368,4 +435,5 @@ def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
         explanation=" + ".join(d.explanation for d in parts) + f" = {_num(amount)} {unit}/day",
         problem=None,
         written_unit=written,
+        from_rate=any(d.from_rate for d in parts),
     )

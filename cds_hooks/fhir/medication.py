@@ -21,6 +21,7 @@ from cds_hooks.model import (
     MedicationOrder,
     MedicationProduct,
     Quantity,
+    Ratio,
     Timing,
 )
 
@@ -220,7 +221,8 @@ def _product(medication: Mapping[str, Any], code: Concept, reader: Reader) -> Me
 
 
 def _dosage(node: Any, path: str, reader: Reader) -> DosageInstruction:
-    dose, low, high = _dose(node, path, reader)
+    holders = _holders(node, path, reader)
+    dose, low, high = _dose(holders, reader)
     as_needed = bool(reader.boolean(node, "asNeededBoolean", path)) or (
         get(node, "asNeededCodeableConcept") is not None
     )
@@ -235,18 +237,14 @@ def _dosage(node: Any, path: str, reader: Reader) -> DosageInstruction:
         max_dose_per_period=reader.ratio(node, "maxDosePerPeriod", path),
         max_dose_per_administration=reader.quantity(node, "maxDosePerAdministration", path),
         route=reader.concept(node, "route", path),
+        rate=_rate(holders, reader),
     )
 
 
 def _dose(
-    node: Any, path: str, reader: Reader
+    holders: list[tuple[str, Any]], reader: Reader
 ) -> tuple[Quantity | None, Quantity | None, Quantity | None]:
     """R4 ``doseAndRate`` (the ordered entry first), else STU3/DSTU2 dose on the dosage."""
-    holders = [
-        (f"{item_path}.", item) for item_path, item in reader.items(node, "doseAndRate", path)
-    ]
-    holders.sort(key=lambda holder: not _is_ordered(holder[1]))
-    holders.append((path, node))
     for prefix, holder in holders:
         if get(holder, "doseQuantity") is not None:
             return reader.quantity(holder, "doseQuantity", prefix), None, None
@@ -259,6 +257,59 @@ def _dose(
             high = reader.quantity(dose_range, "high", f"{prefix}doseRange.")
             return None, low, high
     return None, None, None
+
+
+def _rate(holders: list[tuple[str, Any]], reader: Reader) -> Quantity | None:
+    """A pump or infusion rate as amount per time (see ``DosageInstruction``).
+
+    R4 keeps it in ``doseAndRate`` (the ordered entry first); STU3 and DSTU2 on the dosage.
+    """
+    for prefix, holder in holders:
+        if get(holder, "rateQuantity") is not None:
+            return reader.quantity(holder, "rateQuantity", prefix)
+        if get(holder, "rateRatio") is not None:
+            ratio = reader.ratio(holder, "rateRatio", prefix)
+            return None if ratio is None else _per_time(ratio)
+        rate_range = get(holder, "rateRange")
+        if rate_range is not None:
+            if not is_node(rate_range):
+                reader.problem(f"{prefix}rateRange is not a Range")
+                return None
+            where = f"{prefix}rateRange."
+            return reader.quantity(rate_range, "high", where) or reader.quantity(
+                rate_range, "low", where
+            )
+    return None
+
+
+def _per_time(ratio: Ratio) -> Quantity:
+    """``400 ug / 1 d`` as 400 "ug/d"; ``400 ug / 24 h`` as 400 "ug/(24.h)" (UCUM), exactly."""
+    numerator, denominator = ratio.numerator, ratio.denominator
+    count = denominator.value
+    per = "" if count == 1 else f"{int(count) if count == int(count) else count!r}."
+
+    def joined(top: str | None, bottom: str | None) -> str | None:
+        if not top or not bottom:
+            return None
+        return f"{top}/{bottom}" if not per else f"{top}/({per}{bottom})"
+
+    return Quantity(
+        value=numerator.value,
+        unit=joined(numerator.unit, denominator.unit),
+        code=joined(numerator.code, denominator.code),
+        system=numerator.system if numerator.system == denominator.system else None,
+    )
+
+
+def _holders(node: Any, path: str, reader: Reader) -> list[tuple[str, Any]]:
+    """Where a dose or rate may be: R4 ``doseAndRate`` entries (the ordered entry first),
+    then the dosage itself (STU3 and DSTU2)."""
+    holders = [
+        (f"{item_path}.", item) for item_path, item in reader.items(node, "doseAndRate", path)
+    ]
+    holders.sort(key=lambda holder: not _is_ordered(holder[1]))
+    holders.append((path, node))
+    return holders
 
 
 def _is_ordered(dose_and_rate: Any) -> bool:
