@@ -11,17 +11,24 @@ addresses and narrative); validating that cost ten times more than the rest of a
 call, and a malformed extension or identifier there would have cost the resource its
 validation without changing one value the engine uses. So the validated data is exactly
 the data used, and irrelevant parts can neither slow nor fail a request.
+
+Datatype elements that recur across patients (drug and lab concepts, quantities, dose
+instructions) are validated once per distinct JSON and the model reused, within a
+resource projection too; a validation outcome depends on its input alone, so the result
+is the same as validating afresh, failures and their element paths included.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from cds_hooks.fhir.quirks import repair_for_validation
@@ -46,6 +53,17 @@ _STU3_ONLY_MEDICATION_REQUEST = frozenset({"context", "definition"})
 _STU3_ONLY_OBSERVATION = frozenset({"comment", "related", "context"})
 _R4_ONLY_OBSERVATION = frozenset({"partOf", "hasMember", "derivedFrom", "focus", "note"})
 _SAFE_LOCATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+_MEMOISED_DATATYPES = frozenset({"CodeableConcept", "Quantity", "Dosage"})
+"""Datatypes whose validation is memoised: drug and lab concepts, quantities and dose
+instructions recur across patients, and none of them identifies a patient on its own
+(References and dates are left out for that reason)."""
+_MEMO_SIZE = 4096
+_KEY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+"""Anything but plain JSON types makes ``orjson.dumps`` raise, so such input is not memoised."""
 
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
     "Patient": frozenset({"resourceType", "id", "birthDate", "gender"}),
@@ -159,7 +177,7 @@ def validate(resource: Mapping[str, Any], versions: tuple[FhirVersion, ...]) -> 
     read = READ_ELEMENTS.get(resource_type)
     if read is not None:
         resource = {key: resource[key] for key in read & resource.keys()}
-    return _validate_as(resource, resource_type, resource_type, versions)
+    return _validate_as(resource, resource_type, resource_type, versions, prevalidate=True)
 
 
 def validate_element(
@@ -169,12 +187,102 @@ def validate_element(
 
     For resources of which the engine reads one element only: a datatype model costs a
     fraction of the resource model around it. ``path`` names the element in failures.
+    The outcome depends on the input alone, so it is memoised on the exact JSON.
     """
-    return _validate_as(value, type_name, path, versions)
+    key = _memo_key(value) if type_name in _MEMOISED_DATATYPES else None
+    if key is None:
+        return _validate_as(value, type_name, path, versions)
+    return _memoised_element(key, type_name, path, versions)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _memoised_element(
+    key: bytes, type_name: str, path: str, versions: tuple[FhirVersion, ...]
+) -> Validation:
+    return _validate_as(orjson.loads(key), type_name, path, versions)
+
+
+def _memo_key(value: Any) -> bytes | None:
+    """The exact JSON as bytes, or None when that would not tell inputs apart.
+
+    ``null`` is excluded because orjson writes NaN and infinities as ``null`` too.
+    """
+    try:
+        key = orjson.dumps(value, option=_KEY_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return None if b"null" in key else key
+
+
+@cache
+def _datatype_fields(cls: type[BaseModel]) -> dict[str, tuple[type[BaseModel], bool]]:
+    """Top-level elements typed as a memoised datatype: alias → (model class, is a list)."""
+    fields: dict[str, tuple[type[BaseModel], bool]] = {}
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        is_list = False
+        for candidate in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(candidate) is list:
+                candidate, is_list = typing.get_args(candidate)[0], True
+            klass_of = getattr(candidate, "get_model_klass", None)
+            if klass_of is None:
+                continue
+            klass = klass_of()
+            if isinstance(klass, type) and klass.__name__ in _MEMOISED_DATATYPES:
+                fields[info.alias or name] = (klass, is_list)
+            break
+    return fields
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _datatype_model(cls: type[BaseModel], key: bytes) -> BaseModel | None:
+    """What ``fhir_core`` makes of a nested datatype (``cls.model_validate`` of the dict),
+    or None when invalid; validated models are never modified, so they can be shared."""
+    try:
+        return cls.model_validate(orjson.loads(key))
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        return None
+
+
+def _prevalidated(repaired: dict[str, Any], cls: type[BaseModel]) -> dict[str, Any] | None:
+    """The repaired projection with its datatype elements replaced by memoised models.
+
+    ``fhir_core`` validates a nested element with ``model_validate`` of its dict and
+    takes a model instance as it is, so the outcome is the same as validating the
+    dicts in place. None when an element is invalid or not memoisable: the caller then
+    validates the original, so failures keep their element paths.
+    """
+    for name, (klass, is_list) in _datatype_fields(cls).items():
+        value = repaired.get(name)
+        if isinstance(value, dict):
+            model = _memoised_model(klass, value)
+            if model is None:
+                return None
+            repaired[name] = model
+        elif is_list and isinstance(value, list):
+            items = []
+            for item in value:
+                if isinstance(item, dict):
+                    item = _memoised_model(klass, item)
+                    if item is None:
+                        return None
+                items.append(item)
+            repaired[name] = items
+    return repaired
+
+
+def _memoised_model(klass: type[BaseModel], value: dict[str, Any]) -> BaseModel | None:
+    key = _memo_key(value)
+    return None if key is None else _datatype_model(klass, key)
 
 
 def _validate_as(
-    value: Mapping[str, Any], type_name: str, label: str, versions: tuple[FhirVersion, ...]
+    value: Mapping[str, Any],
+    type_name: str,
+    label: str,
+    versions: tuple[FhirVersion, ...],
+    *,
+    prevalidate: bool = False,
 ) -> Validation:
     first_failure: str | None = None
     for version in versions:
@@ -182,7 +290,14 @@ def _validate_as(
         if cls is None:
             continue
         try:
-            model = cls.model_validate(repair_for_validation(value, cls))
+            repaired = repair_for_validation(value, cls)
+            fast = _prevalidated(dict(repaired), cls) if prevalidate else None
+            if fast is not None:
+                try:
+                    return Validation(model=cls.model_validate(fast), version=version)
+                except (ValidationError, ValueError, TypeError, RecursionError):
+                    pass
+            model = cls.model_validate(repaired)
         except ValidationError as exc:
             first_failure = first_failure or f"{label} is not valid FHIR {version} " + (
                 f"({_locations(exc)})"

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
@@ -444,6 +444,13 @@ def triage_medication(resource: Mapping[str, Any]) -> MedicationTriage:
     if not _is_map(resource):
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
     codes, texts = _evidence(resource)
+    return _triage(tuple(codes), tuple(texts))
+
+
+@lru_cache(maxsize=4096)
+def _triage(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
+    """The judgement from a drug's codes and names alone, memoised: the same drugs recur
+    across patients, and their names are the costly part (tokens, n-grams, a regex)."""
     if not texts:
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
     baclofen_codes, words = _baclofen_evidence()

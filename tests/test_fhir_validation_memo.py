@@ -1,0 +1,130 @@
+"""Memoised and pre-validated FHIR validation gives exactly the outcome of validating afresh.
+
+Datatype elements (CodeableConcept, Quantity, Dosage) are validated once per distinct
+JSON and reused; a resource projection is validated around those models. Neither may
+change what is valid, what is read, or how a failure is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from cds_hooks.fhir import medication_order
+from cds_hooks.fhir.quirks import repair_for_validation
+from cds_hooks.fhir.versions import READ_ELEMENTS, model_class, validate, validate_element
+from cds_hooks.knowledge.drugs import triage_medication
+from cds_hooks.model import RXNORM, FhirVersion
+
+DATA = Path(__file__).parent / "data"
+VERSIONS = ((FhirVersion.R4,), (FhirVersion.STU3,), (FhirVersion.R4, FhirVersion.STU3))
+
+
+def _resources(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("resourceType") in READ_ELEMENTS:
+            yield node
+        for value in node.values():
+            yield from _resources(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _resources(value)
+
+
+def _test_resources() -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for path in sorted(DATA.rglob("*.json")):
+        try:
+            found.extend(_resources(json.loads(path.read_text())))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return found
+
+
+def _afresh(resource: dict[str, Any], versions: tuple[FhirVersion, ...]) -> Any:
+    """The projection validated by the fhir.resources model in one go, first success wins."""
+    projection = {k: resource[k] for k in READ_ELEMENTS[resource["resourceType"]] & resource.keys()}
+    for version in versions:
+        cls = model_class(version, resource["resourceType"])
+        assert cls is not None
+        try:
+            return version, cls.model_validate(repair_for_validation(projection, cls)).model_dump()
+        except (ValidationError, ValueError, TypeError):
+            continue
+    return None, None
+
+
+def test_every_captured_resource_validates_as_it_would_afresh() -> None:
+    resources = _test_resources()
+    assert len(resources) > 100
+    invalid = 0
+    for resource in resources:
+        for versions in VERSIONS:
+            for _ in range(2):  # the second call is served from the memo
+                outcome = validate(resource, versions)
+                dumped = outcome.model.model_dump() if outcome.model is not None else None
+                assert (outcome.version, dumped) == _afresh(resource, versions)
+            invalid += outcome.model is None
+    assert invalid > 0, "the data should include resources that fail validation"
+
+
+@pytest.mark.parametrize(
+    ("concept", "where"),
+    [
+        ({"coding": [{"system": RXNORM, "code": 123}]}, "coding.0.code"),
+        ({"coding": [{"code": "x", "userSelected": "maybe"}]}, "coding.0.userSelected"),
+        ({"coding": [{"code": "x"}], "text": 5}, "text"),
+    ],
+)
+def test_a_memoised_drug_validation_still_refuses_an_invalid_concept(
+    concept: dict[str, Any], where: str
+) -> None:
+    for _ in range(3):
+        outcome = validate_element(concept, "CodeableConcept", "drug", (FhirVersion.R4,))
+        assert outcome.model is None
+        assert outcome.failure == f"drug is not valid FHIR R4 ({where})"
+
+
+def test_memoised_inputs_are_told_apart_by_type_and_value() -> None:
+    valid = {"coding": [{"system": RXNORM, "code": "123"}]}
+    invalid = {"coding": [{"system": RXNORM, "code": 123}]}
+    for _ in range(2):
+        assert validate_element(valid, "CodeableConcept", "drug", (FhirVersion.R4,)).model
+        assert validate_element(invalid, "CodeableConcept", "drug", (FhirVersion.R4,)).failure
+    nan = {"value": float("nan"), "unit": "mg"}
+    null = {"value": None, "unit": "mg"}
+    assert validate_element(null, "Quantity", "dose", (FhirVersion.R4,)).model is not None
+    assert validate_element(nan, "Quantity", "dose", (FhirVersion.R4,)).model is None
+
+
+def test_a_co_medication_with_an_invalid_drug_is_read_leniently_every_time() -> None:
+    resource = {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "active",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": "197591", "userSelected": "maybe"}],
+            "text": "Diazepam 5 MG Oral Tablet",
+        },
+        "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 5, "unit": "mg"}}]}],
+    }
+    for _ in range(2):
+        order = medication_order(resource, validate_drug_only=True)
+        assert (
+            order.medication is not None
+            and order.medication.text == resource["medicationCodeableConcept"]["text"]
+        )
+        assert any("medicationCodeableConcept is not valid" in p for p in order.problems)
+
+
+def test_the_same_drug_is_triaged_the_same_way_however_often_it_is_seen() -> None:
+    baclofen = {"medicationCodeableConcept": {"text": "Lioresal 10 mg tablet"}}
+    unrelated = {"medicationCodeableConcept": {"text": "Acetaminophen 500 MG Oral Tablet"}}
+    for _ in range(2):
+        assert triage_medication(baclofen).could_be_baclofen
+        assert not triage_medication(unrelated).of_interest
