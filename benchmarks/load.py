@@ -309,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"request: {REQUEST.name} ({REQUEST.stat().st_size} bytes), {os.cpu_count()} CPUs, "
         f"{args.duration:g} s per point, gunicorn gthread "
-        f"threads={os.environ.get('GUNICORN_THREADS', '4')}",
+        f"threads={os.environ.get('GUNICORN_THREADS', '4')} "
+        f"worker_connections={os.environ.get('GUNICORN_WORKER_CONNECTIONS') or 'default'}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="baclofen-bench-") as tmp:

@@ -3,6 +3,23 @@
 ``WEB_CONCURRENCY`` (workers) and ``GUNICORN_THREADS`` follow the usual conventions so
 platform defaults apply; SIGTERM gets ``graceful_timeout`` seconds to finish requests.
 The server hooks keep Prometheus metrics consistent across workers (``cds_hooks.metrics``).
+
+Connections are not balanced across workers: the worker that wakes first accepts, and a
+gthread worker goes on accepting until it holds ``worker_connections`` (gunicorn's 1000),
+so a client's few keep-alive connections can all sit on one worker while another core
+idles. We keep gunicorn's default anyway. A cap near the thread count does balance
+wrk's 8 or 16 connections, but a worker at its cap stops accepting, and connections
+beyond ``workers × cap`` wait in the listen backlog until some held connection closes
+(a keep-alive client that stays busy never closes): measured with a cap of 8 on 2
+workers, 24 connections gave a p99 of 3.7 s, and a cap of 6 gave 2.2 s at 16 connections
+(benchmarks/README.md). An EHR holds a connection pool of a size we do not know, and a
+hook answer that late arrives after the EHR has given up: silence, the worse failure.
+A cap would also keep new connections off a worker whose threads all wait on FHIR
+fetches (up to CDS_FHIR_TOTAL_TIMEOUT), but requests on the connections it already
+holds queue there either way. ``GUNICORN_WORKER_CONNECTIONS`` sets a cap for a
+deployment that knows its clients never hold more than ``workers × cap`` connections;
+gunicorn forces ``Connection: close`` once a worker has ``cap − threads`` idle keep-alive
+connections, so keep the cap at least twice ``GUNICORN_THREADS``.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ def options(
         "bind": f"{bind_host}:{bind_port}",
         "workers": workers or _int("WEB_CONCURRENCY", 2),
         "threads": _int("GUNICORN_THREADS", 4),
+        "worker_connections": _int("GUNICORN_WORKER_CONNECTIONS", 0) or None,
         "worker_class": "gthread",
         "timeout": _int("GUNICORN_TIMEOUT", 30),
         "graceful_timeout": _int("GUNICORN_GRACEFUL_TIMEOUT", 20),
