@@ -119,8 +119,10 @@ def _is_bolus(order: BaclofenOrder) -> bool:
     timings = [d.timing for d in order.order.dosages if d.timing is not None]
     if any(t.count == 1 for t in timings):
         return True
-    return bool(order.order.dosages) and not order.dose.from_rate and not any(
-        t.frequency or t.period or t.code or t.when for t in timings
+    return (
+        bool(order.order.dosages)
+        and not order.dose.from_rate
+        and not any(t.frequency or t.period or t.code or t.when for t in timings)
     )
 
 
