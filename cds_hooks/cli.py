@@ -37,6 +37,15 @@ def _worker_app() -> Any:
     return app
 
 
+def _why(exc: OSError | ValueError) -> str:
+    """Why a request file could not be read, never quoting its content (it may hold PHI)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
+
+
 def _load_request(path: Path) -> Any:
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict) and "body" in data and "path" in data:
@@ -55,7 +64,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         body = _load_request(Path(args.request))
     except (OSError, ValueError) as exc:
-        print(f"baclofen-cds: cannot read {args.request}: {exc}", file=sys.stderr)
+        print(f"baclofen-cds: cannot read {args.request}: {_why(exc)}", file=sys.stderr)
         return 2
     hook = body.get("hook") if isinstance(body, dict) else None
     service = next((s for s in SERVICES if s.hook == hook), None)

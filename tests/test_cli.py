@@ -58,10 +58,11 @@ def test_evaluate_reports_an_invalid_request_as_operation_outcome(tmp_path: Path
 
 def test_evaluate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
     request_file = tmp_path / "request.json"
-    request_file.write_text("not json")
+    request_file.write_text('{"patient": "Zebulonia Quixphiwhistle" oops}')
     result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
     assert result.returncode == 2
-    assert "cannot read" in result.stderr
+    assert "cannot read" in result.stderr and "not valid JSON (line 1" in result.stderr
+    assert "Zebulonia" not in result.stderr  # the file may hold patient data: never echoed
 
 
 def test_feedback_command_summarises_stored_overrides(tmp_path: Path) -> None:
