@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Request
+from flask import Request, Response
 from flask.json.provider import DefaultJSONProvider
 
 from cds_hooks.errors import BadRequest, UnsupportedMediaType
@@ -50,6 +50,23 @@ class OrjsonProvider(DefaultJSONProvider):
             except orjson.JSONEncodeError:
                 pass  # e.g. an integer beyond 64 bits: the stdlib encoder takes it
         return super().dumps(obj, **kwargs)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        """``jsonify`` through orjson: Flask's own ``response`` always passes formatting
+        options, which would send every response through the stdlib encoder."""
+        obj = self._prepare_response_obj(args, kwargs)
+        pretty = (self.compact is None and self._app.debug) or self.compact is False
+        try:
+            body = orjson.dumps(
+                obj,
+                default=DefaultJSONProvider.default,
+                option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+                if pretty
+                else orjson.OPT_APPEND_NEWLINE,
+            )
+        except orjson.JSONEncodeError:
+            return super().response(*args, **kwargs)
+        return self._app.response_class(body, mimetype=self.mimetype)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return super().loads(s, **kwargs) if kwargs else orjson.loads(s)
