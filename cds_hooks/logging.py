@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from flask import Flask, Response, g, has_request_context, request
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from cds_hooks.discovery import SERVICES_BY_ID
 from cds_hooks.knowledge import KNOWLEDGE_VERSION
@@ -49,8 +49,12 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-class SafeJsonFormatter(JsonFormatter):
-    """JSON lines; exceptions reduced to type and frames (no message, no locals)."""
+class SafeJsonFormatter(OrjsonFormatter):
+    """JSON lines; exceptions reduced to type and frames (no message, no locals).
+
+    orjson rather than the stdlib encoder: every request writes a line, and the stdlib
+    encoder cost a few per cent of a hook call.
+    """
 
     def __init__(self) -> None:
         super().__init__(
