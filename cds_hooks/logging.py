@@ -123,13 +123,11 @@ def init_request_logging(app: Flask) -> None:
         request_id = g.get("request_id")
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id
-        if request.method == "OPTIONS":
+        method = request.method
+        if method == "OPTIONS":
             return response
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "endpoint": request.endpoint,
-            "status": response.status_code,
-        }
+        status = response.status_code
+        fields: dict[str, Any] = {"method": method, "endpoint": request.endpoint, "status": status}
         started = g.get("request_started")
         if started is not None:
             fields["duration_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
@@ -142,10 +140,10 @@ def init_request_logging(app: Flask) -> None:
             if identity.tenant:
                 fields["tenant"] = identity.tenant
         fields.update(g.get("log_fields", {}))
-        if "card_count" not in fields and response.is_json and response.status_code == 200:
+        if "card_count" not in fields and status == 200 and response.is_json:
             body = response.get_json(silent=True)
             if isinstance(body, dict) and isinstance(body.get("cards"), list):
                 fields["card_count"] = len(body["cards"])
-        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        level = logging.WARNING if status >= 500 else logging.INFO
         log.log(level, "request handled", extra=fields)
         return response

@@ -235,9 +235,10 @@ def _record_request(status: int) -> None:
     rule = request.url_rule
     view_args = request.view_args or {}
     service = _service_label(view_args["service_id"]) if "service_id" in view_args else NO_SERVICE
+    method = request.method
     labels = (
         rule.rule if rule is not None else UNMATCHED_ROUTE,
-        request.method if request.method in _METHODS else OTHER,
+        method if method in _METHODS else OTHER,
         service,
         str(status),
     )
