@@ -1,0 +1,69 @@
+"""The one-pass readers of well-formed elements agree with the careful, path-tracking ones.
+
+Concepts are read for every drug, lab and condition of a request, so well-formed ones
+skip ``Reader``'s element-path bookkeeping. These properties pin that shortcut to the
+careful reader: on any JSON value it either declines (the careful reader then runs) or
+returns exactly what the careful reader returns, with nothing the careful reader would
+have reported as a problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds_hooks.fhir.values import _IRREGULAR, Reader, _regular_concept
+from cds_hooks.fhir.versions import validate_element
+from cds_hooks.model import FhirVersion
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(["", " ", "x"])
+_texts = st.none() | st.sampled_from(["", "Baclofen 10 MG Oral Tablet", "http://loinc.org", "1292"])
+_fields = st.one_of(_texts, _texts, _scalars)
+_codings = st.fixed_dictionaries(
+    {}, optional={"system": _fields, "code": _fields, "display": _fields, "id": _fields}
+)
+_concepts = st.fixed_dictionaries(
+    {},
+    optional={
+        "coding": st.none() | st.lists(_codings | _scalars, max_size=3) | _codings | _scalars,
+        "text": _fields,
+    },
+)
+_values = _concepts | _scalars | st.lists(_concepts, max_size=2)
+
+
+def _careful(value: Any) -> tuple[Any, list[str]]:
+    reader = Reader()
+    return reader.irregular_concept(value, "code"), reader.problems
+
+
+@given(_values)
+def test_one_pass_concept_reading_agrees_with_the_careful_reader(value: Any) -> None:
+    fast = _regular_concept(value)
+    if fast is _IRREGULAR:
+        return
+    concept, problems = _careful(value)
+    assert fast == concept
+    assert problems == []
+
+
+@given(_concepts)
+def test_validated_concepts_read_the_same_as_their_json(value: dict[str, Any]) -> None:
+    validated = validate_element(value, "CodeableConcept", "code", (FhirVersion.R4,)).model
+    if validated is None:
+        return
+    assert Reader().concept({"code": validated}, "code", "") == _careful(value)[0]
+
+
+def test_well_formed_concepts_take_the_one_pass_reader() -> None:
+    drug = {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197446"}],
+        "text": "Baclofen 10 MG Oral Tablet",
+    }
+    assert _regular_concept(drug) == _careful(drug)[0]
+    assert _regular_concept({"coding": [{"code": 197446}]}) is _IRREGULAR
+    reader = Reader()
+    assert reader.concept({"code": {"coding": [{"code": 197446}]}}, "code", "") is not None
+    assert reader.problems == ["code.coding[0].code is a number, not a string"]
