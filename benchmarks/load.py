@@ -145,7 +145,7 @@ def wait_until_answering(base: str, process: subprocess.Popen[bytes], log: Path)
                 headers={"Content-Type": "application/json"},
                 timeout=5,
             )
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             time.sleep(0.1)
             continue
         if response.status_code != 200 or "cards" not in response.json():

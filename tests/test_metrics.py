@@ -223,7 +223,7 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -
         try:
             if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             pass
         time.sleep(0.1)
     pytest.fail(f"server did not become healthy:\n{log.read_text()}")
