@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Request, Response
+from flask import Request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.sansio.response import Response
 
 from cds_hooks.errors import BadRequest, UnsupportedMediaType
 
@@ -66,7 +67,7 @@ class OrjsonProvider(DefaultJSONProvider):
             )
         except orjson.JSONEncodeError:
             return super().response(*args, **kwargs)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        return self._app.response_class(body, mimetype=self.mimetype)  # type: ignore[arg-type]
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return super().loads(s, **kwargs) if kwargs else orjson.loads(s)
