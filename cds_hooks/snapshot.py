@@ -409,14 +409,10 @@ def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]
         triage = _safely(triage_medication, view) if view is not None else None
         if triage is not None and not triage.of_interest:
             continue
-        # Of a co-medication the engine reads only the drug, so only that is validated.
+        # Of a drug that cannot be baclofen the engine reads only the drug: only that is read.
         drug_only = triage is not None and not triage.could_be_baclofen
         order = _safely(
-            partial(
-                fhir.medication_order,
-                contained_or_bundled=pool.bundled,
-                validate_drug_only=drug_only,
-            ),
+            partial(fhir.medication_order, contained_or_bundled=pool.bundled, drug_only=drug_only),
             resource,
         )
         if order is not None:

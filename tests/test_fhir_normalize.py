@@ -223,17 +223,18 @@ def test_elements_never_read_are_not_validated() -> None:
     assert dosage.dose is not None and dosage.dose.value == 2.0
 
 
-def test_drug_only_validation_reads_the_rest_leniently() -> None:
+def test_a_drug_only_reading_validates_the_drug_and_leaves_the_dosage_unread() -> None:
     resource = sandbox_r4_draft()
     resource["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = "thrice"
     whole = fhir.medication_order(resource)
-    drug_only = fhir.medication_order(resource, validate_drug_only=True)
+    drug_only = fhir.medication_order(resource, drug_only=True)
     assert any("not valid FHIR R4" in p for p in whole.problems)
     assert not any("not valid FHIR" in p for p in drug_only.problems)
     assert drug_only.medication == whole.medication
-    assert drug_only.dosages == whole.dosages
+    assert (drug_only.reference, drug_only.status) == (whole.reference, whole.status)
+    assert whole.dosages and drug_only.dosages == ()
     resource["medicationCodeableConcept"]["coding"][0]["code"] = ["197391"]
-    broken_drug = fhir.medication_order(resource, validate_drug_only=True)
+    broken_drug = fhir.medication_order(resource, drug_only=True)
     assert any("medicationCodeableConcept is not valid FHIR R4" in p for p in broken_drug.problems)
 
 

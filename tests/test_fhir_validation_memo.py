@@ -114,7 +114,7 @@ def test_a_co_medication_with_an_invalid_drug_is_read_leniently_every_time() -> 
         "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 5, "unit": "mg"}}]}],
     }
     for _ in range(2):
-        order = medication_order(resource, validate_drug_only=True)
+        order = medication_order(resource, drug_only=True)
         assert (
             order.medication is not None
             and order.medication.text == resource["medicationCodeableConcept"]["text"]

@@ -40,7 +40,7 @@ def warm_up() -> None:
                 "medicationCodeableConcept": drug,
                 "dosageInstruction": [version_tell],
             },
-            validate_drug_only=True,
+            drug_only=True,
         )
     for version in (FhirVersion.R4, FhirVersion.STU3):
         patient({"resourceType": "Patient", "id": "warm-up"}, version)

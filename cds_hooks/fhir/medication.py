@@ -34,16 +34,18 @@ def medication_order(
     *,
     contained_or_bundled: Mapping[str, Mapping[str, Any]] = _EMPTY,
     fallback_reference: str | None = None,
-    validate_drug_only: bool = False,
+    drug_only: bool = False,
 ) -> MedicationOrder:
     """Normalise one order; never raises for any JSON value.
 
     ``contained_or_bundled`` maps ``Medication/id`` (or a full URL) to Medication
     resources from the same Bundle or the prefetch, for ``medicationReference``.
     ``fallback_reference`` names an order that has no ``id`` (legacy clients send none).
-    ``validate_drug_only`` is for a co-medication, of which the engine reads the drug
-    alone: only ``medicationCodeableConcept`` is validated (as a CodeableConcept, a
-    fraction of the cost of the whole MedicationRequest) and the rest is read leniently.
+    ``drug_only`` is for a co-medication that cannot be baclofen, of which the engine
+    reads the drug alone: only ``medicationCodeableConcept`` is validated (as a
+    CodeableConcept, a fraction of the cost of the whole MedicationRequest), identity,
+    status and dates are read leniently, and dosage instructions are not read at all
+    (``dosages`` stays empty), which was most of the cost of reading such an order.
     """
     if not isinstance(resource, Mapping):
         return MedicationOrder(
@@ -58,7 +60,7 @@ def medication_order(
     if resource_type == "MedicationOrder":
         version = FhirVersion.DSTU2
     elif resource_type == "MedicationRequest":
-        version, validated = _validated_request(resource, reader, validate_drug_only)
+        version, validated = _validated_request(resource, reader, drug_only)
         node = resource if validated is None else validated
     else:
         reader.problem("the order has no MedicationRequest or MedicationOrder resourceType")
@@ -72,9 +74,13 @@ def medication_order(
         else fallback_reference or f"{resource_type}/#0"
     )
     medication, product = _medication(node, resource, contained_or_bundled, reader)
-    dosages = tuple(
-        _dosage(item, f"{path}.", reader)
-        for path, item in reader.items(node, "dosageInstruction", "")
+    dosages = (
+        ()
+        if drug_only
+        else tuple(
+            _dosage(item, f"{path}.", reader)
+            for path, item in reader.items(node, "dosageInstruction", "")
+        )
     )
     written = "dateWritten" if version is FhirVersion.DSTU2 else "authoredOn"
     return MedicationOrder(
