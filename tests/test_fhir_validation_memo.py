@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from cds_hooks.fhir import medication_order
 from cds_hooks.fhir.quirks import repair_for_validation
-from cds_hooks.fhir.versions import READ_ELEMENTS, model_class, validate, validate_element
+from cds_hooks.fhir.versions import (
+    READ_ELEMENTS,
+    model_class,
+    model_validate,
+    validate,
+    validate_element,
+)
 from cds_hooks.knowledge.drugs import triage_medication
 from cds_hooks.model import RXNORM, FhirVersion
 
@@ -71,6 +77,29 @@ def test_every_captured_resource_validates_as_it_would_afresh() -> None:
                 assert (outcome.version, dumped) == _afresh(resource, versions)
             invalid += outcome.model is None
     assert invalid > 0, "the data should include resources that fail validation"
+
+
+def _outcome(validating: Any, cls: Any, data: Any) -> Any:
+    try:
+        return validating(cls, data).model_dump()
+    except ValidationError as exc:
+        return [(e["type"], e["loc"], e["msg"]) for e in exc.errors(include_input=False)]
+
+
+def test_validating_once_gives_exactly_pydantics_outcome() -> None:
+    """Models, failures and their element paths alike, wrong resourceType included."""
+    resources = _test_resources()
+    cases = [(r, r["resourceType"]) for r in resources] + [
+        ({"resourceType": "Patient", "id": "p1"}, "Observation"),
+        ({"resource_type": "Observation", "status": "final"}, "Observation"),
+    ]
+    for resource, type_name in cases:
+        for (version,) in VERSIONS[:2]:
+            cls = model_class(version, type_name)
+            assert cls is not None
+            data = repair_for_validation(dict(resource), cls)
+            ours = _outcome(model_validate, cls, data)
+            assert ours == _outcome(lambda c, d: c.model_validate(d), cls, data)
 
 
 @pytest.mark.parametrize(

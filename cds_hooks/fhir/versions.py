@@ -234,12 +234,35 @@ def _datatype_fields(cls: type[BaseModel]) -> dict[str, tuple[type[BaseModel], b
     return fields
 
 
+def model_validate(cls: type[BaseModel], data: Any) -> BaseModel:
+    """``cls.model_validate(data)``, with each model validator run once instead of twice.
+
+    ``fhir_core`` models override ``__init__`` only to check ``resourceType``, and with a
+    custom ``__init__`` pydantic runs the model's validators both inside and around it;
+    those validators walk every field of the model in Python, so the second pass cost a
+    quarter of validating a resource. Validating into a new instance is what pydantic's
+    own ``BaseModel.__init__`` does; ``resourceType`` is checked here as ``__init__``
+    checks it, and any other input takes the ordinary path.
+    """
+    expected = getattr(cls, "__resource_type__", None)
+    if (
+        type(data) is not dict
+        or "resource_type" in data
+        or data.get("resourceType", expected) != expected
+    ):
+        return cls.model_validate(data)
+    fields = {k: v for k, v in data.items() if k != "resourceType"}
+    instance = cls.__new__(cls)
+    cls.__pydantic_validator__.validate_python(fields, self_instance=instance)
+    return instance
+
+
 @lru_cache(maxsize=_MEMO_SIZE)
 def _datatype_model(cls: type[BaseModel], key: bytes) -> BaseModel | None:
     """What ``fhir_core`` makes of a nested datatype (``cls.model_validate`` of the dict),
     or None when invalid; validated models are never modified, so they can be shared."""
     try:
-        return cls.model_validate(orjson.loads(key))
+        return model_validate(cls, orjson.loads(key))
     except (ValidationError, ValueError, TypeError, RecursionError):
         return None
 
@@ -294,10 +317,10 @@ def _validate_as(
             fast = _prevalidated(dict(repaired), cls) if prevalidate else None
             if fast is not None:
                 try:
-                    return Validation(model=cls.model_validate(fast), version=version)
+                    return Validation(model=model_validate(cls, fast), version=version)
                 except (ValidationError, ValueError, TypeError, RecursionError):
                     pass
-            model = cls.model_validate(repaired)
+            model = model_validate(cls, repaired)
         except ValidationError as exc:
             first_failure = first_failure or f"{label} is not valid FHIR {version} " + (
                 f"({_locations(exc)})"
