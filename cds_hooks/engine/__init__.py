@@ -7,8 +7,8 @@ per problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
+from operator import itemgetter
 
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.engine.rules import FAMILIES, Hit
@@ -24,24 +24,22 @@ def evaluate(
     situation = build(request, snapshot, knowledge, today)
     if situation is None:
         return []
-    hits = []
+    hits: list[_Ranked] = []
     for family in FAMILIES:
         for hit in family(situation, knowledge):
             spec = knowledge.rule(hit.rule_id)
             if spec.enabled:
-                tier = _tier(hit, spec)
-                hits.append(_Ranked(hit, spec, tier, tier.rank))
+                hits.append((hit, spec, *_TIER_RANK_VALUE[_tier(hit, spec)]))
     return _merge(hits, situation)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ranked:
-    """A hit with its rule-table entry and effective tier, looked up once."""
+_Ranked = tuple[Hit, RuleSpec, Indicator, int, str]
+"""(hit, its rule-table entry, effective tier, the tier's rank, its value), looked up once.
 
-    hit: Hit
-    spec: RuleSpec
-    tier: Indicator
-    rank: int
+A plain tuple: a dataclass instance per hit costs more than the rest of the ranking."""
+
+_TIER_RANK_VALUE = {tier: (tier, tier.rank, tier.value) for tier in Indicator}
+"""Each tier with its rank and value, read once rather than through the enum per hit."""
 
 
 def _tier(hit: Hit, spec: RuleSpec) -> Indicator:
@@ -51,53 +49,48 @@ def _tier(hit: Hit, spec: RuleSpec) -> Indicator:
 
 
 def _most_severe_first(ranked: _Ranked) -> int:
-    return -ranked.rank
+    return -ranked[3]
 
 
 def _merge(hits: list[_Ranked], situation: Situation) -> list[Finding]:
     by_topic: dict[Topic, list[_Ranked]] = {}
     for ranked in hits:
-        by_topic.setdefault(ranked.spec.topic, []).append(ranked)
+        by_topic.setdefault(ranked[1].topic, []).append(ranked)
     fallback_order = situation.primary.order.reference if situation.primary is not None else None
-    findings = []
+    findings: list[tuple[int, Finding]] = []
     for topic, group in by_topic.items():
-        group.sort(key=_most_severe_first)  # stable: family order within a tier
+        if len(group) > 1:
+            group.sort(key=_most_severe_first)  # stable: family order within a tier
         proposal: ProposedRegimen | None = None
         order: str | None = None
         actions: set[Action] = set()
         reasons = []
         inputs: dict[str, None] = {}
         sources: dict[str, None] = {}
-        for ranked in group:
-            hit = ranked.hit
+        for hit, spec, _, _, tier_value in group:
             if proposal is None:
                 proposal = hit.proposal
             if not order:
                 order = hit.order
             actions.update(hit.actions)
             reasons.append(
-                {
-                    "rule": hit.rule_id,
-                    "variant": hit.variant,
-                    "tier": ranked.tier.value,
-                    **hit.facts,
-                }
+                {"rule": hit.rule_id, "variant": hit.variant, "tier": tier_value, **hit.facts}
             )
             inputs.update(dict.fromkeys(hit.inputs))
-            sources.update(dict.fromkeys(ranked.spec.source_ids))
+            sources.update(dict.fromkeys(spec.source_ids))
         if proposal is None:
             actions.discard(Action.UPDATE_DOSE)
-        findings.append(
-            Finding(
-                rule_id=group[0].hit.rule_id,
-                topic=topic,
-                indicator=group[0].tier,
-                facts={"reasons": tuple(reasons), "inputs": tuple(inputs)},
-                order_reference=order or fallback_order,
-                proposal=proposal,
-                actions=frozenset(actions),
-                sources=tuple(sources),
-            )
+        first_hit, _, indicator, rank, _ = group[0]
+        finding = Finding(
+            rule_id=first_hit.rule_id,
+            topic=topic,
+            indicator=indicator,
+            facts={"reasons": tuple(reasons), "inputs": tuple(inputs)},
+            order_reference=order or fallback_order,
+            proposal=proposal,
+            actions=frozenset(actions),
+            sources=tuple(sources),
         )
-    findings.sort(key=lambda f: -f.indicator.rank)
-    return findings
+        findings.append((-rank, finding))
+    findings.sort(key=itemgetter(0))  # stable: topics in order of their first hit
+    return [finding for _, finding in findings]

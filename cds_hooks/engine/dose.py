@@ -152,7 +152,9 @@ def _num(value: float) -> str:
     return f"{value:.4g}" if value != int(value) else str(int(value))
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every dose read, so slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ call per field when built. Nothing mutates it after construction.
+@dataclass(slots=True)
 class _Amount:
     """One administration in the target unit, with how it was read."""
 
@@ -168,12 +170,14 @@ def _written_unit(quantity: Quantity) -> str:
     return next((c for c in candidates if c.lower() in known), candidates[0] if candidates else "")
 
 
-def _convert(quantity: Quantity, unit: str, product: BaclofenProduct | None) -> _Amount | str:
-    """``quantity`` in ``unit`` ("mg" or "mcg"), or the reason it cannot be converted."""
+def _convert(
+    quantity: Quantity, written: str, unit: str, product: BaclofenProduct | None
+) -> _Amount | str:
+    """``quantity`` (its unit read as ``written``, see ``_written_unit``) in ``unit`` ("mg" or
+    "mcg"), or the reason it cannot be converted."""
     if not math.isfinite(quantity.value) or quantity.value < 0:
         return f"the dose {quantity.value!r} is not a usable amount"
     vocab = _vocabulary()
-    written = _written_unit(quantity)
     key = written.lower()
     per_mg = 1.0 if unit == "mg" else 1000.0
     if key in vocab.mass_mg:
@@ -273,7 +277,8 @@ def _rate_dose(rate: Quantity, unit: str, product: BaclofenProduct | None) -> Da
         )
         return replace(_not_computable(unit, problem, written or None), from_rate=True)
     amount_unit, time, per_day, count = parts
-    amount = _convert(Quantity(rate.value, code=amount_unit), unit, product)
+    quantity = Quantity(rate.value, code=amount_unit)
+    amount = _convert(quantity, _written_unit(quantity), unit, product)
     if isinstance(amount, str):
         return replace(_not_computable(unit, amount, written), from_rate=True)
     daily = amount.value * per_day / count
@@ -294,9 +299,12 @@ def _rate_dose(rate: Quantity, unit: str, product: BaclofenProduct | None) -> Da
     )
 
 
+_TIMES_IN_WORDS = {1.0: "once a day", 2.0: "twice a day"}
+
+
 def _times(per_day: float) -> str:
-    words = {1.0: "once a day", 2.0: "twice a day"}
-    return words.get(per_day, f"{_num(per_day)} times a day")
+    words = _TIMES_IN_WORDS.get(per_day)
+    return words if words is not None else f"{_num(per_day)} times a day"
 
 
 def _instruction(
@@ -305,14 +313,15 @@ def _instruction(
     quantity = dosage.dose or dosage.dose_range_high or dosage.dose_range_low
     if quantity is None and dosage.rate is not None:
         return _rate_dose(dosage.rate, unit, product)
-    written_unit = (_written_unit(quantity) or None) if quantity is not None else None
+    written = _written_unit(quantity) if quantity is not None else ""
+    written_unit = written or None
     amount: _Amount | str = "no dose is given"
     if quantity is not None:
-        amount = _convert(quantity, unit, product)
+        amount = _convert(quantity, written, unit, product)
     prn_note = ""
     if dosage.as_needed and dosage.max_dose_per_period is not None:
         cap = dosage.max_dose_per_period
-        capped = _convert(cap.numerator, unit, product)
+        capped = _convert(cap.numerator, _written_unit(cap.numerator), unit, product)
         cap_days = (cap.denominator.units or "d").strip()
         days = _vocabulary().period_days.get(cap_days)
         if isinstance(capped, _Amount) and days and cap.denominator.value > 0:
@@ -399,16 +408,15 @@ def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
     Order does not matter: amounts are summed exactly (``math.fsum``) and parts sorted.
     """
     parts = list(doses)
-    if len(parts) > 1:
-        parts.sort(key=repr)
+    if len(parts) == 1:
+        return parts[0]
     if not parts:
         return DailyDose(0.0, "mg", None, 0.0, "no baclofen", None, None)
+    parts.sort(key=repr)
     units = sorted({d.unit for d in parts})
     if len(units) > 1:
         return _not_computable(units[0], "oral (mg) and intrathecal (mcg) doses cannot be added")
     unit = units[0]
-    if len(parts) == 1:
-        return parts[0]
     written = next((d.written_unit for d in parts if d.written_unit), None)
     broken = [d for d in parts if d.amount is None]
     if broken:

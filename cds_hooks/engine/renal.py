@@ -8,10 +8,11 @@ below" rather than pretending the bound is exact. Nothing found in the look-back
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from functools import cache
 
 from cds_hooks.knowledge import ObservationCodes
 from cds_hooks.model import LOINC, Observation, Patient, Quantity
@@ -57,7 +58,9 @@ _INVERTED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Records built on every call are slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ call per field when built. Nothing mutates them after construction.
+@dataclass(slots=True)
 class RenalValue:
     kind: RenalKind
     value: float
@@ -86,7 +89,7 @@ class RenalValue:
         return f"{self.kind.value} {self.display} {self.kind.unit}{when}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenalStatus:
     """What is known about kidney function on ``today``.
 
@@ -190,7 +193,7 @@ def _effective(observation: Observation) -> date | None:
     return observation.effective.date() if observation.effective else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Lab:
     """A usable observation with its LOINC codes and date, read once for every code set."""
 
@@ -205,9 +208,15 @@ def _labs(observations: Iterable[Observation]) -> tuple[_Lab, ...]:
     )
 
 
+@cache
+def _ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
+    """Preference of each code of a knowledge code set (read-only; one per set)."""
+    return {code: i for i, code in enumerate(codes)}
+
+
 def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, str]]:
     """Matching observations, newest first; on equal dates the preferred code first."""
-    rank = {code: i for i, code in enumerate(codes)}
+    rank = _ranks(codes)
     matches = []
     for lab in labs:
         found = [c for c in lab.loinc if c in rank]

@@ -49,7 +49,9 @@ CAUTION_FLAGS = ("epilepsy", "psychosis", "autonomic-dysreflexia", "stroke", "pr
 MASS_UNITS = frozenset({"mg", "g", "milligram", "milligrams", "gram", "grams"})
 
 
-@dataclass(frozen=True, slots=True)
+# Records built on every call are slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ call per field when built. Nothing mutates them after construction.
+@dataclass(slots=True)
 class Hit:
     rule_id: str
     facts: dict[str, Any]
@@ -62,7 +64,7 @@ class Hit:
     """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Band:
     rule_id: str
     value: RenalValue
@@ -91,6 +93,14 @@ def renal_line(value: RenalValue) -> str:
 
 
 def dose_lines(s: Situation, route: Route) -> tuple[str, ...]:
+    """Each order's dose reading on ``route`` (and their total): worked out once per call."""
+    lines = s.dose_lines.get(route)
+    if lines is None:
+        lines = s.dose_lines[route] = _dose_lines(s, route)
+    return lines
+
+
+def _dose_lines(s: Situation, route: Route) -> tuple[str, ...]:
     orders = [o for o in s.current if o.route is route]
     lines = [
         f"{o.label} ({'draft' if o.draft else 'active order'}): {o.dose.explanation}"
@@ -595,27 +605,12 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) -> list[str]:
-    return [
-        f"{m.label} ({', '.join(_class_label(k, c) for c in sorted(m.classes & classes))}"
-        f"{', draft' if m.draft else ''})"
-        for m in meds
-        if m.classes & classes
-    ]
-
-
-def _class_label(k: Knowledge, class_id: str) -> str:
-    try:
-        return str(k.drug_class(class_id).label)
-    except (KeyError, AttributeError):
-        return class_id.replace("-", " ")
-
-
-def _beers_cns(k: Knowledge, class_id: str) -> bool:
-    """Beers 2023 CNS-active classes, as marked in the drug class table."""
-    try:
-        return bool(k.drug_class(class_id).beers_cns_active)
-    except KeyError:
-        return False
+    named = []
+    for m in meds:
+        shared = m.classes & classes
+        if shared:
+            named.append(f"{m.label} ({k.class_labels(shared)}{', draft' if m.draft else ''})")
+    return named
 
 
 def medications_unknown(s: Situation, k: Knowledge) -> list[Hit]:
@@ -637,13 +632,13 @@ def _med_inputs(s: Situation) -> tuple[str, ...]:
 
 
 def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
-    classes = frozenset(c for m in s.comedications for c in m.classes) & DEPRESSANTS
+    classes = s.comedication_classes & DEPRESSANTS
     alcohol = s.conditions.get("alcohol-use-disorder", ())
     if not classes and not alcohol:
         return []
     drugs = _named(k, s.comedications, DEPRESSANTS)
     named = list(drugs) + [f"{label} (alcohol use disorder on record)" for label in alcohol]
-    class_text = ", ".join(_class_label(k, c) for c in sorted(classes))
+    class_text = k.class_labels(classes)
     facts = {
         "drugs": "; ".join(named),
         "classes": class_text + (" and alcohol use disorder" if alcohol and class_text else "")
@@ -658,7 +653,7 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
     hits = []
     partners = classes & RESPIRATORY_PARTNERS
     if "opioid" in classes and partners:
-        partner_text = ", ".join(_class_label(k, c) for c in sorted(partners))
+        partner_text = k.class_labels(partners)
         primary = s.primary
         hits.append(
             Hit(
@@ -684,7 +679,7 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
 def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
     if s.age is None or s.age < k.threshold("R6d", "age"):
         return []
-    active = [m for m in s.comedications if any(_beers_cns(k, c) for c in m.classes)]
+    active = [m for m in s.comedications if k.any_beers_cns(m.classes)]
     alcohol = s.conditions.get("alcohol-use-disorder", ())
     count = 1 + len(active) + (1 if alcohol else 0)
     limit = k.threshold("R6d", "cns_active_count")
@@ -718,13 +713,13 @@ def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
         )
     sedating = _named(k, s.comedications, OTHER_SEDATING)
     if sedating:
-        classes = frozenset(c for m in s.comedications for c in m.classes) & OTHER_SEDATING
+        classes = s.comedication_classes & OTHER_SEDATING
         hits.append(
             Hit(
                 "R6f",
                 {
                     "drugs": "; ".join(sedating),
-                    "classes": ", ".join(_class_label(k, c) for c in sorted(classes)),
+                    "classes": k.class_labels(classes),
                 },
                 inputs=tuple(f"Co-prescribed: {d}" for d in sedating),
             )

@@ -9,7 +9,7 @@ same id) takes that active order out of the total.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from cds_hooks.engine import renal
@@ -23,9 +23,13 @@ CURRENT_STATUSES = frozenset({"active", "on-hold", "draft"})
 INACTIVE_CONDITION_STATUSES = frozenset({"inactive", "resolved", "remission"})
 REFUTED = frozenset({"refuted", "entered-in-error"})
 SYSTEMIC_ROUTES = frozenset({Route.ORAL, Route.INTRATHECAL})
+KIDNEY_DISEASE_FLAGS = frozenset({"ckd", "ckd-4", "ckd-5", "esrd", "dialysis"})
 
 
-@dataclass(frozen=True, slots=True)
+# Records built on every call are slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ call per field when built. Nothing mutates them after construction
+# but the rules' per-call memo ``Situation.dose_lines``.
+@dataclass(slots=True)
 class BaclofenOrder:
     order: MedicationOrder
     product: BaclofenProduct | None
@@ -47,14 +51,14 @@ class BaclofenOrder:
         return self.route is Route.ORAL
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoMedication:
     label: str
     classes: frozenset[str]
     draft: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     """A draft under review that stops or replaces an active baclofen order."""
 
@@ -63,7 +67,7 @@ class Change:
     stops: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Situation:
     today: date
     age: int | None
@@ -75,6 +79,8 @@ class Situation:
     previous: tuple[BaclofenOrder, ...]
     """Active baclofen orders before this session."""
     comedications: tuple[CoMedication, ...]
+    comedication_classes: frozenset[str]
+    """Every class of ``comedications`` (the interaction rules start from it)."""
     conditions: dict[str, tuple[str, ...]]
     """Condition flag → labels of the conditions that raised it."""
     renal: renal.RenalStatus
@@ -83,6 +89,8 @@ class Situation:
     totals: Mapping[Route, DailyDose]
     """Daily total of ``current`` per route present (several rules read the same total)."""
     previous_totals: Mapping[Route, DailyDose]
+    dose_lines: dict[Route, tuple[str, ...]] = field(default_factory=dict)
+    """``rules.dose_lines`` per route, kept for this call: most rule families quote them."""
 
     def route_total(self, route: Route) -> DailyDose | None:
         return self.totals.get(route)
@@ -158,7 +166,7 @@ def _lookback_days(
 ) -> int:
     """The shorter look-back from the high-risk age, with known CKD, or when age is unknown."""
     high_risk_age = knowledge.threshold("R4f", "high_risk_age")
-    ckd = bool({"ckd", "ckd-4", "ckd-5", "esrd", "dialysis"} & conditions.keys())
+    ckd = not KIDNEY_DISEASE_FLAGS.isdisjoint(conditions)
     if ckd or age is None or age >= high_risk_age:
         return int(knowledge.threshold("R4f", "lookback_high_risk"))
     return int(knowledge.threshold("R4f", "lookback"))
@@ -230,6 +238,7 @@ def build(
         current=current,
         previous=tuple(previous),
         comedications=tuple(comedications),
+        comedication_classes=frozenset().union(*[m.classes for m in comedications]),
         conditions=conditions,
         renal=status,
         medications_unavailable=DataKind.MEDICATIONS in snapshot.unavailable,

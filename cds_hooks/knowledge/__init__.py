@@ -123,12 +123,21 @@ class Knowledge:
         self._baclofen_product = lru_cache(maxsize=MEMO_SIZE)(drugs.baclofen_product)
         self._drug_classes = lru_cache(maxsize=MEMO_SIZE)(drugs.classes)
         self._condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
+        # The rules read ~20 thresholds per call: one flat lookup each instead of two.
+        self._thresholds = {
+            (spec.id, name): t.value
+            for spec in rules.values()
+            for name, t in spec.thresholds.items()
+        }
+        # Class labels and Beers flags depend only on the class ids; the same few sets recur.
+        self._class_labels = lru_cache(maxsize=MEMO_SIZE)(self._labels_of)
+        self._any_beers_cns = lru_cache(maxsize=MEMO_SIZE)(self._beers_cns_of)
 
     def rule(self, rule_id: str) -> RuleSpec:
         return self.rules[rule_id]
 
     def threshold(self, rule_id: str, name: str) -> float:
-        return self.rules[rule_id].thresholds[name].value
+        return self._thresholds[rule_id, name]
 
     def baclofen_product(
         self, concept: Concept, product: MedicationProduct | None = None
@@ -141,6 +150,33 @@ class Knowledge:
     def drug_class(self, class_id: str) -> DrugClass:
         """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""
         return self._drugs.drug_class(class_id)
+
+    def class_labels(self, class_ids: frozenset[str]) -> str:
+        """Labels of ``class_ids`` in id order, comma-separated (``"benzodiazepine, opioid"``)."""
+        return self._class_labels(class_ids)
+
+    def any_beers_cns(self, class_ids: frozenset[str]) -> bool:
+        """Does Beers 2023 count any of ``class_ids`` as CNS-active (per the class table)?"""
+        return self._any_beers_cns(class_ids)
+
+    def _labels_of(self, class_ids: frozenset[str]) -> str:
+        return ", ".join(self._class_label(c) for c in sorted(class_ids))
+
+    def _class_label(self, class_id: str) -> str:
+        """The table's label, or the id in words for a class the table does not describe."""
+        try:
+            return str(self.drug_class(class_id).label)
+        except (KeyError, AttributeError):
+            return class_id.replace("-", " ")
+
+    def _beers_cns_of(self, class_ids: frozenset[str]) -> bool:
+        for class_id in class_ids:
+            try:
+                if self.drug_class(class_id).beers_cns_active:
+                    return True
+            except KeyError:
+                continue
+        return False
 
     def condition_flags(self, concept: Concept) -> frozenset[str]:
         return self._condition_flags(concept)
