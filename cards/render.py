@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import string
 import tomllib
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
-from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
+from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, MedicationOrder
 
@@ -29,21 +29,25 @@ log = logging.getLogger(__name__)
 NON_ADHERENCE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 SUMMARY_LIMIT = 139
 CREATININE = {"code": "2160-0", "display": "Creatinine [Mass/volume] in Serum or Plasma"}
-_DOSE_REPEAT_KEYS = (
-    "frequency",
-    "frequencyMax",
-    "period",
-    "periodMax",
-    "periodUnit",
-    "periodUnits",
-    "when",
-    "timeOfDay",
-    "dayOfWeek",
+_DOSE_REPEAT_KEYS = frozenset(
+    {
+        "frequency",
+        "frequencyMax",
+        "period",
+        "periodMax",
+        "periodUnit",
+        "periodUnits",
+        "when",
+        "timeOfDay",
+        "dayOfWeek",
+    }
 )
+# "&" first: ``_escape`` replaces one character at a time, and the entities written for "<"
+# and ">" must not be escaped again.
 _MARKDOWN_ESCAPES = {
+    "&": "&amp;",
     "<": "&lt;",
     ">": "&gt;",
-    "&": "&amp;",
     "*": r"\*",
     "_": r"\_",
     "`": r"\`",
@@ -55,6 +59,10 @@ _MARKDOWN_ESCAPES = {
 
 
 _MARKDOWN_SPECIAL = re.compile("[" + re.escape("".join(_MARKDOWN_ESCAPES)) + "]")
+# A UUID's 17th hex digit with its top two bits set to the RFC 4122 variant (binary 10).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+# A card's UUID and at most one suggestion per action.
+_UUIDS_PER_CARD = 1 + len(Action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,33 +129,134 @@ def _fields(template: str) -> tuple[str, ...]:
 
 
 def _fill(template: str, facts: Mapping[str, Any], escape: bool) -> str:
-    values = _Facts()
-    for name in _fields(template):
+    fields = _fields(template)
+    values = {}
+    for name in fields:
         value = facts.get(name)
         if value is not None:
-            values[name] = _escape(str(value)) if escape else str(value)
-    return template.format_map(values)
+            text = str(value)
+            values[name] = _escape(text) if escape and _MARKDOWN_SPECIAL.search(text) else text
+    # ``_Facts`` (slower to build) only when a fact is missing and must render as "?".
+    return template.format_map(values if len(values) == len(fields) else _Facts(values))
 
 
 def _escape(text: str) -> str:
-    """Facts come from EHR data and the sandbox renders raw HTML in the detail."""
-    return _MARKDOWN_SPECIAL.sub(_escaped, text)
+    """Facts come from EHR data and the sandbox renders raw HTML in the detail.
 
-
-def _escaped(match: re.Match[str]) -> str:
-    return _MARKDOWN_ESCAPES[match.group()]
+    Most text has nothing to escape; the rest has a few kinds of special character, and a
+    ``str.replace`` per kind present is cheaper than a regex callback per occurrence.
+    """
+    if _MARKDOWN_SPECIAL.search(text) is None:
+        return text
+    for char, escaped in _MARKDOWN_ESCAPES.items():
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 def _template(cat: Catalogue, reason: Mapping[str, Any]) -> Mapping[str, str]:
     """The rule's wording for this variant; a rule without wording still gets a card."""
-    variant = reason.get("variant")
     rule = reason["rule"]
-    found = cat.rules.get(f"{rule}.{variant}") if variant else None
-    found = found or cat.rules.get(rule)
+    found = _wording(rule, reason.get("variant"))
     if found is None:
         log.error("card catalogue has no wording for rule %s", rule)
         return {"summary": cat.fallback_summary, "reason": cat.fallback_reason}
     return found
+
+
+@cache
+def _wording(rule: str, variant: str | None) -> Mapping[str, str] | None:
+    """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur."""
+    rules = catalogue().rules
+    found = rules.get(f"{rule}.{variant}") if variant else None
+    return found or rules.get(rule)
+
+
+@dataclass(frozen=True, slots=True)
+class _TopicText:
+    """A topic's fixed wording, resolved once per topic instead of once per card."""
+
+    code: str
+    display: str
+    recommendation: str
+    recommended: str
+    delete_label: str
+    delete_description: str
+    override_reasons: tuple[dict[str, str], ...]  # copied into each card
+
+
+@cache
+def _topic_text(topic: Topic) -> _TopicText:
+    cat = catalogue()
+    entry = cat.topics[topic.value]
+    delete = cat.suggestions["delete-draft"]
+    codes = entry.get("override_reasons") or cat.default_override_reasons
+    return _TopicText(
+        code=topic.value,
+        display=entry["display"],
+        recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
+        recommended=entry.get("recommended", "update-dose"),
+        delete_label=entry.get("delete_label", delete["label"]),
+        delete_description=entry.get("delete_description", delete["description"]),
+        override_reasons=tuple(
+            {"system": NON_ADHERENCE_SYSTEM, "code": code, "display": cat.reason_displays[code]}
+            for code in codes
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Provenance:
+    """What a card cites: fixed by the knowledge and the finding's source ids, not the patient.
+
+    ``sources`` and ``footer`` are whole detail paragraphs, each with the blank line before it.
+    """
+
+    label: str
+    url: str
+    links: tuple[dict[str, str], ...]  # copied into each card
+    sources: str
+    footer: str
+
+
+@lru_cache(maxsize=512)
+def _provenance(knowledge: Knowledge, source_ids: tuple[str, ...]) -> _Provenance:
+    """Memoised with a bound: each entry keeps its ``Knowledge`` alive, and tests and policy
+    reloads build many of those.
+    """
+    cat = catalogue()
+    links = [(cat.label_link["label"], cat.label_link["url"])]
+    for source_id in source_ids:
+        source = knowledge.sources.get(source_id)
+        if (
+            source is not None
+            and source.url
+            and source.url.startswith("https://")
+            and all(url != source.url for _, url in links)
+        ):
+            links.append((source.label, source.url))
+    cited = [knowledge.sources[s] for s in source_ids if s in knowledge.sources]
+    sources = "\n\n**Sources**" + "".join(f"\n- {s.label}: {s.citation}" for s in cited)
+    return _Provenance(
+        label=f"{cat.service_label} (knowledge {knowledge.version})",
+        url=next((url for _, url in links[1:]), links[0][1]),
+        links=tuple({"label": label, "url": url, "type": "absolute"} for label, url in links),
+        sources=sources if cited else "",
+        footer=f"\n\n_{cat.service_label}, knowledge {knowledge.version}, rules ",
+    )
+
+
+def _uuids(count: int) -> Iterator[str]:
+    """Up to ``count`` random version 4 UUIDs as text, as ``str(uuid.uuid4())`` writes them.
+
+    One ``os.urandom`` call for a whole response instead of one per UUID (a system call costs
+    more than formatting), and no ``UUID`` objects. Hex digit 12 is the version (4), digit 16
+    carries the RFC 4122 variant (binary 10xx); the other 122 bits are random, as in ``uuid4``.
+    """
+    hexed = os.urandom(16 * count).hex()
+    for start in range(0, 32 * count, 32):
+        h = hexed[start : start + 32]
+        yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def _summary(cat: Catalogue, finding: Finding) -> str:
@@ -156,55 +265,38 @@ def _summary(cat: Catalogue, finding: Finding) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def _detail(cat: Catalogue, finding: Finding, knowledge: Knowledge, extra: str | None) -> str:
-    topic = cat.topics[finding.topic.value]
+def _detail(
+    cat: Catalogue, finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None
+) -> str:
     reasons = finding.facts["reasons"]
-    parts = ["**Why**"]
-    parts += [
-        f"- {_fill(_template(cat, r)['reason'], r, escape=True)}"
-        + (f" _({r['tier']})_" if len(reasons) > 1 else "")
-        for r in reasons
-    ]
-    inputs = finding.facts.get("inputs") or ()
-    if inputs:
-        parts += ["", "**Data used**"] + [f"- {_escape(line)}" for line in inputs]
-    parts += ["", "**Recommendation**", topic["recommendation"]]
-    if finding.proposal is not None:
-        parts.append(f"Suggested regimen for the same product: {finding.proposal.text}.")
-    cited = [knowledge.sources[s] for s in finding.sources if s in knowledge.sources]
-    if cited:
-        parts += ["", "**Sources**"] + [f"- {s.label}: {s.citation}" for s in cited]
-    if extra:
-        parts += ["", extra]
-    rules = ", ".join(dict.fromkeys(r["rule"] for r in reasons))
-    parts += ["", f"_{cat.service_label}, knowledge {knowledge.version}, rules {rules}_"]
-    return "\n".join(parts)
-
-
-def _links(cat: Catalogue, finding: Finding, knowledge: Knowledge) -> list[dict[str, Any]]:
-    links = [{"label": cat.label_link["label"], "url": cat.label_link["url"], "type": "absolute"}]
-    for source_id in finding.sources:
-        source = knowledge.sources.get(source_id)
-        if (
-            source is not None
-            and source.url
-            and source.url.startswith("https://")
-            and all(link["url"] != source.url for link in links)
-        ):
-            links.append({"label": source.label, "url": source.url, "type": "absolute"})
-    return links
-
-
-def _override_reasons(cat: Catalogue, topic: Mapping[str, Any]) -> list[dict[str, str]]:
-    codes = topic.get("override_reasons") or cat.default_override_reasons
-    return [
-        {"system": NON_ADHERENCE_SYSTEM, "code": code, "display": cat.reason_displays[code]}
-        for code in codes
-    ]
+    if len(reasons) == 1:
+        (reason,) = reasons
+        why = f"**Why**\n- {_fill(_template(cat, reason)['reason'], reason, escape=True)}"
+        rules = reason["rule"]
+    else:
+        why = "**Why**" + "".join(
+            f"\n- {_fill(_template(cat, r)['reason'], r, escape=True)} _({r['tier']})_"
+            for r in reasons
+        )
+        rules = ", ".join(dict.fromkeys(r["rule"] for r in reasons))
+    inputs = finding.facts.get("inputs")
+    # One escape for all lines: the separator holds nothing to escape.
+    data = "\n\n**Data used**\n- " + _escape("\n- ".join(inputs)) if inputs else ""
+    proposal = finding.proposal
+    regimen = (
+        f"\nSuggested regimen for the same product: {proposal.text}."
+        if proposal is not None
+        else ""
+    )
+    more = f"\n\n{extra}" if extra else ""
+    return f"{why}{data}{topic.recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
 
 
 def _draft(request: HookRequest, reference: str | None) -> MedicationOrder | None:
-    return next((o for o in request.draft_orders if o.reference == reference), None)
+    for order in request.draft_orders:
+        if order.reference == reference:
+            return order
+    return None
 
 
 def _has_id(order: MedicationOrder) -> bool:
@@ -212,8 +304,11 @@ def _has_id(order: MedicationOrder) -> bool:
 
 
 def _node(value: Any) -> dict[str, Any]:
-    """A copy of a JSON object, or {} for anything else (drafts can be malformed)."""
-    return dict(value) if isinstance(value, Mapping) else {}
+    """A copy of a JSON object, or {} for anything else (drafts can be malformed).
+
+    ``dict`` is checked first: drafts are parsed JSON, and the ``Mapping`` check is slow.
+    """
+    return dict(value) if isinstance(value, (dict, Mapping)) else {}
 
 
 def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[str, Any] | None:
@@ -227,7 +322,7 @@ def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[s
     resource = dict(order.raw)
     instructions = resource.get("dosageInstruction")
     first = instructions[0] if isinstance(instructions, list) and instructions else {}
-    dosage = dict(first) if isinstance(first, Mapping) else {}
+    dosage = _node(first)
     value = regimen.dose_value
     quantity = {
         "value": int(value) if float(value).is_integer() else value,
@@ -279,113 +374,108 @@ def _creatinine_order(patient_id: str) -> dict[str, Any]:
     }
 
 
-def _suggestions(cat: Catalogue, finding: Finding, request: HookRequest) -> list[dict[str, Any]]:
+def _suggestions(
+    cat: Catalogue,
+    finding: Finding,
+    topic: _TopicText,
+    request: HookRequest,
+    uuids: Iterator[str],
+) -> list[dict[str, Any]]:
+    actions = finding.actions
+    if not actions:
+        return []
     texts = cat.suggestions
-    topic = cat.topics[finding.topic.value]
-    recommended = topic.get("recommended", "update-dose")
     draft = _draft(request, finding.order_reference)
-    made: list[tuple[str, dict[str, Any]]] = []
-    if Action.UPDATE_DOSE in finding.actions and finding.proposal and draft is not None:
+    made: list[tuple[Action, str, dict[str, Any]]] = []  # kind, label, action
+    if Action.UPDATE_DOSE in actions and finding.proposal and draft is not None:
         resource = updated_resource(draft, finding.proposal)
         if resource is not None:
             regimen = {"regimen": finding.proposal.text}
             made.append(
                 (
-                    Action.UPDATE_DOSE.value,
+                    Action.UPDATE_DOSE,
+                    _fill(texts["update-dose"]["label"], regimen, escape=False),
                     {
-                        "label": _fill(texts["update-dose"]["label"], regimen, escape=False),
-                        "actions": [
-                            {
-                                "type": "update",
-                                "description": _fill(
-                                    texts["update-dose"]["description"], regimen, escape=False
-                                ),
-                                "resource": resource,
-                            }
-                        ],
+                        "type": "update",
+                        "description": _fill(
+                            texts["update-dose"]["description"], regimen, escape=False
+                        ),
+                        "resource": resource,
                     },
                 )
             )
-    if Action.ORDER_CREATININE in finding.actions:
+    if Action.ORDER_CREATININE in actions:
         made.append(
             (
-                Action.ORDER_CREATININE.value,
+                Action.ORDER_CREATININE,
+                texts["order-creatinine"]["label"],
                 {
-                    "label": texts["order-creatinine"]["label"],
-                    "actions": [
-                        {
-                            "type": "create",
-                            "description": texts["order-creatinine"]["description"],
-                            "resource": _creatinine_order(request.patient_id),
-                        }
-                    ],
+                    "type": "create",
+                    "description": texts["order-creatinine"]["description"],
+                    "resource": _creatinine_order(request.patient_id),
                 },
             )
         )
-    if Action.DELETE_DRAFT in finding.actions and draft is not None and _has_id(draft):
+    if Action.DELETE_DRAFT in actions and draft is not None and _has_id(draft):
         made.append(
             (
-                Action.DELETE_DRAFT.value,
+                Action.DELETE_DRAFT,
+                topic.delete_label,
                 {
-                    "label": topic.get("delete_label", texts["delete-draft"]["label"]),
-                    "actions": [
-                        {
-                            "type": "delete",
-                            "description": topic.get(
-                                "delete_description", texts["delete-draft"]["description"]
-                            ),
-                            "resourceId": draft.reference,
-                        }
-                    ],
+                    "type": "delete",
+                    "description": topic.delete_description,
+                    "resourceId": draft.reference,
                 },
             )
         )
     if not made:
         return []
+    recommended = topic.recommended
     if recommended == "none":
         chosen = None
-    elif any(kind == recommended for kind, _ in made):
+    elif any(kind == recommended for kind, _, _ in made):
         chosen = recommended
     else:
         chosen = made[0][0]
+    made.sort(key=lambda m: m[0] != chosen)
     result = []
-    for kind, suggestion in sorted(made, key=lambda m: m[0] != chosen):
-        result.append(
-            {"label": suggestion["label"], "uuid": str(uuid.uuid4())}
-            | ({"isRecommended": True} if kind == chosen else {})
-            | {"actions": suggestion["actions"]}
-        )
+    for kind, label, action in made:
+        entry: dict[str, Any] = {"label": label, "uuid": next(uuids)}
+        if kind == chosen:
+            entry["isRecommended"] = True
+        entry["actions"] = [action]
+        result.append(entry)
     return result
 
 
 def render_card(
-    finding: Finding, request: HookRequest, knowledge: Knowledge, extra: str | None = None
+    finding: Finding,
+    request: HookRequest,
+    knowledge: Knowledge,
+    uuids: Iterator[str],
+    extra: str | None = None,
 ) -> dict[str, Any]:
+    """One card; its UUIDs (card and suggestions) are drawn from ``uuids``."""
     cat = catalogue()
-    topic = cat.topics[finding.topic.value]
-    links = _links(cat, finding, knowledge)
-    source_url = next((link["url"] for link in links[1:]), links[0]["url"])
+    topic = _topic_text(finding.topic)
+    cited = _provenance(knowledge, finding.sources)
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()),
+        "uuid": next(uuids),
         "summary": _summary(cat, finding),
         "indicator": finding.indicator.value,
-        "detail": _detail(cat, finding, knowledge, extra),
+        "detail": _detail(cat, finding, topic, cited, extra),
         "source": {
-            "label": f"{cat.service_label} (knowledge {knowledge.version})",
-            "url": source_url,
-            "topic": {
-                "system": cat.topic_system,
-                "code": finding.topic.value,
-                "display": topic["display"],
-            },
+            "label": cited.label,
+            "url": cited.url,
+            "topic": {"system": cat.topic_system, "code": topic.code, "display": topic.display},
         },
     }
-    suggestions = _suggestions(cat, finding, request)
+    suggestions = _suggestions(cat, finding, topic, request, uuids)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
-    card["overrideReasons"] = _override_reasons(cat, topic)
-    card["links"] = links
+    card["overrideReasons"] = [reason.copy() for reason in topic.override_reasons]
+    card["links"] = [link.copy() for link in cited.links]
     return card
 
 
@@ -395,6 +485,7 @@ def render_cards(
     """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so."""
     ordered = sorted(findings, key=lambda f: -f.indicator.rank)
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
+    uuids = _uuids(_UUIDS_PER_CARD * len(shown))
     cards = []
     for index, finding in enumerate(shown):
         extra = None
@@ -404,5 +495,5 @@ def render_cards(
                 f"**{len(hidden)} more baclofen alert(s) not shown** (at most {max_cards} cards "
                 f"per request): {topics}."
             )
-        cards.append(render_card(finding, request, knowledge, extra))
+        cards.append(render_card(finding, request, knowledge, uuids, extra))
     return cards
