@@ -304,7 +304,10 @@ def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
     for field_name in ("subject", "patient"):
         ref = resource.get(field_name)
         if isinstance(ref, _MAPPING) and isinstance(ref.get("reference"), str):
-            match = _PATIENT_REFERENCE.search(ref["reference"])
+            reference = ref["reference"]
+            if reference.startswith("Patient/") and reference.count("/") == 1 and reference[8:]:
+                return reference[8:]  # the usual relative form, without the regex
+            match = _PATIENT_REFERENCE.search(reference)
             return match.group(1) if match else None
     return None
 

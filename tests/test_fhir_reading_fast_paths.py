@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds_hooks.fhir.values import _IRREGULAR, Reader, _regular_concept
+from cds_hooks.fhir.values import _IRREGULAR, Reader, _regular_concept, _regular_quantity
 from cds_hooks.fhir.versions import validate_element
 from cds_hooks.model import FhirVersion
 
@@ -67,3 +67,39 @@ def test_well_formed_concepts_take_the_one_pass_reader() -> None:
     reader = Reader()
     assert reader.concept({"code": {"coding": [{"code": 197446}]}}, "code", "") is not None
     assert reader.problems == ["code.coding[0].code is a number, not a string"]
+
+
+_amounts = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.decimals() | st.text(max_size=3)
+)
+_quantities = st.fixed_dictionaries(
+    {},
+    optional={
+        "value": _amounts,
+        "unit": _fields,
+        "code": _fields,
+        "system": _fields,
+        "comparator": _fields | st.sampled_from(["<", ">=", "≤"]),
+    },
+)
+
+
+@given(_quantities | _scalars)
+def test_one_pass_quantity_reading_agrees_with_the_careful_reader(value: Any) -> None:
+    fast = _regular_quantity(value)
+    if fast is None:
+        return
+    reader = Reader()
+    assert fast == reader.irregular_quantity(value, "valueQuantity")
+    assert reader.problems == []
+
+
+@given(_quantities)
+def test_validated_quantities_read_the_same_as_their_json(value: dict[str, Any]) -> None:
+    validated = validate_element(value, "Quantity", "dose", (FhirVersion.R4,)).model
+    if validated is None:
+        return
+    reader = Reader()
+    assert reader.quantity({"dose": validated}, "dose", "") == reader.irregular_quantity(
+        value, "dose"
+    )

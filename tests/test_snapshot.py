@@ -277,11 +277,29 @@ def test_only_known_codes_of_live_observations_are_kept() -> None:
     assert {o.id for o in snapshot.observations} == {"egfr", "wt"}
 
 
-def test_resources_of_another_patient_are_dropped() -> None:
-    foreign = observation("other-egfr", "33914-3", 90, subject={"reference": "Patient/p2"})
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Patient/p2",
+        "https://ehr.example.org/fhir/Patient/p2",
+        "Patient/p2/_history/3",
+        "Patient/p1x",
+    ],
+)
+def test_resources_of_another_patient_are_dropped(reference: str) -> None:
+    foreign = observation("other-egfr", "33914-3", 90, subject={"reference": reference})
     prefetch = full_prefetch(renalLabs=searchset([foreign]))
     snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
     assert "other-egfr" not in {o.id for o in snapshot.observations}
+
+
+@pytest.mark.parametrize(
+    "reference", ["Patient/p1", "https://ehr.example.org/fhir/Patient/p1", "Patient/p1/_history/2"]
+)
+def test_resources_of_this_patient_are_kept_however_referenced(reference: str) -> None:
+    own = observation("own-egfr", "33914-3", 90, subject={"reference": reference})
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset([own]))), NO_SERVER)
+    assert "own-egfr" in {o.id for o in snapshot.observations}
 
 
 def test_a_prefetched_operation_outcome_without_a_server_is_a_gap() -> None:

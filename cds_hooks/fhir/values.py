@@ -170,7 +170,13 @@ class Reader:
         value = get(node, key)
         if value is None:
             return None
-        where = f"{path}{key}"
+        regular = _regular_quantity(value)
+        if regular is not None:
+            return regular
+        return self.irregular_quantity(value, f"{path}{key}")
+
+    def irregular_quantity(self, value: Any, where: str) -> Quantity | None:
+        """Whatever can be read of a quantity of unexpected shape, and where it went wrong."""
         if not is_node(value):
             self.problem(f"{where} is not a Quantity")
             return None
@@ -256,6 +262,31 @@ def _regular_concept(value: Any) -> Concept | object | None:
     if not read and not text:
         return None
     return Concept(codings=tuple(read), text=text or None)
+
+
+_QUANTITY_TEXTS = ("unit", "code", "system", "comparator")
+
+
+def _regular_quantity(value: Any) -> Quantity | None:
+    """A well-formed Quantity read in one pass, or None for ``Reader.quantity`` to read
+    carefully (as for concepts, see ``_regular_concept``); the same result when not None."""
+    if isinstance(value, dict):
+        amount = value.get("value")
+        texts = [value.get(name) for name in _QUANTITY_TEXTS]
+    elif isinstance(value, BaseModel):
+        amount = getattr(value, "value", None)
+        texts = [getattr(value, name, None) for name in _QUANTITY_TEXTS]
+    else:
+        return None
+    if not isinstance(amount, int | float | Decimal) or isinstance(amount, bool):
+        return None
+    number = float(amount)
+    if not math.isfinite(number):
+        return None
+    if not all(text is None or isinstance(text, str) for text in texts):
+        return None
+    unit, code, system, comparator = (text or None for text in texts)
+    return Quantity(value=number, unit=unit, code=code, system=system, comparator=comparator)
 
 
 def parse_instant(value: Any) -> datetime | None:
