@@ -2,12 +2,19 @@
 
 Run by hand or in CI as a report (``make bench``); it asserts nothing about speed. It
 starts the real server (``baclofen-cds serve``, development env, auth off) and the bare
-app of ``bare_app.py`` under the same gunicorn settings, one at a time on loopback, and
-drives each with ``wrk`` POSTing ``data/order-sign-full-prefetch.json``:
+app of ``bare_app.py`` under the same gunicorn settings on loopback, and drives them with
+``wrk`` POSTing ``data/order-sign-full-prefetch.json``, one server at a time:
 
 1. the concurrency sweep (default 1, 4, 8, 16 connections, 2 workers): throughput, p50
    and p99 latency per point, and our throughput as a share of the bare app's;
 2. the scaling sweep (default 1, 2, 4 workers at 16 connections): throughput per worker.
+
+Both servers of a sweep run side by side (the idle one costs nothing) and the points
+alternate, ours then bare, ``--repeat`` times; the summary takes each figure's median.
+On a shared machine the speed of a core drifts over minutes, and gunicorn leaves each
+new set of keep-alive connections split across workers by chance (8+0 halves a 2-worker
+server's throughput): alternating puts both servers under the same drift, and repeating
+gives each the same spread of splits, so the ratio compares like with like.
 
 Why ``wrk``: it is C and event-driven, so one thread keeps 16 connections busy at a few
 percent of a core, leaving the 2 cores of this machine to the servers (a Python client
@@ -24,13 +31,14 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +60,7 @@ class Point:
     server: str
     workers: int
     concurrency: int
+    repeat: int
     requests: int
     seconds: float
     rps: float
@@ -219,7 +228,14 @@ def connections_per_worker(master: int, port: int) -> list[int]:
 
 
 def measure(
-    wrk: str, kind: str, base: str, pid: int, workers: int, concurrency: int, seconds: float
+    wrk: str,
+    kind: str,
+    base: str,
+    pid: int,
+    workers: int,
+    concurrency: int,
+    seconds: float,
+    repeat: int,
 ) -> Point:
     cpu_before = tree_cpu_seconds(pid)
     raw = run_wrk(wrk, base + HOOK_PATH, concurrency, seconds, server_pid=pid)
@@ -234,6 +250,7 @@ def measure(
         server=kind,
         workers=workers,
         concurrency=concurrency,
+        repeat=repeat,
         requests=count,
         seconds=round(elapsed, 2),
         rps=round(count / elapsed, 1),
@@ -262,13 +279,45 @@ def sweep(
     levels: Sequence[int],
     seconds: float,
     warmup: float,
+    repeats: int,
 ) -> list[Point]:
     points = []
-    for kind in ("ours", "bare"):
-        with server(kind, workers, workdir) as (base, pid):
-            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup)  # warm-up: lazy imports, caches
-            points += [measure(wrk, kind, base, pid, workers, c, seconds) for c in levels]
+    with server("ours", workers, workdir) as ours, server("bare", workers, workdir) as bare:
+        servers = {"ours": ours, "bare": bare}
+        for base, _ in servers.values():
+            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup)  # lazy imports, caches
+        for repeat in range(1, repeats + 1):
+            for concurrency in levels:
+                for kind, (base, pid) in servers.items():
+                    points.append(
+                        measure(wrk, kind, base, pid, workers, concurrency, seconds, repeat)
+                    )
     return points
+
+
+def median_point(points: Sequence[Point]) -> Point:
+    """Each figure's median over the repeats of one server at one setting."""
+    first = points[0]
+    figures = {
+        name: round(statistics.median(getattr(p, name) for p in points), 2)
+        for name in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request", "wrk_cpu_percent")
+    }
+    return replace(
+        first,
+        repeat=0,
+        requests=sum(p.requests for p in points),
+        seconds=round(sum(p.seconds for p in points), 2),
+        errors=sum(p.errors for p in points),
+        connections_per_worker=(),
+        **figures,
+    )
+
+
+def medians(points: Sequence[Point]) -> list[Point]:
+    groups: dict[tuple[str, int, int], list[Point]] = {}
+    for point in points:
+        groups.setdefault((point.server, point.workers, point.concurrency), []).append(point)
+    return [median_point(group) for group in groups.values()]
 
 
 def by(points: Sequence[Point], **match: object) -> Point:
@@ -300,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="workers for the sweep")
     parser.add_argument("--scaling", default="1,2,4", help="worker counts ('' to skip)")
     parser.add_argument("--scaling-concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per point")
     parser.add_argument("--json", type=Path, help="also write every point to this file")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",") if x]
@@ -308,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrk = ensure_wrk()
     print(
         f"request: {REQUEST.name} ({REQUEST.stat().st_size} bytes), {os.cpu_count()} CPUs, "
-        f"{args.duration:g} s per point, gunicorn gthread "
+        f"{args.duration:g} s per point × {args.repeat} alternating runs, gunicorn gthread "
         f"threads={os.environ.get('GUNICORN_THREADS', '4')} "
         f"worker_connections={os.environ.get('GUNICORN_WORKER_CONNECTIONS') or 'default'}",
         flush=True,
@@ -316,16 +366,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="baclofen-bench-") as tmp:
         workdir = Path(tmp)
         print(f"\nconcurrency sweep, {args.workers} workers", flush=True)
-        points = sweep(wrk, workdir, args.workers, levels, args.duration, args.warmup)
-        scaled: list[Point] = []
+        runs = sweep(wrk, workdir, args.workers, levels, args.duration, args.warmup, args.repeat)
+        scaled_runs: list[Point] = []
         if scaling:
             print(f"\nscaling sweep, {args.scaling_concurrency} connections", flush=True)
             for workers in scaling:
-                scaled += sweep(
-                    wrk, workdir, workers, [args.scaling_concurrency], args.duration, args.warmup
+                scaled_runs += sweep(
+                    wrk,
+                    workdir,
+                    workers,
+                    [args.scaling_concurrency],
+                    args.duration,
+                    args.warmup,
+                    args.repeat,
                 )
+    points, scaled = medians(runs), medians(scaled_runs)
 
-    print(f"\nours/bare, {args.workers} workers")
+    print(f"\nours/bare, {args.workers} workers, medians of {args.repeat} runs")
     print_ratios(points, "concurrency", levels, workers=args.workers)
     if scaled:
         print(f"\nscaling, {args.scaling_concurrency} connections: throughput per worker")
@@ -354,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(p.errors for p in points + scaled):
         print("\nWARNING: some requests failed (see the errors column); numbers are suspect")
     if args.json:
-        args.json.write_text(json.dumps([asdict(p) for p in points + scaled], indent=2) + "\n")
+        every = runs + scaled_runs + points + scaled
+        args.json.write_text(json.dumps([asdict(p) for p in every], indent=2) + "\n")
     return 0
 
 
