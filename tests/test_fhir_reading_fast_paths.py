@@ -9,8 +9,10 @@ have reported as a problem.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,3 +105,10 @@ def test_validated_quantities_read_the_same_as_their_json(value: dict[str, Any])
     assert reader.quantity({"dose": validated}, "dose", "") == reader.irregular_quantity(
         value, "dose"
     )
+
+
+@pytest.mark.parametrize("amount", [Decimal("sNaN"), Decimal("NaN"), Decimal("-Infinity")])
+def test_a_non_finite_decimal_is_no_quantity_not_an_error(amount: Decimal) -> None:
+    reader = Reader()
+    assert reader.quantity({"dose": {"value": amount, "unit": "mg"}}, "dose", "") is None
+    assert "dose.value is not a number" in reader.problems

@@ -98,10 +98,9 @@ class Reader:
         value = get(node, key)
         if value is None:
             return None
-        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-            result = float(value)
-            if math.isfinite(result):
-                return result
+        result = _finite(value)
+        if result is not None:
+            return result
         self.problem(f"{path}{key} is not a number")
         return None
 
@@ -264,6 +263,17 @@ def _regular_concept(value: Any) -> Concept | object | None:
     return Concept(codings=tuple(read), text=text or None)
 
 
+def _finite(value: Any) -> float | None:
+    """A JSON number (or a validated Decimal) as a finite float; None for anything else,
+    NaN and infinities included (a signalling NaN Decimal cannot even be converted)."""
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+        return result if math.isfinite(result) else None
+    return None
+
+
 _QUANTITY_TEXTS = ("unit", "code", "system", "comparator")
 
 
@@ -278,10 +288,8 @@ def _regular_quantity(value: Any) -> Quantity | None:
         texts = [getattr(value, name, None) for name in _QUANTITY_TEXTS]
     else:
         return None
-    if not isinstance(amount, int | float | Decimal) or isinstance(amount, bool):
-        return None
-    number = float(amount)
-    if not math.isfinite(number):
+    number = _finite(amount)
+    if number is None:
         return None
     if not all(text is None or isinstance(text, str) for text in texts):
         return None
