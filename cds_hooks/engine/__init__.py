@@ -24,13 +24,20 @@ def evaluate(
     situation = build(request, snapshot, knowledge, today)
     if situation is None:
         return []
-    hits: list[_Ranked] = []
+    rules = knowledge.rules
+    by_topic: dict[Topic, list[_Ranked]] = {}
     for family in FAMILIES:
         for hit in family(situation, knowledge):
-            spec = knowledge.rule(hit.rule_id)
+            spec = rules[hit.rule_id]
             if spec.enabled:
-                hits.append((hit, spec, *_TIER_RANK_VALUE[_tier(hit, spec)]))
-    return _merge(hits, situation)
+                tier = spec.tier if hit.tier is None else _tier(hit, spec)
+                ranked = (hit, spec, *_TIER_RANK_VALUE[tier])
+                group = by_topic.get(spec.topic)
+                if group is None:
+                    by_topic[spec.topic] = [ranked]
+                else:
+                    group.append(ranked)
+    return _merge(by_topic, situation)
 
 
 _Ranked = tuple[Hit, RuleSpec, Indicator, int, str]
@@ -40,6 +47,8 @@ A plain tuple: a dataclass instance per hit costs more than the rest of the rank
 
 _TIER_RANK_VALUE = {tier: (tier, tier.rank, tier.value) for tier in Indicator}
 """Each tier with its rank and value, read once rather than through the enum per hit."""
+
+_WITHOUT_UPDATE = frozenset({Action.UPDATE_DOSE})
 
 
 def _tier(hit: Hit, spec: RuleSpec) -> Indicator:
@@ -52,45 +61,72 @@ def _most_severe_first(ranked: _Ranked) -> int:
     return -ranked[3]
 
 
-def _merge(hits: list[_Ranked], situation: Situation) -> list[Finding]:
-    by_topic: dict[Topic, list[_Ranked]] = {}
-    for ranked in hits:
-        by_topic.setdefault(ranked[1].topic, []).append(ranked)
+def _reason(hit: Hit, tier_value: str) -> dict[str, object]:
+    return {"rule": hit.rule_id, "variant": hit.variant, "tier": tier_value, **hit.facts}
+
+
+def _merge(by_topic: dict[Topic, list[_Ranked]], situation: Situation) -> list[Finding]:
+    """One finding per topic (topics in order of their first hit), most severe first."""
     fallback_order = situation.primary.order.reference if situation.primary is not None else None
     findings: list[tuple[int, Finding]] = []
     for topic, group in by_topic.items():
-        if len(group) > 1:
+        first_hit, first_spec, indicator, rank, tier_value = group[0]
+        if len(group) == 1:
+            # Most topics have one hit: its own records are the finding's, no merging needed.
+            proposal = first_hit.proposal
+            order = first_hit.order
+            actions = first_hit.actions
+            if proposal is None and Action.UPDATE_DOSE in actions:
+                actions = actions - _WITHOUT_UPDATE
+            reasons: tuple[dict[str, object], ...] = (_reason(first_hit, tier_value),)
+            inputs = tuple(dict.fromkeys(first_hit.inputs))
+            sources = tuple(dict.fromkeys(first_spec.source_ids))
+        else:
             group.sort(key=_most_severe_first)  # stable: family order within a tier
-        proposal: ProposedRegimen | None = None
-        order: str | None = None
-        actions: set[Action] = set()
-        reasons = []
-        inputs: dict[str, None] = {}
-        sources: dict[str, None] = {}
-        for hit, spec, _, _, tier_value in group:
-            if proposal is None:
-                proposal = hit.proposal
-            if not order:
-                order = hit.order
-            actions.update(hit.actions)
-            reasons.append(
-                {"rule": hit.rule_id, "variant": hit.variant, "tier": tier_value, **hit.facts}
-            )
-            inputs.update(dict.fromkeys(hit.inputs))
-            sources.update(dict.fromkeys(spec.source_ids))
-        if proposal is None:
-            actions.discard(Action.UPDATE_DOSE)
-        first_hit, _, indicator, rank, _ = group[0]
+            first_hit, _, indicator, rank, _ = group[0]
+            proposal, order, actions, reasons, inputs, sources = _combine(group)
         finding = Finding(
             rule_id=first_hit.rule_id,
             topic=topic,
             indicator=indicator,
-            facts={"reasons": tuple(reasons), "inputs": tuple(inputs)},
+            facts={"reasons": reasons, "inputs": inputs},
             order_reference=order or fallback_order,
             proposal=proposal,
-            actions=frozenset(actions),
-            sources=tuple(sources),
+            actions=actions,
+            sources=sources,
         )
         findings.append((-rank, finding))
     findings.sort(key=itemgetter(0))  # stable: topics in order of their first hit
     return [finding for _, finding in findings]
+
+
+def _combine(
+    group: list[_Ranked],
+) -> tuple[
+    ProposedRegimen | None,
+    str | None,
+    frozenset[Action],
+    tuple[dict[str, object], ...],
+    tuple[str, ...],
+    tuple[str, ...],
+]:
+    """The hits of one topic, most severe first, as one finding's parts: the first proposal
+    and order, every action, reason, input and source (inputs and sources once each)."""
+    proposal: ProposedRegimen | None = None
+    order: str | None = None
+    actions: set[Action] = set()
+    reasons = []
+    inputs: dict[str, None] = {}
+    sources: dict[str, None] = {}
+    for hit, spec, _, _, tier_value in group:
+        if proposal is None:
+            proposal = hit.proposal
+        if not order:
+            order = hit.order
+        actions.update(hit.actions)
+        reasons.append(_reason(hit, tier_value))
+        inputs.update(dict.fromkeys(hit.inputs))
+        sources.update(dict.fromkeys(spec.source_ids))
+    if proposal is None:
+        actions.discard(Action.UPDATE_DOSE)
+    return proposal, order, frozenset(actions), tuple(reasons), tuple(inputs), tuple(sources)

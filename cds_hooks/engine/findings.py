@@ -42,7 +42,8 @@ class Action(StrEnum):
     DELETE_DRAFT = "delete-draft"
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every proposal of every call, so slotted but not frozen (see ``Finding``).
+@dataclass(slots=True)
 class ProposedRegimen:
     """An adjusted regimen for the same product, ready to write into the draft order."""
 
@@ -57,7 +58,10 @@ class ProposedRegimen:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every topic of every call, so slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ call per field when built. Nothing mutates a finding after the engine
+# returns it (and ``facts`` is a dict, so a finding was never hashable anyway).
+@dataclass(slots=True)
 class Finding:
     rule_id: str
     topic: Topic

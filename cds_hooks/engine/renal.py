@@ -219,10 +219,14 @@ def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, 
     rank = _ranks(codes)
     matches = []
     for lab in labs:
-        found = [c for c in lab.loinc if c in rank]
-        if found:
-            matches.append((lab, min(found, key=rank.__getitem__)))
-    matches.sort(key=lambda m: (-(m[0].effective or date.min).toordinal(), rank[m[1]]))
+        preferred = None
+        for code in lab.loinc:
+            if code in rank and (preferred is None or rank[code] < rank[preferred]):
+                preferred = code
+        if preferred is not None:
+            matches.append((lab, preferred))
+    if len(matches) > 1:
+        matches.sort(key=lambda m: (-(m[0].effective or date.min).toordinal(), rank[m[1]]))
     return matches
 
 

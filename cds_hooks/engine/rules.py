@@ -31,7 +31,11 @@ PARENTERAL_ROUTES = frozenset(
 RESPIRATORY_PARTNERS = frozenset(
     {"benzodiazepine", "z-drug", "barbiturate", "gabapentinoid", "oxybate"}
 )
-DEPRESSANTS = frozenset({"opioid", "muscle-relaxant"} | RESPIRATORY_PARTNERS)
+OPIOIDS = frozenset({"opioid"})
+DEPRESSANTS = frozenset({"muscle-relaxant"} | OPIOIDS | RESPIRATORY_PARTNERS)
+OTHER_DEPRESSANTS = DEPRESSANTS - OPIOIDS
+LEVODOPA = frozenset({"levodopa"})
+ANTIHYPERTENSIVES = frozenset({"antihypertensive"})
 OTHER_SEDATING = frozenset(
     {
         "sedating-antihistamine",
@@ -379,6 +383,14 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
 # --- R4 kidney function --------------------------------------------------------------------
 
 
+_BANDS = {
+    True: (("R4b", "severe_limit", 3), ("R4c", "egfr_limit", 2), ("R4d", "egfr_limit", 1)),
+    False: (("R4b", "severe_limit", 3), ("R4c", "crcl_limit", 2), ("R4d", "crcl_limit", 1)),
+}
+"""Kidney bands, most severe first, for an eGFR (True) or a CrCl (False): rule id, the name
+of its limit and its severity."""
+
+
 def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
     """The most restrictive band over ``values`` (CrCl and eGFR limits differ).
 
@@ -387,22 +399,11 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
     """
     best: Band | None = None
     for value in values:
-        egfr = value.kind.is_egfr
-        limits = (
-            ("R4b", k.threshold("R4b", "severe_limit"), 3),
-            ("R4c", k.threshold("R4c", "egfr_limit" if egfr else "crcl_limit"), 2),
-            ("R4d", k.threshold("R4d", "egfr_limit" if egfr else "crcl_limit"), 1),
-        )
-        band = next(
-            (
-                Band(rule_id, value, k.threshold(rule_id, "ceiling"), severity)
-                for rule_id, limit, severity in limits
-                if k.rule(rule_id).enabled and value.certainly_below(limit)
-            ),
-            None,
-        )
-        if band is not None and (best is None or band.severity > best.severity):
-            best = band
+        for rule_id, limit, severity in _BANDS[value.kind.is_egfr]:
+            if value.certainly_below(k.threshold(rule_id, limit)) and k.rule(rule_id).enabled:
+                if best is None or severity > best.severity:
+                    best = Band(rule_id, value, k.threshold(rule_id, "ceiling"), severity)
+                break
     return best
 
 
@@ -607,8 +608,8 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
 def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) -> list[str]:
     named = []
     for m in meds:
-        shared = m.classes & classes
-        if shared:
+        if not m.classes.isdisjoint(classes):  # no empty intersection built per medication
+            shared = m.classes & classes
             named.append(f"{m.label} ({k.class_labels(shared)}{', draft' if m.draft else ''})")
     return named
 
@@ -664,12 +665,11 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
                 order=primary.order.reference if primary else None,
             )
         )
-    opioids = frozenset({"opioid"})
     if "opioid" in classes:
-        only = "; ".join(_named(k, s.comedications, opioids))
+        only = "; ".join(_named(k, s.comedications, OPIOIDS))
         hits.append(Hit("R6a", facts | {"drugs": only}, inputs=inputs))
-    if classes - opioids:
-        others = "; ".join(_named(k, s.comedications, DEPRESSANTS - opioids))
+    if not classes <= OPIOIDS:
+        others = "; ".join(_named(k, s.comedications, OTHER_DEPRESSANTS))
         hits.append(Hit("R6c", facts | {"drugs": others}, inputs=inputs))
     if alcohol:
         hits.append(Hit("R6h", facts | {"conditions": ", ".join(alcohol)}, inputs=inputs))
@@ -702,7 +702,7 @@ def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
 
 def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
     hits = []
-    levodopa = _named(k, s.comedications, frozenset({"levodopa"}))
+    levodopa = _named(k, s.comedications, LEVODOPA)
     if levodopa:
         hits.append(
             Hit(
@@ -724,7 +724,7 @@ def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
                 inputs=tuple(f"Co-prescribed: {d}" for d in sedating),
             )
         )
-    lowering = _named(k, s.comedications, frozenset({"antihypertensive"}))
+    lowering = _named(k, s.comedications, ANTIHYPERTENSIVES)
     if lowering:
         hits.append(
             Hit(

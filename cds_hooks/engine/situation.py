@@ -104,15 +104,24 @@ class Situation:
         return self.reviewed[0] if self.reviewed else None
 
 
+_NO_CLASSES: frozenset[str] = frozenset()
+
+
+def _drug(
+    order: MedicationOrder, knowledge: Knowledge
+) -> tuple[BaclofenProduct | None, frozenset[str]]:
+    """The order's baclofen product (None if not baclofen) and its medication's drug classes
+    (none without a medication concept: a bare product is only checked for baclofen)."""
+    if order.medication is not None:
+        return knowledge.drug(order.medication, order.product)
+    if order.product is not None:
+        return knowledge.drug(order.product.code, order.product)[0], _NO_CLASSES
+    return None, _NO_CLASSES
+
+
 def _baclofen(
-    order: MedicationOrder, knowledge: Knowledge, draft: bool, under_review: bool
-) -> BaclofenOrder | None:
-    if order.medication is None and order.product is None:
-        return None
-    concept = order.medication if order.medication is not None else order.product.code  # type: ignore[union-attr]
-    product = knowledge.baclofen_product(concept, order.product)
-    if product is None:
-        return None
+    order: MedicationOrder, product: BaclofenProduct, draft: bool, under_review: bool
+) -> BaclofenOrder:
     return BaclofenOrder(
         order=order,
         product=product,
@@ -176,14 +185,19 @@ def build(
     request: HookRequest, snapshot: PatientSnapshot, knowledge: Knowledge, today: date
 ) -> Situation | None:
     """None when no draft under review is baclofen: the service has nothing to say."""
-    reviewed_refs = {o.reference for o in request.orders_under_review}
-    drafts = [
-        b
-        for o in request.draft_orders
-        if (b := _baclofen(o, knowledge, draft=True, under_review=o.reference in reviewed_refs))
-    ]
-    under_review = [d for d in drafts if d.under_review]
-    if not under_review:
+    selected = set(request.selected)  # a draft is under review when selected
+    drafts: list[BaclofenOrder] = []
+    other_drafts: list[CoMedication] = []
+    for order in request.draft_orders:
+        product, classes = _drug(order, knowledge)
+        under_review = order.reference in selected
+        if product is not None:
+            drafts.append(_baclofen(order, product, draft=True, under_review=under_review))
+        elif classes and not under_review:
+            other_drafts.append(
+                CoMedication(order.medication_label or "unnamed drug", classes, draft=True)
+            )
+    if not any(d.under_review for d in drafts):
         return None
     draft_refs = {o.reference for o in request.draft_orders}
     previous: list[BaclofenOrder] = []
@@ -191,21 +205,14 @@ def build(
     for order in snapshot.medications:
         if order.reference in draft_refs or (order.status or "active") not in CURRENT_STATUSES:
             continue
-        if (b := _baclofen(order, knowledge, draft=False, under_review=False)) is not None:
-            previous.append(b)
-        elif order.medication is not None:
-            classes = knowledge.drug_classes(order.medication)
-            if classes:
-                comedications.append(
-                    CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
-                )
-    for order in request.other_drafts:
-        if order.medication is not None and not any(d.order is order for d in drafts):
-            classes = knowledge.drug_classes(order.medication)
-            if classes:
-                comedications.append(
-                    CoMedication(order.medication_label or "unnamed drug", classes, draft=True)
-                )
+        product, classes = _drug(order, knowledge)
+        if product is not None:
+            previous.append(_baclofen(order, product, draft=False, under_review=False))
+        elif classes:
+            comedications.append(
+                CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
+            )
+    comedications += other_drafts  # the session's other drafts after the active orders
 
     changes: list[Change] = []
     replaced: set[str] = set()

@@ -120,8 +120,7 @@ class Knowledge:
         self.policy_file = policy_file
         self._drugs = drugs
         self._conditions = conditions
-        self._baclofen_product = lru_cache(maxsize=MEMO_SIZE)(drugs.baclofen_product)
-        self._drug_classes = lru_cache(maxsize=MEMO_SIZE)(drugs.classes)
+        self._drug = lru_cache(maxsize=MEMO_SIZE)(self._drug_of)
         self._condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
         # The rules read ~20 thresholds per call: one flat lookup each instead of two.
         self._thresholds = {
@@ -139,13 +138,26 @@ class Knowledge:
     def threshold(self, rule_id: str, name: str) -> float:
         return self._thresholds[rule_id, name]
 
+    def drug(
+        self, concept: Concept, product: MedicationProduct | None = None
+    ) -> tuple[BaclofenProduct | None, frozenset[str]]:
+        """``baclofen_product`` and ``drug_classes`` of ``concept`` from one memo lookup: the
+        engine reads one or the other of every order, and hashing the concept is most of a
+        lookup's cost."""
+        return self._drug(concept, product)
+
     def baclofen_product(
         self, concept: Concept, product: MedicationProduct | None = None
     ) -> BaclofenProduct | None:
-        return self._baclofen_product(concept, product)
+        return self._drug(concept, product)[0]
 
     def drug_classes(self, concept: Concept) -> frozenset[str]:
-        return self._drug_classes(concept)
+        return self._drug(concept, None)[1]
+
+    def _drug_of(
+        self, concept: Concept, product: MedicationProduct | None
+    ) -> tuple[BaclofenProduct | None, frozenset[str]]:
+        return self._drugs.baclofen_product(concept, product), self._drugs.classes(concept)
 
     def drug_class(self, class_id: str) -> DrugClass:
         """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""
