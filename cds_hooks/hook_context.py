@@ -24,6 +24,8 @@ _HOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _UNKNOWN_ENTRY = "an entry of the draft orders could not be read as a FHIR resource"
 _MAX_SALVAGED_TEXT = 200
 _MEDICATION_KEYS = ("medicationCodeableConcept", "medicationReference", "dosageInstruction")
+_MAPPING = dict | Mapping
+"""dict first: parsed JSON is a dict, and the Mapping check alone goes through ABC machinery."""
 
 
 def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
@@ -33,17 +35,17 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     tolerated; for medication-prescribe the legacy top-level ``patient``/``user`` stand
     in for a missing ``patientId``/``userId``.
     """
-    if not isinstance(body, Mapping):
+    if not isinstance(body, _MAPPING):
         raise BadRequest("The request body must be a JSON object.")
     _check_hook(body, service)
     hook_instance = _required_text(body, "hookInstance", "hookInstance")
     fhir_server = _optional_text(body, "fhirServer", "fhirServer")
     authorization = _authorization(body.get("fhirAuthorization"), fhir_server)
     context = body.get("context")
-    if not isinstance(context, Mapping):
+    if not isinstance(context, _MAPPING):
         raise BadRequest("context is required and must be a JSON object.", expression="context")
     prefetch = body.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, Mapping):
+    if prefetch is not None and not isinstance(prefetch, _MAPPING):
         raise BadRequest("prefetch must be a JSON object.", expression="prefetch")
     prefetch = prefetch or {}
 
@@ -196,7 +198,7 @@ def _draft_container(context: Mapping[str, Any], key: str) -> Any:
     path = f"context.{key}"
     if container is None:
         raise BadRequest(f"{path} is required.", expression=path)
-    if not isinstance(container, Mapping | list):
+    if not isinstance(container, _MAPPING | list):
         raise BadRequest(f"{path} must be a FHIR Bundle.", expression=path)
     return container
 
@@ -224,8 +226,8 @@ def _entries(container: Any) -> list[tuple[Any, str | None]]:
         return []
     entries: list[tuple[Any, str | None]] = []
     for item in items if isinstance(items, list) else [items]:
-        resource = item.get("resource") if isinstance(item, Mapping) else item
-        full_url = item.get("fullUrl") if isinstance(item, Mapping) else None
+        resource = item.get("resource") if isinstance(item, _MAPPING) else item
+        full_url = item.get("fullUrl") if isinstance(item, _MAPPING) else None
         entries.append((resource, full_url if isinstance(full_url, str) else None))
     return entries
 
@@ -239,7 +241,7 @@ def _draft(
     ``resourceType``; an entry that is only text keeps that text as the drug name, so a
     mangled baclofen draft still reaches the engine as baclofen.
     """
-    if isinstance(resource, Mapping):
+    if isinstance(resource, _MAPPING):
         resource_type = resource.get("resourceType")
         if isinstance(resource_type, str) and resource_type in fhir.ORDER_TYPES:
             return fhir.medication_order(

@@ -8,10 +8,23 @@ silent about a baclofen order it did not understand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from datetime import date
+from decimal import Decimal
+from typing import Any, TypeVar
 
-from cds_hooks.fhir.values import Reader, get, is_node, reference_parts
+from pydantic import BaseModel
+
+from cds_hooks.fhir.values import (
+    _IRREGULAR,
+    Reader,
+    _regular_concept,
+    _regular_quantity,
+    get,
+    is_node,
+    reference_parts,
+)
 from cds_hooks.fhir.versions import medication_request_version, validate, validate_element
 from cds_hooks.model import (
     Coding,
@@ -27,6 +40,7 @@ from cds_hooks.model import (
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 _EMPTY: Mapping[str, Mapping[str, Any]] = {}
+_T = TypeVar("_T")
 
 
 def medication_order(
@@ -47,7 +61,7 @@ def medication_order(
     status and dates are read leniently, and dosage instructions are not read at all
     (``dosages`` stays empty), which was most of the cost of reading such an order.
     """
-    if not isinstance(resource, Mapping):
+    if not isinstance(resource, dict | Mapping):  # dict first: skips the ABC check
         return MedicationOrder(
             reference=fallback_reference or "MedicationRequest/#0",
             resource_type="MedicationRequest",
@@ -227,6 +241,12 @@ def _product(medication: Mapping[str, Any], code: Concept, reader: Reader) -> Me
 
 
 def _dosage(node: Any, path: str, reader: Reader) -> DosageInstruction:
+    regular = _regular_dosage(node)
+    return regular if regular is not None else _careful_dosage(node, path, reader)
+
+
+def _careful_dosage(node: Any, path: str, reader: Reader) -> DosageInstruction:
+    """Whatever can be read of a dosage of any shape, and where it went wrong."""
     holders = _holders(node, path, reader)
     dose, low, high = _dose(holders, reader)
     as_needed = bool(reader.boolean(node, "asNeededBoolean", path)) or (
@@ -367,3 +387,211 @@ def _when(repeat: Any, where: str, reader: Reader) -> tuple[str, ...]:
         return tuple(value)
     reader.problem(f"{where}when is not a list of codes")
     return ()
+
+
+class _Irregular(Exception):
+    """Raised by the one-pass dosage readers on anything the careful reader would question."""
+
+
+def _regular_dosage(node: Any) -> DosageInstruction | None:
+    """A well-formed dosage read in one pass, or None: read it with ``_careful_dosage``.
+
+    The draft's dosage is read on every hook call, nearly always from a validated model,
+    so it skips the element-path bookkeeping and the generic ``get`` (which, for the
+    elements of another FHIR version, pays for pydantic's failed attribute lookups).
+    Anything the careful reader would record a problem for, or that is merely unusual
+    (a lone object for a list, a tuple, a Mapping), is declined. The result is the same
+    as ``_careful_dosage``'s.
+    """
+    try:
+        fields = _fields(node)
+        holders = _regular_holders(fields)
+        dose, low, high = _regular_dose(holders)
+        as_needed = fields.get("asNeededBoolean")
+        if as_needed is not None and not isinstance(as_needed, bool):
+            raise _Irregular
+        return DosageInstruction(
+            text=_text(fields.get("text")),
+            sequence=_integer(fields.get("sequence")),
+            dose=dose,
+            dose_range_low=low,
+            dose_range_high=high,
+            timing=_regular_timing(fields.get("timing")),
+            as_needed=bool(as_needed) or fields.get("asNeededCodeableConcept") is not None,
+            max_dose_per_period=_ratio(fields.get("maxDosePerPeriod")),
+            max_dose_per_administration=_quantity(fields.get("maxDosePerAdministration")),
+            route=_concept(fields.get("route")),
+            rate=_regular_rate(holders),
+        )
+    except _Irregular:
+        return None
+
+
+def _fields(node: Any) -> Mapping[str, Any]:
+    """The elements of a JSON object, or of a validated model (its field values by name:
+    what ``get`` finds, without a failed attribute lookup for an absent element)."""
+    if type(node) is dict:
+        return node
+    if isinstance(node, BaseModel):
+        return node.__dict__
+    raise _Irregular
+
+
+def _regular_holders(dosage: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """As ``_holders``: the ``doseAndRate`` entries (the ordered entry first), then the dosage."""
+    entries = dosage.get("doseAndRate")
+    if entries is None:
+        return [dosage]
+    if type(entries) is not list:
+        raise _Irregular
+    holders = [_fields(entry) for entry in entries]
+    holders.sort(key=lambda holder: not _regular_is_ordered(holder))
+    holders.append(dosage)
+    return holders
+
+
+def _regular_is_ordered(dose_and_rate: Mapping[str, Any]) -> bool:
+    kind = dose_and_rate.get("type")
+    if kind is None:
+        return False
+    codings = _fields(kind).get("coding")
+    if codings is None:
+        return False
+    if type(codings) is not list:
+        raise _Irregular
+    return any(_fields(coding).get("code") == "ordered" for coding in codings)
+
+
+def _regular_dose(
+    holders: list[Mapping[str, Any]],
+) -> tuple[Quantity | None, Quantity | None, Quantity | None]:
+    for holder in holders:
+        dose = holder.get("doseQuantity")
+        if dose is not None:
+            return _quantity(dose), None, None
+        dose_range = holder.get("doseRange")
+        if dose_range is not None:
+            bounds = _fields(dose_range)
+            return None, _quantity(bounds.get("low")), _quantity(bounds.get("high"))
+    return None, None, None
+
+
+def _regular_rate(holders: list[Mapping[str, Any]]) -> Quantity | None:
+    for holder in holders:
+        rate = holder.get("rateQuantity")
+        if rate is not None:
+            return _quantity(rate)
+        ratio = holder.get("rateRatio")
+        if ratio is not None:
+            return _per_time(_required(_ratio(ratio)))
+        rate_range = holder.get("rateRange")
+        if rate_range is not None:
+            bounds = _fields(rate_range)
+            return _quantity(bounds.get("high")) or _quantity(bounds.get("low"))
+    return None
+
+
+def _regular_timing(timing: Any) -> Timing | None:
+    if timing is None:
+        return None
+    fields = _fields(timing)
+    code = _concept(fields.get("code"))
+    repeat = fields.get("repeat")
+    if repeat is None:
+        return Timing(code=code) if code is not None else None
+    repeat = _fields(repeat)
+    unit = repeat.get("periodUnits")
+    bounds = repeat.get("boundsPeriod")
+    period = _fields(bounds) if bounds is not None else _EMPTY_FIELDS
+    return Timing(
+        frequency=_integer(repeat.get("frequency")),
+        frequency_max=_integer(repeat.get("frequencyMax")),
+        period=_number(repeat.get("period")),
+        period_max=_number(repeat.get("periodMax")),
+        period_unit=_text(repeat.get("periodUnit") if unit is None else unit),
+        when=_regular_when(repeat.get("when")),
+        code=code,
+        count=_integer(repeat.get("count")),
+        bounds_start=_date_text(period.get("start")),
+        bounds_end=_date_text(period.get("end")),
+    )
+
+
+_EMPTY_FIELDS: Mapping[str, Any] = {}
+
+
+def _regular_when(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if type(value) is list and all(isinstance(code, str) for code in value):
+        return tuple(value)
+    raise _Irregular
+
+
+def _text(value: Any) -> str | None:
+    """As ``Reader.text`` (and ``Reader.code``, which questions a number as a code)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    raise _Irregular
+
+
+def _date_text(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, date) else _text(value)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        result = float(value)
+        if math.isfinite(result):
+            return result
+    raise _Irregular
+
+
+def _integer(value: Any) -> int | None:
+    if value is None:
+        return None
+    number = _number(value)
+    if number is not None and number.is_integer():
+        return int(number)
+    raise _Irregular
+
+
+def _quantity(value: Any) -> Quantity | None:
+    if value is None:
+        return None
+    quantity = _regular_quantity(value)
+    if quantity is None:
+        raise _Irregular
+    return quantity
+
+
+def _ratio(value: Any) -> Ratio | None:
+    if value is None:
+        return None
+    fields = _fields(value)
+    return Ratio(
+        numerator=_required(_quantity(fields.get("numerator"))),
+        denominator=_required(_quantity(fields.get("denominator"))),
+    )
+
+
+def _concept(value: Any) -> Concept | None:
+    if value is None:
+        return None
+    concept = _regular_concept(value)
+    if concept is _IRREGULAR:
+        raise _Irregular
+    return concept  # type: ignore[return-value]
+
+
+def _required(value: _T | None) -> _T:
+    """An element the careful reader reports as missing when it is."""
+    if value is None:
+        raise _Irregular
+    return value

@@ -26,6 +26,8 @@ _PLACEHOLDERS: dict[str, dict[str, Any]] = {
     },
     "Condition": {"subject": {"reference": "Patient/unknown"}},
 }
+_ABSENT: tuple[Any, ...] = (None, "", {})
+"""Values that leave a required element as good as missing (built once, not per call)."""
 
 
 @cache
@@ -45,10 +47,10 @@ def list_fields(cls: type[BaseModel]) -> frozenset[str]:
 def repair_for_validation(resource: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
     """A shallow copy with lone objects wrapped into arrays and required placeholders set."""
     repaired = dict(resource)
-    for name in list_fields(cls) & repaired.keys():
+    for name in list_fields(cls).intersection(repaired):
         if isinstance(repaired[name], Mapping):
             repaired[name] = [repaired[name]]
     for name, placeholder in _PLACEHOLDERS.get(str(resource.get("resourceType")), {}).items():
-        if repaired.get(name) in (None, "", {}):
+        if repaired.get(name) in _ABSENT:
             repaired[name] = placeholder
     return repaired
