@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds_hooks.fhir.values import _IRREGULAR, Reader, _regular_concept, _regular_quantity
+from cds_hooks.fhir.values import IRREGULAR, Reader, regular_concept, regular_quantity
 from cds_hooks.fhir.versions import validate_element
 from cds_hooks.model import FhirVersion
 
@@ -43,8 +43,8 @@ def _careful(value: Any) -> tuple[Any, list[str]]:
 
 @given(_values)
 def test_one_pass_concept_reading_agrees_with_the_careful_reader(value: Any) -> None:
-    fast = _regular_concept(value)
-    if fast is _IRREGULAR:
+    fast = regular_concept(value)
+    if fast is IRREGULAR:
         return
     concept, problems = _careful(value)
     assert fast == concept
@@ -64,8 +64,8 @@ def test_well_formed_concepts_take_the_one_pass_reader() -> None:
         "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197446"}],
         "text": "Baclofen 10 MG Oral Tablet",
     }
-    assert _regular_concept(drug) == _careful(drug)[0]
-    assert _regular_concept({"coding": [{"code": 197446}]}) is _IRREGULAR
+    assert regular_concept(drug) == _careful(drug)[0]
+    assert regular_concept({"coding": [{"code": 197446}]}) is IRREGULAR
     reader = Reader()
     assert reader.concept({"code": {"coding": [{"code": 197446}]}}, "code", "") is not None
     assert reader.problems == ["code.coding[0].code is a number, not a string"]
@@ -88,7 +88,7 @@ _quantities = st.fixed_dictionaries(
 
 @given(_quantities | _scalars)
 def test_one_pass_quantity_reading_agrees_with_the_careful_reader(value: Any) -> None:
-    fast = _regular_quantity(value)
+    fast = regular_quantity(value)
     if fast is None:
         return
     reader = Reader()

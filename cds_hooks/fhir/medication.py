@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cds_hooks.fhir.values import (
-    _IRREGULAR,
+    IRREGULAR,
     Reader,
-    _regular_concept,
-    _regular_quantity,
     get,
     is_node,
     reference_parts,
+    regular_concept,
+    regular_quantity,
 )
 from cds_hooks.fhir.versions import medication_request_version, validate, validate_element
 from cds_hooks.model import (
@@ -565,7 +565,7 @@ def _integer(value: Any) -> int | None:
 def _quantity(value: Any) -> Quantity | None:
     if value is None:
         return None
-    quantity = _regular_quantity(value)
+    quantity = regular_quantity(value)
     if quantity is None:
         raise _Irregular
     return quantity
@@ -584,8 +584,8 @@ def _ratio(value: Any) -> Ratio | None:
 def _concept(value: Any) -> Concept | None:
     if value is None:
         return None
-    concept = _regular_concept(value)
-    if concept is _IRREGULAR:
+    concept = regular_concept(value)
+    if concept is IRREGULAR:
         raise _Irregular
     return concept  # type: ignore[return-value]
 

@@ -139,8 +139,8 @@ class Reader:
         value = get(node, key)
         if value is None:
             return None
-        regular = _regular_concept(value)
-        if regular is not _IRREGULAR:
+        regular = regular_concept(value)
+        if regular is not IRREGULAR:
             return regular  # type: ignore[return-value]
         return self.irregular_concept(value, f"{path}{key}")
 
@@ -169,7 +169,7 @@ class Reader:
         value = get(node, key)
         if value is None:
             return None
-        regular = _regular_quantity(value)
+        regular = regular_quantity(value)
         if regular is not None:
             return regular
         return self.irregular_quantity(value, f"{path}{key}")
@@ -216,15 +216,15 @@ class Reader:
         return self.text(value, "reference", f"{path}{key}.")
 
 
-_IRREGULAR = object()
+IRREGULAR = object()
 
 
-def _regular_concept(value: Any) -> Concept | object | None:
-    """A well-formed CodeableConcept read in one pass, or ``_IRREGULAR``.
+def regular_concept(value: Any) -> Concept | object | None:
+    """A well-formed CodeableConcept read in one pass, or ``IRREGULAR``.
 
     Concepts are read for every drug, lab and condition of a request, and nearly all are
     well formed (every validated one is), so they skip the element-path bookkeeping of
-    ``Reader.concept``; anything of an unexpected shape (``_IRREGULAR``) goes that way,
+    ``Reader.concept``; anything of an unexpected shape (``IRREGULAR``) goes that way,
     which records where it is. The result is the same as ``Reader.concept``'s.
     """
     if isinstance(value, dict):
@@ -232,13 +232,13 @@ def _regular_concept(value: Any) -> Concept | object | None:
     elif isinstance(value, BaseModel):
         codings, text = getattr(value, "coding", None), getattr(value, "text", None)
     else:
-        return _IRREGULAR
+        return IRREGULAR
     if text is not None and not isinstance(text, str):
-        return _IRREGULAR
+        return IRREGULAR
     read: list[Coding] = []
     if codings is not None:
         if not isinstance(codings, list):
-            return _IRREGULAR
+            return IRREGULAR
         for item in codings:
             if isinstance(item, dict):
                 system, code, display = item.get("system"), item.get("code"), item.get("display")
@@ -247,13 +247,13 @@ def _regular_concept(value: Any) -> Concept | object | None:
                 code = getattr(item, "code", None)
                 display = getattr(item, "display", None)
             else:
-                return _IRREGULAR
+                return IRREGULAR
             if not (
                 (system is None or isinstance(system, str))
                 and (code is None or isinstance(code, str))
                 and (display is None or isinstance(display, str))
             ):
-                return _IRREGULAR
+                return IRREGULAR
             if system or code or display:
                 read.append(
                     Coding(system=system or None, code=code or None, display=display or None)
@@ -277,9 +277,9 @@ def _finite(value: Any) -> float | None:
 _QUANTITY_TEXTS = ("unit", "code", "system", "comparator")
 
 
-def _regular_quantity(value: Any) -> Quantity | None:
+def regular_quantity(value: Any) -> Quantity | None:
     """A well-formed Quantity read in one pass, or None for ``Reader.quantity`` to read
-    carefully (as for concepts, see ``_regular_concept``); the same result when not None."""
+    carefully (as for concepts, see ``regular_concept``); the same result when not None."""
     if isinstance(value, dict):
         amount = value.get("value")
         texts = [value.get(name) for name in _QUANTITY_TEXTS]
