@@ -24,7 +24,7 @@ from cds_hooks.fhir.versions import (
     validate,
     validate_element,
 )
-from cds_hooks.knowledge.drugs import triage_medication
+from cds_hooks.knowledge.drugs import _evidence, _triage, triage_medication
 from cds_hooks.model import RXNORM, FhirVersion
 
 DATA = Path(__file__).parent / "data"
@@ -157,3 +157,33 @@ def test_the_same_drug_is_triaged_the_same_way_however_often_it_is_seen() -> Non
     for _ in range(2):
         assert triage_medication(baclofen).could_be_baclofen
         assert not triage_medication(unrelated).of_interest
+
+
+def _medication_resources(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("resourceType") in ("MedicationRequest", "MedicationOrder"):
+            yield node
+        for value in node.values():
+            yield from _medication_resources(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _medication_resources(value)
+
+
+def test_triage_by_drug_concept_judges_as_the_whole_evidence_does() -> None:
+    """The memo keyed by the drug concept's JSON gives the judgement of the full evidence."""
+    resources: list[dict[str, Any]] = []
+    for path in sorted(DATA.rglob("*.json")):
+        try:
+            resources.extend(_medication_resources(json.loads(path.read_text())))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    odd = [
+        {"medicationCodeableConcept": {"coding": [{"code": 197391}], "text": float("nan")}},
+        {"medicationCodeableConcept": {"coding": [{"code": True}]}},
+        {"medicationCodeableConcept": {"text": "Baclofen"}, "contained": []},
+    ]
+    assert len(resources) > 50
+    for resource in resources + odd:
+        codes, texts = _evidence(resource)
+        assert triage_medication(resource) == _triage(tuple(codes), tuple(texts))

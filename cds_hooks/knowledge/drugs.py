@@ -17,6 +17,8 @@ from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
+import orjson
+
 from cds_hooks.knowledge import read_data
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
 
@@ -364,12 +366,12 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-_MAP_TYPES = dict | Mapping
-
-
 def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
-    """Parsed JSON is a dict; the general Mapping check (ABC machinery) only for the rest."""
-    return isinstance(value, _MAP_TYPES)
+    """Parsed JSON is a dict, and an absent element None: both are answered before the
+    general Mapping check, whose ABC machinery costs more than the rest of a lookup."""
+    if type(value) is dict:
+        return True
+    return value is not None and isinstance(value, Mapping)
 
 
 def _raw_concepts(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -443,7 +445,29 @@ def triage_medication(resource: Mapping[str, Any]) -> MedicationTriage:
     """
     if not _is_map(resource):
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
+    concept = resource.get("medicationCodeableConcept")
+    if type(concept) is dict and _OTHER_DRUG_ELEMENTS.isdisjoint(resource.keys()):
+        try:
+            key = orjson.dumps(concept)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        else:
+            return _triage_drug(key)
     codes, texts = _evidence(resource)
+    return _triage(tuple(codes), tuple(texts))
+
+
+_OTHER_DRUG_ELEMENTS = frozenset({"medication", "medicationReference", "contained"})
+"""Elements besides ``medicationCodeableConcept`` that ``_raw_concepts`` takes evidence from."""
+
+
+@lru_cache(maxsize=4096)
+def _triage_drug(concept_json: bytes) -> MedicationTriage:
+    """The judgement for an order whose only evidence is its drug concept, by that
+    concept's exact JSON: the usual order, and the same drugs recur across patients, so
+    the evidence is gathered once per distinct drug rather than once per order."""
+    concept = orjson.loads(concept_json)
+    codes, texts = _evidence({"medicationCodeableConcept": concept})
     return _triage(tuple(codes), tuple(texts))
 
 
