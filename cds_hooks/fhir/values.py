@@ -18,25 +18,42 @@ from pydantic import BaseModel
 
 from cds_hooks.model import Coding, Concept, Quantity, Ratio
 
-_NODE_TYPES = dict | BaseModel | Mapping
-"""Cheapest checks first: see ``get``."""
+_MODEL, _MAPPING, _LEAF = "model", "mapping", "leaf"
+_KINDS: dict[type, str] = {list: _LEAF, str: _LEAF, int: _LEAF, float: _LEAF, bool: _LEAF}
+"""What each type of element is, worked out once per type: ``isinstance`` against
+BaseModel or Mapping goes through metaclass and ABC hooks written in Python, which cost
+more than the lookup they guard, and elements are looked up hundreds of times a call."""
+
+
+def _kind(value: Any) -> str:
+    kind = _KINDS.get(type(value))
+    if kind is None:
+        kind = _KINDS[type(value)] = (
+            _MODEL
+            if isinstance(value, BaseModel)
+            else _MAPPING
+            if isinstance(value, Mapping)
+            else _LEAF
+        )
+    return kind
 
 
 def get(node: Any, key: str) -> Any:
     """An element of a JSON object or of a validated model; None when absent."""
-    # dict first: parsed JSON is always a dict, and the Mapping/BaseModel checks go
-    # through ABC machinery that costs more than the lookup itself.
-    if isinstance(node, dict):
+    if type(node) is dict:  # parsed JSON
         return node.get(key)
-    if isinstance(node, BaseModel):
+    if node is None:
+        return None
+    kind = _kind(node)
+    if kind is _MODEL:
         return getattr(node, key, None)
-    if isinstance(node, Mapping):
+    if kind is _MAPPING:
         return node.get(key)
     return None
 
 
 def is_node(value: Any) -> bool:
-    return isinstance(value, _NODE_TYPES)
+    return type(value) is dict or (value is not None and _kind(value) is not _LEAF)
 
 
 def reference_parts(reference: str) -> tuple[str, str] | None:
