@@ -86,12 +86,19 @@ def _outcome(validating: Any, cls: Any, data: Any) -> Any:
         return [(e["type"], e["loc"], e["msg"]) for e in exc.errors(include_input=False)]
 
 
+_NULL_IN_LIST = {"resourceType": "Observation", "status": "final", "code": {"text": "eGFR"}}
+
+
 def test_validating_once_gives_exactly_pydantics_outcome() -> None:
     """Models, failures and their element paths alike, wrong resourceType included."""
     resources = _test_resources()
     cases = [(r, r["resourceType"]) for r in resources] + [
         ({"resourceType": "Patient", "id": "p1"}, "Observation"),
         ({"resource_type": "Observation", "status": "final"}, "Observation"),
+        ({**_NULL_IN_LIST, "category": [None]}, "Observation"),
+        ({**_NULL_IN_LIST, "category": [{"text": "lab"}, None]}, "Observation"),
+        ({**_NULL_IN_LIST, "identifier": [None]}, "Observation"),
+        ({"resourceType": "Patient", "name": [None], "gender": "female"}, "Patient"),
     ]
     for resource, type_name in cases:
         for (version,) in VERSIONS[:2]:
@@ -100,6 +107,8 @@ def test_validating_once_gives_exactly_pydantics_outcome() -> None:
             data = repair_for_validation(dict(resource), cls)
             ours = _outcome(model_validate, cls, data)
             assert ours == _outcome(lambda c, d: c.model_validate(d), cls, data)
+            if resource is cases[-1][0]:
+                assert isinstance(ours, list), "a null inside a list of complex elements"
 
 
 @pytest.mark.parametrize(
