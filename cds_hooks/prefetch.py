@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_hooks.model import DataKind
 
@@ -36,9 +36,12 @@ class PrefetchState(StrEnum):
     """An OperationOutcome, a failed legacy response or a value we cannot read."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One prefetched resource, with the Bundle ``fullUrl`` that references may use."""
+class Entry(NamedTuple):
+    """One prefetched resource, with the Bundle ``fullUrl`` that references may use.
+
+    A named tuple: every resource of a request becomes one, and a frozen dataclass costs
+    several times as much to build.
+    """
 
     resource: Mapping[str, Any]
     full_url: str | None = None
@@ -175,10 +178,12 @@ def dedupe(entries: Iterable[Entry]) -> tuple[Entry, ...]:
     kept: list[Entry] = []
     for entry in entries:
         rid = entry.resource.get("id")
-        if isinstance(rid, str) and entry.resource_type:
-            key = (entry.resource_type, rid)
-            if key in seen:
-                continue
-            seen.add(key)
+        if isinstance(rid, str):
+            resource_type = entry.resource_type
+            if resource_type:
+                key = (resource_type, rid)
+                if key in seen:
+                    continue
+                seen.add(key)
         kept.append(entry)
     return tuple(kept)
