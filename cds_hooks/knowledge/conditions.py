@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 
-from cds_hooks.knowledge import read_data
+from cds_hooks.knowledge import MEMO_SIZE, read_data
 from cds_hooks.model import ICD10CM, SNOMED, Concept
 
 ICD10_SYSTEMS = frozenset(
@@ -55,10 +55,15 @@ class ConditionIndex:
         self._snomed = {k: frozenset(v) for k, v in snomed.items()}
         self._icd_prefixes = tuple(prefixes)
         self._any_text = _phrases([p for f in data["flags"].values() for p in f["text"]])
+        # Condition concepts recur across patients like drug concepts (see Knowledge).
+        self._may_flag = lru_cache(maxsize=MEMO_SIZE)(self._search)
 
     def may_flag(self, concept: Concept) -> bool:
         """Could ``flags`` find any flag? One regex instead of one per flag, exclusions
         ignored: a cheap triage that may say yes in vain but never no in vain."""
+        return self._may_flag(concept)
+
+    def _search(self, concept: Concept) -> bool:
         for coding in concept.codings:
             if not coding.code:
                 continue
