@@ -20,6 +20,12 @@ holds queue there either way. ``GUNICORN_WORKER_CONNECTIONS`` sets a cap for a
 deployment that knows its clients never hold more than ``workers × cap`` connections;
 gunicorn forces ``Connection: close`` once a worker has ``cap − threads`` idle keep-alive
 connections, so keep the cap at least twice ``GUNICORN_THREADS``.
+
+``GUNICORN_REUSE_PORT=1`` balances without a cap: each worker listens on its own
+``SO_REUSEPORT`` socket and the kernel spreads new connections over them at random. It
+is opt-in because a worker that exits drops the connections queued on its socket, and a
+second server of the same user on the same port would share it silently rather than
+fail to start; in a container or pod neither happens (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ def options(
         "workers": workers or _int("WEB_CONCURRENCY", 2),
         "threads": _int("GUNICORN_THREADS", 4),
         "worker_connections": _int("GUNICORN_WORKER_CONNECTIONS", 0) or None,
+        "reuse_port": os.environ.get("GUNICORN_REUSE_PORT", "").strip().lower()
+        in ("1", "true", "yes"),
         "worker_class": "gthread",
         "timeout": _int("GUNICORN_TIMEOUT", 30),
         "graceful_timeout": _int("GUNICORN_GRACEFUL_TIMEOUT", 20),

@@ -29,3 +29,16 @@ def test_worker_connections_from_the_environment(monkeypatch: pytest.MonkeyPatch
     config = gunicorn_config()
     assert config.worker_connections == 12
     assert config.threads == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, False), ("", False), ("0", False), ("1", True), ("true", True)]
+)
+def test_one_listening_socket_per_worker_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("GUNICORN_REUSE_PORT", raising=False)
+    else:
+        monkeypatch.setenv("GUNICORN_REUSE_PORT", value)
+    assert gunicorn_config().reuse_port is expected
