@@ -19,7 +19,6 @@ import argparse
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,21 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from load import ensure_tool
+
 HERE = Path(__file__).resolve().parent
 REQUEST = HERE / "data" / "order-sign-full-prefetch.json"
 WARM_UP = 30
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
-
-
-def ensure_valgrind() -> str:
-    found = shutil.which("valgrind")
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("valgrind is missing: installing Debian's package with apt-get", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "valgrind"], check=True)
-        found = shutil.which("valgrind")
-    if not found:
-        sys.exit("this benchmark needs valgrind: apt-get install valgrind (Debian/Ubuntu)")
-    return found
 
 
 def count(valgrind: str, kind: str, requests: int) -> int:
@@ -136,7 +126,7 @@ def main() -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
-    valgrind = ensure_valgrind()
+    valgrind = ensure_tool("valgrind")
     per_request = {}
     for kind in ("ours", "bare"):
         per_request[kind] = (count(valgrind, kind, args.n) - count(valgrind, kind, 0)) / args.n

@@ -78,16 +78,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def ensure_tool(name: str) -> str:
+    """The path of a Debian-packaged tool, installed with apt-get when root and missing."""
+    found = shutil.which(name)
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk is missing: installing Debian's package with apt-get", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
-        found = shutil.which("wrk")
+        print(f"{name} is missing: installing Debian's package with apt-get", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", name], check=True)
+        found = shutil.which(name)
     if not found:
-        sys.exit("benchmarks need wrk: apt-get install wrk (Debian/Ubuntu)")
+        sys.exit(f"this benchmark needs {name}: apt-get install {name} (Debian/Ubuntu)")
     return found
 
 
@@ -355,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     levels = [int(x) for x in args.concurrency.split(",") if x]
     scaling = [int(x) for x in args.scaling.split(",") if x]
 
-    wrk = ensure_wrk()
+    wrk = ensure_tool("wrk")
     print(
         f"request: {REQUEST.name} ({REQUEST.stat().st_size} bytes), {os.cpu_count()} CPUs, "
         f"{args.duration:g} s per point × {args.repeat} alternating runs, gunicorn gthread "

@@ -8,14 +8,14 @@ change what is valid, what is read, or how a failure is reported.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from cds_hooks.fhir import medication_order
+from cds_hooks.fhir import ORDER_TYPES, medication_order
 from cds_hooks.fhir.quirks import repair_for_validation
 from cds_hooks.fhir.versions import (
     READ_ELEMENTS,
@@ -31,22 +31,22 @@ DATA = Path(__file__).parent / "data"
 VERSIONS = ((FhirVersion.R4,), (FhirVersion.STU3,), (FhirVersion.R4, FhirVersion.STU3))
 
 
-def _resources(node: Any) -> Iterator[dict[str, Any]]:
+def _resources(node: Any, types: Container[str] = READ_ELEMENTS) -> Iterator[dict[str, Any]]:
     if isinstance(node, dict):
-        if node.get("resourceType") in READ_ELEMENTS:
+        if node.get("resourceType") in types:
             yield node
         for value in node.values():
-            yield from _resources(value)
+            yield from _resources(value, types)
     elif isinstance(node, list):
         for value in node:
-            yield from _resources(value)
+            yield from _resources(value, types)
 
 
-def _test_resources() -> list[dict[str, Any]]:
+def _test_resources(types: Container[str] = READ_ELEMENTS) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for path in sorted(DATA.rglob("*.json")):
         try:
-            found.extend(_resources(json.loads(path.read_text())))
+            found.extend(_resources(json.loads(path.read_text()), types))
         except (ValueError, UnicodeDecodeError):
             continue
     return found
@@ -168,25 +168,9 @@ def test_the_same_drug_is_triaged_the_same_way_however_often_it_is_seen() -> Non
         assert not triage_medication(unrelated).of_interest
 
 
-def _medication_resources(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if node.get("resourceType") in ("MedicationRequest", "MedicationOrder"):
-            yield node
-        for value in node.values():
-            yield from _medication_resources(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _medication_resources(value)
-
-
 def test_triage_by_drug_concept_judges_as_the_whole_evidence_does() -> None:
     """The memo keyed by the drug concept's JSON gives the judgement of the full evidence."""
-    resources: list[dict[str, Any]] = []
-    for path in sorted(DATA.rglob("*.json")):
-        try:
-            resources.extend(_medication_resources(json.loads(path.read_text())))
-        except (ValueError, UnicodeDecodeError):
-            continue
+    resources = _test_resources(ORDER_TYPES)
     odd = [
         {"medicationCodeableConcept": {"coding": [{"code": 197391}], "text": float("nan")}},
         {"medicationCodeableConcept": {"coding": [{"code": True}]}},
