@@ -56,6 +56,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && install --directory --owner=cds --group=cds --mode=0750 /var/lib/baclofen-cds /tmp/prometheus
 
 # Defaults for a single container; Kubernetes overrides them from its ConfigMap and Secret.
+# A container is one server per port, so workers take their own SO_REUSEPORT sockets and
+# the kernel spreads connections over them (docs/operations.md).
 # SQLite suits one instance only: several instances must share a PostgreSQL DATABASE_URL.
 ENV CDS_ENV=production \
     CDS_HOST=0.0.0.0 \
@@ -63,7 +65,8 @@ ENV CDS_ENV=production \
     DATABASE_URL=sqlite:////var/lib/baclofen-cds/feedback.sqlite3 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
     WEB_CONCURRENCY=2 \
-    GUNICORN_THREADS=4
+    GUNICORN_THREADS=4 \
+    GUNICORN_REUSE_PORT=1
 
 USER 10001:10001
 WORKDIR /var/lib/baclofen-cds
