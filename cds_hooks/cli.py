@@ -68,12 +68,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         body = _load_request(Path(args.request))
     except (OSError, ValueError) as exc:
-        print(f"baclofen-cds: cannot read {args.request}: {_why(exc)}", file=sys.stderr)
+        # Neither the path nor the content is echoed: case files are often named after
+        # the patient, and stderr ends up in scripts' logs.
+        print(f"baclofen-cds: cannot read the request file: {_why(exc)}", file=sys.stderr)
         return 2
     hook = body.get("hook") if isinstance(body, dict) else None
     service = next((s for s in SERVICES if s.hook == hook), None)
     if service is None:
-        print(f"baclofen-cds: no service answers hook {hook!r}", file=sys.stderr)
+        hooks = ", ".join(s.hook for s in SERVICES)
+        print(f"baclofen-cds: the request's hook is none of {hooks}", file=sys.stderr)
         return 2
     settings = settings_from_environment()
     knowledge = load_knowledge(settings.policy_file)

@@ -57,12 +57,28 @@ def test_evaluate_reports_an_invalid_request_as_operation_outcome(tmp_path: Path
 
 
 def test_evaluate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
-    request_file = tmp_path / "request.json"
+    request_file = tmp_path / "quixphiwhistle-zebulonia-1941.json"
     request_file.write_text('{"patient": "Zebulonia Quixphiwhistle" oops}')
     result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
     assert result.returncode == 2
     assert "cannot read" in result.stderr and "not valid JSON (line 1" in result.stderr
-    assert "Zebulonia" not in result.stderr  # the file may hold patient data: never echoed
+    # Neither the content nor the file name (often the patient's) is echoed.
+    assert "zebulonia" not in result.stderr.lower()
+
+
+def test_evaluate_refuses_a_missing_file_without_naming_it(tmp_path: Path) -> None:
+    result = run_cli("evaluate", str(tmp_path / "zebulonia.json"), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "No such file or directory" in result.stderr
+    assert "zebulonia" not in result.stderr.lower()
+
+
+def test_evaluate_names_the_hooks_it_answers_not_the_one_it_was_sent(tmp_path: Path) -> None:
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps({"hook": "Zebulonia Quixphiwhistle", "context": {}}))
+    result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "order-sign" in result.stderr and "Zebulonia" not in result.stderr
 
 
 def test_feedback_command_summarises_stored_overrides(tmp_path: Path) -> None:
