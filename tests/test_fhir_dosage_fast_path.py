@@ -10,6 +10,7 @@ returns, with nothing the careful reader would have reported as a problem.
 from __future__ import annotations
 
 import importlib
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -196,3 +197,13 @@ def test_well_formed_dosages_take_the_one_pass_reader() -> None:
     assert _careful({**dosage, "sequence": 1.5})[1] == [
         "dosageInstruction[0].sequence is not a whole number"
     ]
+
+
+@pytest.mark.parametrize("amount", [Decimal("sNaN"), Decimal("NaN"), float("inf")])
+def test_a_non_finite_amount_is_left_to_the_careful_reader(amount: Any) -> None:
+    dosage = {"timing": {"repeat": {"frequency": 3, "period": amount, "periodUnit": "d"}}}
+    assert _regular_dosage(dosage) is None
+    reader = Reader()
+    read = _careful_dosage(dosage, "dosageInstruction[0].", reader)
+    assert read.timing is not None and read.timing.period is None
+    assert "dosageInstruction[0].timing.repeat.period is not a number" in reader.problems

@@ -8,10 +8,8 @@ silent about a baclofen order it did not understand.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import date
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -19,6 +17,7 @@ from pydantic import BaseModel
 from cds_hooks.fhir.values import (
     IRREGULAR,
     Reader,
+    finite_number,
     get,
     is_node,
     reference_parts,
@@ -546,11 +545,10 @@ def _date_text(value: Any) -> str | None:
 def _number(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        result = float(value)
-        if math.isfinite(result):
-            return result
-    raise _Irregular
+    result = finite_number(value)
+    if result is None:
+        raise _Irregular
+    return result
 
 
 def _integer(value: Any) -> int | None:

@@ -115,7 +115,7 @@ class Reader:
         value = get(node, key)
         if value is None:
             return None
-        result = _finite(value)
+        result = finite_number(value)
         if result is not None:
             return result
         self.problem(f"{path}{key} is not a number")
@@ -280,7 +280,7 @@ def regular_concept(value: Any) -> Concept | object | None:
     return Concept(codings=tuple(read), text=text or None)
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """A JSON number (or a validated Decimal) as a finite float; None for anything else,
     NaN and infinities included (a signalling NaN Decimal cannot even be converted)."""
     if isinstance(value, Decimal):
@@ -305,7 +305,7 @@ def regular_quantity(value: Any) -> Quantity | None:
         texts = [getattr(value, name, None) for name in _QUANTITY_TEXTS]
     else:
         return None
-    number = _finite(amount)
+    number = finite_number(amount)
     if number is None:
         return None
     if not all(text is None or isinstance(text, str) for text in texts):
