@@ -14,6 +14,7 @@ import os
 import re
 import string
 import tomllib
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -59,8 +60,6 @@ _MARKDOWN_ESCAPES = {
 
 
 _MARKDOWN_SPECIAL = re.compile("[" + re.escape("".join(_MARKDOWN_ESCAPES)) + "]")
-# A UUID's 17th hex digit with its top two bits set to the RFC 4122 variant (binary 10).
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 # A card's UUID and at most one suggestion per action.
 _UUIDS_PER_CARD = 1 + len(Action)
 
@@ -247,16 +246,11 @@ def _provenance(knowledge: Knowledge, source_ids: tuple[str, ...]) -> _Provenanc
 
 
 def _uuids(count: int) -> Iterator[str]:
-    """Up to ``count`` random version 4 UUIDs as text, as ``str(uuid.uuid4())`` writes them.
-
-    One ``os.urandom`` call for a whole response instead of one per UUID (a system call costs
-    more than formatting), and no ``UUID`` objects. Hex digit 12 is the version (4), digit 16
-    carries the RFC 4122 variant (binary 10xx); the other 122 bits are random, as in ``uuid4``.
-    """
-    hexed = os.urandom(16 * count).hex()
-    for start in range(0, 32 * count, 32):
-        h = hexed[start : start + 32]
-        yield f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    """Up to ``count`` random version 4 UUIDs as text, as ``str(uuid.uuid4())`` writes them,
+    from one ``os.urandom`` call for the whole response rather than one per UUID."""
+    random = os.urandom(16 * count)
+    for start in range(0, 16 * count, 16):
+        yield str(uuid.UUID(bytes=random[start : start + 16], version=4))
 
 
 def _summary(cat: Catalogue, finding: Finding) -> str:
