@@ -79,6 +79,8 @@ _TOPICS = frozenset(topic.value for topic in Topic)
 _INDICATORS = frozenset(indicator.value for indicator in Indicator)
 _FEEDBACK_OUTCOMES = frozenset({"accepted", "overridden"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"})
+_MAPPING = dict | Mapping
+"""dict first: cards are dicts, and the Mapping check alone goes through ABC machinery."""
 
 REQUESTS = Counter(
     "cds_requests",
@@ -194,8 +196,8 @@ def count_feedback(service: str, outcome: str) -> None:
 
 def _topic_label(card: Mapping[str, Any]) -> str:
     source = card.get("source")
-    topic = source.get("topic") if isinstance(source, Mapping) else None
-    code = topic.get("code") if isinstance(topic, Mapping) else None
+    topic = source.get("topic") if isinstance(source, _MAPPING) else None
+    code = topic.get("code") if isinstance(topic, _MAPPING) else None
     if code is None:
         return UNKNOWN
     return code if code in _TOPICS else OTHER
