@@ -14,7 +14,6 @@ import os
 import re
 import string
 import tomllib
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -23,7 +22,7 @@ from typing import Any
 
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, MedicationOrder
+from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,12 @@ _MARKDOWN_ESCAPES = {
 
 
 _MARKDOWN_SPECIAL = re.compile("[" + re.escape("".join(_MARKDOWN_ESCAPES)) + "]")
-# A card's UUID and at most one suggestion per action.
-_UUIDS_PER_CARD = 1 + len(Action)
+
+
+# Read from dicts: an enum member's ``value`` and the ``rank`` property are Python-level
+# calls, made for every card.
+_INDICATOR_VALUES = {indicator: indicator.value for indicator in Indicator}
+_MOST_SEVERE_FIRST = {indicator: -indicator.rank for indicator in Indicator}
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,11 +249,37 @@ def _provenance(knowledge: Knowledge, source_ids: tuple[str, ...]) -> _Provenanc
 
 
 def _uuids(count: int) -> Iterator[str]:
-    """Up to ``count`` random version 4 UUIDs as text, as ``str(uuid.uuid4())`` writes them,
-    from one ``os.urandom`` call for the whole response rather than one per UUID."""
-    random = os.urandom(16 * count)
-    for start in range(0, 16 * count, 16):
-        yield str(uuid.UUID(bytes=random[start : start + 16], version=4))
+    """``count`` random version 4 UUIDs as text, as ``str(uuid.uuid4())`` writes them, from
+    one ``os.urandom`` call for the whole response rather than one per UUID."""
+    return iter(_uuid_texts(os.urandom(16 * count)))
+
+
+def _uuid_texts(random: bytes) -> list[str]:
+    """Each 16 bytes of ``random`` as ``str(uuid.UUID(bytes=..., version=4))`` writes them.
+
+    The version and variant bits of every UUID are set with one mask over all the bytes,
+    the way ``uuid.UUID`` sets them on one: a ``UUID`` object per card and per suggestion,
+    only to be turned into text, was a visible share of a response's time.
+    """
+    clear, set_ = _version_4_masks(len(random) // 16)
+    digits = f"{(int.from_bytes(random) & clear) | set_:0{2 * len(random)}x}"
+    return [
+        f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-{digits[i + 12 : i + 16]}-"
+        f"{digits[i + 16 : i + 20]}-{digits[i + 20 : i + 32]}"
+        for i in range(0, 2 * len(random), 32)
+    ]
+
+
+@cache
+def _version_4_masks(count: int) -> tuple[int, int]:
+    """(bits kept, bits set) that make ``count`` concatenated 128-bit numbers version 4
+    RFC 4122 UUIDs: ``uuid.UUID(..., version=4)``'s masks, repeated."""
+    clear = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+    set_ = (0x8000 << 48) | (4 << 76)
+    return (
+        sum(clear << (128 * i) for i in range(count)),
+        sum(set_ << (128 * i) for i in range(count)),
+    )
 
 
 def _summary(cat: Catalogue, finding: Finding) -> str:
@@ -456,7 +485,7 @@ def render_card(
     card: dict[str, Any] = {
         "uuid": next(uuids),
         "summary": _summary(cat, finding),
-        "indicator": finding.indicator.value,
+        "indicator": _INDICATOR_VALUES[finding.indicator],
         "detail": _detail(cat, finding, topic, cited, extra),
         "source": {
             "label": cited.label,
@@ -477,9 +506,10 @@ def render_cards(
     findings: Sequence[Finding], request: HookRequest, knowledge: Knowledge, max_cards: int
 ) -> list[dict[str, Any]]:
     """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so."""
-    ordered = sorted(findings, key=lambda f: -f.indicator.rank)
+    ordered = sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
-    uuids = _uuids(_UUIDS_PER_CARD * len(shown))
+    # A UUID per card and per suggestion, and a card has at most one suggestion per action.
+    uuids = _uuids(sum(1 + len(f.actions) for f in shown))
     cards = []
     for index, finding in enumerate(shown):
         extra = None

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cards.render import updated_resource
+from cards.render import _uuid_texts, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
 from cds_hooks.engine.findings import ProposedRegimen
@@ -413,3 +413,22 @@ def test_proposals_never_exceed_the_ceiling_or_a_single_dose_limit(
     assert regimen.dose_value > 0 and regimen.frequency in (1, 2, 3, 4)
     written_in = {"{pill}": "{pill}", "mg": "mg", "mL": "mL"}[unit]
     assert regimen.dose_code == written_in  # the prescriber's own way of writing the dose
+
+
+@given(
+    st.integers(min_value=0, max_value=12).flatmap(
+        lambda n: st.binary(min_size=16 * n, max_size=16 * n)
+    )
+)
+def test_uuid_texts_are_the_stdlibs_version_4_uuids(random: bytes) -> None:
+    """The one-mask fast path writes exactly what ``uuid.UUID(bytes=..., version=4)`` does."""
+    expected = [
+        str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in range(0, len(random), 16)
+    ]
+    assert _uuid_texts(random) == expected
+
+
+def test_uuid_texts_cover_the_extreme_bits() -> None:
+    for random in (bytes(48), b"\xff" * 48, bytes(16) + b"\xff" * 16 + bytes(16)):
+        expected = [str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in (0, 16, 32)]
+        assert _uuid_texts(random) == expected
