@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
+from itertools import chain
 from typing import Any, NamedTuple
 
 from cds_hooks.model import DataKind
@@ -65,6 +67,9 @@ class PrefetchValue:
 
 
 ABSENT = PrefetchValue(PrefetchState.ABSENT)
+_entry = partial(tuple.__new__, Entry)
+"""``Entry((resource, full_url))`` without the Python-level ``__new__`` that ``NamedTuple``
+generates: every resource of a request becomes an Entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ def read_prefetch(prefetch: Any) -> Prefetch:
         kind = KINDS_BY_KEY.get(key)
         if kind is not None:
             by_kind[kind] = value
-    return Prefetch(by_kind=by_kind, pool=dedupe(e for v in values for e in v.entries))
+    return Prefetch(by_kind=by_kind, pool=dedupe(chain.from_iterable(v.entries for v in values)))
 
 
 def read_value(raw: Any) -> PrefetchValue:
@@ -136,19 +141,22 @@ def read_bundle(bundle: Mapping[str, Any], depth: int = 0) -> PrefetchValue:
         if not isinstance(item, _MAPPING):
             continue
         resource = item.get("resource")
-        if not isinstance(resource, _MAPPING) or not isinstance(resource.get("resourceType"), str):
+        if not isinstance(resource, _MAPPING):
             continue
-        if resource["resourceType"] == "OperationOutcome":
+        resource_type = resource.get("resourceType")
+        if not isinstance(resource_type, str):
+            continue
+        if resource_type == "OperationOutcome":
             failed = failed or is_error_outcome(resource)
             continue
-        if resource["resourceType"] == "Bundle":
+        if resource_type == "Bundle":
             if depth < MAX_BUNDLE_DEPTH:
                 inner = read_bundle(resource, depth + 1)
                 entries.extend(inner.entries)
                 failed = failed or inner.state is PrefetchState.ERROR
             continue
         full_url = item.get("fullUrl")
-        entries.append(Entry(resource, full_url if isinstance(full_url, str) else None))
+        entries.append(_entry((resource, full_url if isinstance(full_url, str) else None)))
     state = PrefetchState.ERROR if failed else PrefetchState.RESOURCES
     return PrefetchValue(state, tuple(entries), next_link(bundle))
 
@@ -177,10 +185,11 @@ def dedupe(entries: Iterable[Entry]) -> tuple[Entry, ...]:
     seen: set[tuple[str, str]] = set()
     kept: list[Entry] = []
     for entry in entries:
-        rid = entry.resource.get("id")
+        resource = entry.resource
+        rid = resource.get("id")
         if isinstance(rid, str):
-            resource_type = entry.resource_type
-            if resource_type:
+            resource_type = resource.get("resourceType")
+            if isinstance(resource_type, str) and resource_type:
                 key = (resource_type, rid)
                 if key in seen:
                     continue

@@ -28,9 +28,11 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
-from functools import cache, partial
+from datetime import date, datetime
+from functools import cache, lru_cache, partial
 from typing import Any, TypeVar
+
+import orjson
 
 from cds_hooks import fhir
 from cds_hooks.config import Settings
@@ -41,7 +43,7 @@ from cds_hooks.engine.renal import (
     weight_kg,
 )
 from cds_hooks.errors import PreconditionFailed
-from cds_hooks.fhir.values import Reader
+from cds_hooks.fhir.values import IRREGULAR, Reader, regular_concept
 from cds_hooks.fhir_client import (
     FetchJob,
     FetchResult,
@@ -50,11 +52,12 @@ from cds_hooks.fhir_client import (
     host_of,
     search_url,
 )
-from cds_hooks.knowledge import observation_codes
+from cds_hooks.knowledge import MEMO_SIZE, observation_codes
 from cds_hooks.knowledge.conditions import condition_index
 from cds_hooks.knowledge.drugs import triage_medication
 from cds_hooks.model import (
     LOINC,
+    Concept,
     DataKind,
     FhirVersion,
     HookRequest,
@@ -100,6 +103,12 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
     """Renal and body-weight LOINC codes (the knowledge files are read once per process)."""
     codes = observation_codes()
     return frozenset(codes.renal), frozenset(codes.body_weight)
+
+
+@cache
+def _known_lab_codes() -> frozenset[str]:
+    renal, weight = _lab_code_sets()
+    return renal | weight
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
@@ -262,14 +271,18 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
     """One pass over the pool; resources naming another patient are dropped (a client bug
     must not mix two charts)."""
     pool = _Pool()
-    renal, weight = _lab_code_sets()
-    known = renal | weight
+    known = _known_lab_codes()
+    # The usual subject, this very patient, needs no parsing; an id with a slash in it
+    # could parse as another patient's, so it always takes the careful way.
+    own = "" if "/" in patient_id else f"Patient/{patient_id}"
     for entry in entries:
         resource = entry.resource
         resource_type = resource.get("resourceType")
-        other = _referenced_patient(resource)
-        if other is not None and other != patient_id:
-            continue
+        subject = resource.get("subject")
+        if not (type(subject) is dict and subject.get("reference") == own):
+            other = _referenced_patient(resource)
+            if other is not None and other != patient_id:
+                continue
         if resource_type == "Observation":
             codes = _lab_codes(resource, known)
             if codes:
@@ -290,14 +303,23 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
 def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[str]:
     """The known LOINC codes of a raw Observation; none when it is void."""
     if _text(resource, "status") in VOID_STATUSES:
-        return frozenset()
+        return _NO_CODES
     code = resource.get("code")
     codings = code.get("coding") if isinstance(code, _MAPPING) else None
-    return frozenset(
+    if not isinstance(codings, list):
+        return _NO_CODES
+    found = [
         c["code"]
-        for c in (codings if isinstance(codings, list) else ())
-        if isinstance(c, _MAPPING) and c.get("system") == LOINC and _text(c, "code") in known
-    )
+        for c in codings
+        if isinstance(c, _MAPPING)
+        and c.get("system") == LOINC
+        and isinstance(lab_code := c.get("code"), str)
+        and lab_code in known
+    ]
+    return frozenset(found) if found else _NO_CODES
+
+
+_NO_CODES: frozenset[str] = frozenset()
 
 
 def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
@@ -326,22 +348,15 @@ def _observations(
     find one). So an old malformed lab costs nothing and cannot fail the call, and a
     newest lab too broken to use does not hide the next one.
     """
-    codes = observation_codes()
-    days: dict[int, int] = {}
+    # Every pooled lab has a code of at least one kind, so each one's day is needed.
+    days = [-_day(entry).toordinal() for entry, _ in labs]
     read: dict[int, Observation | None] = {}
-    for kind_codes, decides in (
-        (codes.egfr, _reported_usable),
-        (codes.creatinine_clearance, _reported_usable),
-        (codes.serum_creatinine, _converted_usable(creatinine_mg_dl)),
-        (codes.body_weight, _converted_usable(weight_kg)),
-    ):
-        candidates = []
-        for index, (entry, lab_codes) in enumerate(labs):
-            ranks = [i for i, code in enumerate(kind_codes) if code in lab_codes]
-            if ranks:
-                if index not in days:
-                    days[index] = -_day(entry).toordinal()
-                candidates.append((days[index], ranks[0], index))
+    for kind_codes, ranks, decides in _lab_kinds():
+        candidates = [
+            (days[index], min(map(ranks.__getitem__, kind_codes.intersection(lab_codes))), index)
+            for index, (_, lab_codes) in enumerate(labs)
+            if not kind_codes.isdisjoint(lab_codes)
+        ]
         candidates.sort()
         decided: int | None = None
         for day, _rank, index in candidates:
@@ -359,8 +374,35 @@ def _observations(
 _UNDATED = -date.min.toordinal()
 
 
+@cache
+def _lab_kinds() -> tuple[
+    tuple[frozenset[str], Mapping[str, int], Callable[[Observation], bool]], ...
+]:
+    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight):
+    its codes, each code's preference rank, and whether the engine would use a value."""
+    codes = observation_codes()
+    return tuple(
+        (frozenset(kind_codes), {code: kind_codes.index(code) for code in kind_codes}, decides)
+        for kind_codes, decides in (
+            (codes.egfr, _reported_usable),
+            (codes.creatinine_clearance, _reported_usable),
+            (codes.serum_creatinine, _converted_usable(creatinine_mg_dl)),
+            (codes.body_weight, _converted_usable(weight_kg)),
+        )
+    )
+
+
 def _day(entry: Entry) -> date:
-    effective = fhir.observation_effective(entry.resource)
+    """The day of ``fhir.observation_effective``; a plain ``effectiveDateTime``, the usual
+    case, is parsed directly: only its day is needed, not the instant in UTC."""
+    resource = entry.resource
+    effective_text = resource.get("effectiveDateTime")
+    if type(effective_text) is str and "T" in effective_text:
+        try:
+            return datetime.fromisoformat(effective_text.strip()).date()
+        except ValueError:
+            pass
+    effective = fhir.observation_effective(resource)
     return effective.date() if effective else date.min
 
 
@@ -394,9 +436,45 @@ def _converted_usable(
 
 
 def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
-    """Could this raw Condition raise a condition flag? Only those are worth validating."""
-    concept = Reader().concept(resource, "code", "")
-    return concept is not None and condition_index().may_flag(concept)
+    """Could this raw Condition raise a condition flag? Only those are worth validating.
+
+    The answer depends on the code alone, and condition codes recur across patients
+    like drug codes, so it is memoised on the code's exact JSON: not when that JSON has
+    a ``null``, which orjson also writes for NaN and infinities, nor for anything but
+    plain JSON types, which make it raise.
+    """
+    code = resource.get("code")
+    if type(code) is dict:
+        try:
+            key = orjson.dumps(code, option=_JSON_ONLY)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        else:
+            if b"null" not in key:
+                return _code_may_flag(key)
+    return _may_flag(code)
+
+
+_JSON_ONLY = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _code_may_flag(code_json: bytes) -> bool:
+    return _may_flag(orjson.loads(code_json))
+
+
+def _may_flag(code: Any) -> bool:
+    """As ``condition_index().may_flag`` of ``Reader().concept`` of the code."""
+    if code is None:
+        return False
+    concept = regular_concept(code)
+    if concept is IRREGULAR:
+        concept = Reader().irregular_concept(code, "code")
+    return isinstance(concept, Concept) and condition_index().may_flag(concept)
 
 
 def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]:
@@ -404,9 +482,11 @@ def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]
     drafts = {order.reference for order in request.draft_orders}
     for entry in pool.medications:
         resource = entry.resource
-        if _text(resource, "status") not in CURRENT_MEDICATION_STATUSES:
+        status = resource.get("status")
+        if not isinstance(status, str) or status not in CURRENT_MEDICATION_STATUSES:
             continue
-        if f"{entry.resource_type}/{resource.get('id')}" in drafts:
+        # Pooled orders have a MedicationRequest or MedicationOrder resourceType.
+        if drafts and f"{resource['resourceType']}/{resource.get('id')}" in drafts:
             continue
         view = _coded_view(resource, pool.bundled)
         triage = _safely(triage_medication, view) if view is not None else None

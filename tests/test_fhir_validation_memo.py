@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cds_hooks.fhir import ORDER_TYPES, medication_order
+from cds_hooks.fhir import ORDER_TYPES, medication, medication_order
 from cds_hooks.fhir.quirks import repair_for_validation
 from cds_hooks.fhir.versions import (
     READ_ELEMENTS,
@@ -180,3 +180,28 @@ def test_triage_by_drug_concept_judges_as_the_whole_evidence_does() -> None:
     for resource in resources + odd:
         codes, texts = _evidence(resource)
         assert triage_medication(resource) == _triage(tuple(codes), tuple(texts))
+
+
+def test_a_co_medications_drug_reads_the_same_from_the_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A drug-only reading, whose drug is validated and read once per distinct JSON, is
+    the reading without that memo, for every captured order and some odd drugs."""
+    resources = _test_resources(ORDER_TYPES)
+    drugs: list[Any] = [
+        {"coding": [{"system": RXNORM, "code": "197591", "userSelected": "maybe"}]},
+        {"coding": [{"system": RXNORM, "code": 197591}], "text": "Diazepam"},
+        {"coding": [{"system": RXNORM, "code": "197591", "display": None}]},
+        {"coding": [], "text": ""},
+        {"text": float("nan")},
+        {},
+        "Diazepam",
+    ]
+    resources += [
+        {"resourceType": "MedicationRequest", "id": "odd", "medicationCodeableConcept": drug}
+        for drug in drugs
+    ]
+    memoised = [medication_order(r, drug_only=True) for r in resources]
+    assert [medication_order(r, drug_only=True) for r in resources] == memoised
+    monkeypatch.setattr(medication, "_drug_key", lambda concept: None)
+    assert [medication_order(r, drug_only=True) for r in resources] == memoised

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from functools import lru_cache
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
 from cds_hooks.fhir.values import (
@@ -24,7 +26,12 @@ from cds_hooks.fhir.values import (
     regular_concept,
     regular_quantity,
 )
-from cds_hooks.fhir.versions import medication_request_version, validate, validate_element
+from cds_hooks.fhir.versions import (
+    Validation,
+    medication_request_version,
+    validate,
+    validate_element,
+)
 from cds_hooks.model import (
     Coding,
     Concept,
@@ -38,6 +45,8 @@ from cds_hooks.model import (
 )
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
+_MAPPING = dict | Mapping
+"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
 _EMPTY: Mapping[str, Mapping[str, Any]] = {}
 _T = TypeVar("_T")
 
@@ -60,7 +69,7 @@ def medication_order(
     status and dates are read leniently, and dosage instructions are not read at all
     (``dosages`` stays empty), which was most of the cost of reading such an order.
     """
-    if not isinstance(resource, dict | Mapping):  # dict first: skips the ABC check
+    if not isinstance(resource, _MAPPING):
         return MedicationOrder(
             reference=fallback_reference or "MedicationRequest/#0",
             resource_type="MedicationRequest",
@@ -70,11 +79,17 @@ def medication_order(
     reader = Reader()
     resource_type = resource.get("resourceType")
     node: Any = resource
+    drug = resource.get("medicationCodeableConcept")
+    read: Any = IRREGULAR
     if resource_type == "MedicationOrder":
         version = FhirVersion.DSTU2
     elif resource_type == "MedicationRequest":
         version, validated = _validated_request(resource, reader, drug_only)
-        node = resource if validated is None else validated
+        if drug_only:
+            if validated is not None:
+                drug, read = validated
+        elif validated is not None:
+            node, drug = validated, get(validated, "medicationCodeableConcept")
     else:
         reader.problem("the order has no MedicationRequest or MedicationOrder resourceType")
         resource_type = "MedicationRequest"
@@ -86,7 +101,7 @@ def medication_order(
         if resource_id
         else fallback_reference or f"{resource_type}/#0"
     )
-    medication, product = _medication(node, resource, contained_or_bundled, reader)
+    medication, product = _medication(drug, read, resource, contained_or_bundled, reader)
     dosages = (
         ()
         if drug_only
@@ -118,8 +133,8 @@ def _validated_request(
     """Version and validated model of a MedicationRequest (model None: read leniently).
 
     A draft without a drug yet is incomplete by design, not malformed; it is read
-    leniently without recording a validation problem. With ``drug_only`` the node is the
-    resource with its drug replaced by the validated CodeableConcept.
+    leniently without recording a validation problem. With ``drug_only`` the model is
+    that of its ``medicationCodeableConcept`` alone, paired as ``_validated_drug`` pairs it.
     """
     detected = medication_request_version(resource)
     if "medicationCodeableConcept" not in resource and "medicationReference" not in resource:
@@ -137,33 +152,70 @@ def _validated_request(
 
 def _validated_drug(
     resource: Mapping[str, Any], versions: tuple[FhirVersion, ...], reader: Reader
-) -> Mapping[str, Any] | None:
-    """The resource with a validated drug, or None (read leniently, problem recorded).
+) -> tuple[BaseModel, Any] | None:
+    """The validated drug with ``regular_concept`` of it, or None (read leniently,
+    problem recorded).
 
-    A ``medicationReference`` is left as it is: the Medication it names is read as is.
+    Both are memoised on the drug's exact JSON, as ``validate_element`` memoises the
+    validation: co-medications recur across patients, and reading the model into a
+    Concept cost as much again as the memoised validation. A ``medicationReference`` is
+    left as it is: the Medication it names is read as is.
     """
     concept = resource.get("medicationCodeableConcept")
-    if not isinstance(concept, Mapping):
+    if not isinstance(concept, _MAPPING):
         return None
-    outcome = validate_element(concept, "CodeableConcept", "medicationCodeableConcept", versions)
+    key = _drug_key(concept)
+    if key is None:
+        outcome = validate_element(concept, "CodeableConcept", _DRUG, versions)
+        read: Any = IRREGULAR
+    else:
+        outcome, read = _memoised_drug(key, versions)
     if outcome.model is None:
         if outcome.failure:
             reader.problem(f"{outcome.failure}; read leniently")
         return None
-    return {**resource, "medicationCodeableConcept": outcome.model}
+    return outcome.model, read
+
+
+_DRUG = "medicationCodeableConcept"
+_KEY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _drug_key(concept: Any) -> bytes | None:
+    """The drug's exact JSON, or None when that would not tell drugs apart: anything but
+    plain JSON types raises, and orjson writes NaN and infinities as ``null``."""
+    try:
+        key = orjson.dumps(concept, option=_KEY_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return None if b"null" in key else key
+
+
+@lru_cache(maxsize=4096)
+def _memoised_drug(key: bytes, versions: tuple[FhirVersion, ...]) -> tuple[Validation, Any]:
+    outcome = validate_element(orjson.loads(key), "CodeableConcept", _DRUG, versions)
+    return outcome, IRREGULAR if outcome.model is None else regular_concept(outcome.model)
 
 
 def _medication(
-    node: Any,
+    drug: Any,
+    read: Any,
     resource: Mapping[str, Any],
     bundled: Mapping[str, Mapping[str, Any]],
     reader: Reader,
 ) -> tuple[Concept | None, MedicationProduct | None]:
-    concept = reader.concept(node, "medicationCodeableConcept", "")
+    """The drug, from ``medicationCodeableConcept`` (``drug``, validated or raw; ``read``
+    is it already read, or ``IRREGULAR``) or else the Medication a ``medicationReference``
+    names."""
+    concept = _drug_concept(drug, reader) if read is IRREGULAR else read
     if concept is not None or get(resource, "medicationReference") is None:
         return concept, None
     link = get(resource, "medicationReference")
-    if not isinstance(link, Mapping):
+    if not isinstance(link, _MAPPING):
         reader.problem("medicationReference is not a Reference")
         return None, None
     display = reader.text(link, "display", "medicationReference.")
@@ -179,6 +231,16 @@ def _medication(
     if code is None:
         return None, None
     return code, _product(target, code, reader)
+
+
+def _drug_concept(drug: Any, reader: Reader) -> Concept | None:
+    """As ``reader.concept`` of the ``medicationCodeableConcept`` element."""
+    if drug is None:
+        return None
+    concept = regular_concept(drug)
+    if concept is IRREGULAR:
+        return reader.irregular_concept(drug, "medicationCodeableConcept")
+    return concept  # type: ignore[return-value]
 
 
 def _ingredients_concept(medication: Mapping[str, Any], reader: Reader) -> Concept | None:
@@ -212,7 +274,7 @@ def _resolve(
         contained = resource.get("contained")
         for item in contained if isinstance(contained, list) else ():
             if (
-                isinstance(item, Mapping)
+                isinstance(item, _MAPPING)
                 and item.get("id") == reference[1:]
                 and item.get("resourceType") == "Medication"
             ):
@@ -221,7 +283,7 @@ def _resolve(
     found = bundled.get(reference)
     if found is None and (parts := reference_parts(reference)) is not None:
         found = bundled.get("/".join(parts))
-    if isinstance(found, Mapping) and found.get("resourceType") == "Medication":
+    if isinstance(found, _MAPPING) and found.get("resourceType") == "Medication":
         return found
     return None
 

@@ -443,10 +443,11 @@ def triage_medication(resource: Mapping[str, Any]) -> MedicationTriage:
     the evidence ``DrugIndex.baclofen_product`` uses (product or ingredient code, baclofen
     or brand name), so a resource it would call baclofen is never ruled out.
     """
-    if not _is_map(resource):
+    if type(resource) is not dict and not _is_map(resource):
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
     concept = resource.get("medicationCodeableConcept")
-    if type(concept) is dict and _OTHER_DRUG_ELEMENTS.isdisjoint(resource.keys()):
+    # The keys view looks up the few other elements rather than walking every key.
+    if type(concept) is dict and resource.keys().isdisjoint(_OTHER_DRUG_ELEMENTS):
         try:
             key = orjson.dumps(concept)
         except (TypeError, orjson.JSONEncodeError):
