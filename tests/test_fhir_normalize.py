@@ -592,6 +592,41 @@ def test_observation_effective_time_is_timezone_aware(
     assert read.effective is None or read.effective.tzinfo is not None
 
 
+_DAY = "2025-01-15T08:00:00Z"
+_ISSUED = "2025-01-16T09:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("effective", "expected"),
+    [
+        (
+            {
+                "effectiveDateTime": "2025-01-14",
+                "effectiveInstant": _DAY,
+                "effectivePeriod": {"start": _DAY},
+                "issued": _ISSUED,
+            },
+            datetime(2025, 1, 14, tzinfo=UTC),
+        ),
+        (
+            {"effectiveDateTime": "soon", "effectiveInstant": _DAY},
+            datetime(2025, 1, 15, 8, tzinfo=UTC),
+        ),
+        (
+            {"effectivePeriod": {"start": "x"}, "issued": _ISSUED},
+            datetime(2025, 1, 16, 9, tzinfo=UTC),
+        ),
+        ({"effectivePeriod": [{"start": _DAY}], "issued": 5}, None),
+        ({"effectivePeriod": _DAY}, None),
+    ],
+)
+def test_observation_effective_takes_the_first_readable_time(
+    effective: dict[str, Any], expected: datetime | None
+) -> None:
+    """effective[x] before issued, in element order; an unreadable one is passed over."""
+    assert fhir.observation_effective(effective) == expected
+
+
 def test_hl7_observations() -> None:
     creatinine = fhir.observation(hl7("observation-example-f204-creatinine"))
     assert creatinine is not None and creatinine.value is not None

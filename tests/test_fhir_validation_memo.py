@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Container, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cds_hooks.fhir import ORDER_TYPES, medication, medication_order
 from cds_hooks.fhir.quirks import repair_for_validation
 from cds_hooks.fhir.versions import (
     READ_ELEMENTS,
+    _locations,
     model_class,
     model_validate,
     validate,
@@ -205,3 +207,129 @@ def test_a_co_medications_drug_reads_the_same_from_the_memo(
     assert [medication_order(r, drug_only=True) for r in resources] == memoised
     monkeypatch.setattr(medication, "_drug_key", lambda concept: None)
     assert [medication_order(r, drug_only=True) for r in resources] == memoised
+
+
+def _validated_afresh(
+    resource: dict[str, Any], versions: tuple[FhirVersion, ...]
+) -> tuple[Any, Any, str | None]:
+    """Version, model and failure as from validating the repaired projection in one go."""
+    resource_type = resource["resourceType"]
+    projection = {k: resource[k] for k in READ_ELEMENTS[resource_type] & resource.keys()}
+    failure = None
+    for version in versions:
+        cls = model_class(version, resource_type)
+        assert cls is not None
+        try:
+            model = cls.model_validate(repair_for_validation(projection, cls))
+        except ValidationError as exc:
+            where = f" ({_locations(exc)})"
+        except (ValueError, TypeError):
+            where = ""
+        else:
+            return version, model.model_dump(), None
+        failure = failure or f"{resource_type} is not valid FHIR {version}{where}"
+    return None, None, failure
+
+
+_DOSE = {"doseAndRate": [{"doseQuantity": {"value": 10, "unit": "mg"}}], "text": "10 mg"}
+_DRUG = {"coding": [{"system": RXNORM, "code": "197446"}], "text": "Baclofen 10 MG"}
+_CREATININE = {"coding": [{"system": "http://loinc.org", "code": "38483-4"}]}
+_QUIRKY = [
+    {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG},
+    {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG, "intent": ""},
+    {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG, "status": {}},
+    {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG, "intent": "x"},
+    {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": _DRUG,
+        "dosageInstruction": _DOSE,
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": _DRUG,
+        "dosageInstruction": [None, _DOSE],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": _DRUG,
+        "dosageInstruction": ["x"],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": _DRUG,
+        "dosageInstruction": [{"text": None}],
+    },
+    {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"coding": [{"code": 5}]}},
+    {
+        "resourceType": "MedicationRequest",
+        "medicationCodeableConcept": {**_DRUG, "text": Decimal("1")},
+    },
+    {"resourceType": "MedicationRequest", "medicationReference": {"reference": "Medication/m"}},
+    {
+        "resourceType": "MedicationRequest",
+        "dosageInstruction": {"timing": {"repeat": {"frequency": 3}}},
+    },
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": _CREATININE,
+        "valueQuantity": {"value": None},
+    },
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": _CREATININE,
+        "valueQuantity": {"value": float("nan")},
+    },
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": _CREATININE,
+        "valueCodeableConcept": "high",
+    },
+    {"resourceType": "Observation", "status": "final", "code": [_CREATININE]},
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": _CREATININE,
+        "valueInteger": 1,
+        "valueString": "1",
+    },
+    {
+        "resourceType": "Observation",
+        "code": _CREATININE,
+        "effectiveDateTime": "2021-03-31T02:43:19",
+    },
+    {"resourceType": "Condition", "code": _CREATININE, "clinicalStatus": "active"},
+    {"resourceType": "Condition", "code": _CREATININE, "clinicalStatus": {"coding": [None]}},
+    {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1941"},
+    {"resourceType": "Patient", "id": "p 1", "gender": 5},
+]
+
+
+@pytest.mark.parametrize("resource", _QUIRKY)
+def test_the_one_copy_validation_of_a_quirky_projection_is_as_afresh(
+    resource: dict[str, Any],
+) -> None:
+    """Lone objects wrapped, placeholders set, nulls and non-JSON values sent the ordinary
+    way: models, versions and failure messages alike."""
+    for versions in VERSIONS:
+        for _ in range(2):
+            outcome = validate(resource, versions)
+            dumped = outcome.model.model_dump() if outcome.model is not None else None
+            assert (outcome.version, dumped, outcome.failure) == _validated_afresh(
+                resource, versions
+            )
+
+
+def test_well_formed_projections_take_the_memoised_models() -> None:
+    """The one-copy path is the one taken: its datatype elements are the shared models."""
+    order = {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG}
+    lab = {"resourceType": "Observation", "status": "final", "code": _CREATININE}
+    first = validate({**order, "dosageInstruction": _DOSE}, (FhirVersion.R4,)).model
+    again = validate({**order, "dosageInstruction": [dict(_DOSE)]}, (FhirVersion.R4,)).model
+    assert first is not None and again is not None
+    assert first.dosageInstruction[0] is again.dosageInstruction[0]  # type: ignore[attr-defined]
+    one, other = (validate(dict(lab), (FhirVersion.R4,)).model for _ in range(2))
+    assert one is not None and other is not None
+    assert one.code is other.code  # type: ignore[attr-defined]

@@ -50,7 +50,12 @@ def repair_for_validation(resource: Mapping[str, Any], cls: type[BaseModel]) -> 
     for name in list_fields(cls).intersection(repaired):
         if isinstance(repaired[name], Mapping):
             repaired[name] = [repaired[name]]
-    for name, placeholder in _PLACEHOLDERS.get(str(resource.get("resourceType")), {}).items():
+    fill_placeholders(repaired, str(resource.get("resourceType")))
+    return repaired
+
+
+def fill_placeholders(repaired: dict[str, Any], resource_type: str) -> None:
+    """Set the required elements that are missing or empty to their placeholders."""
+    for name, placeholder in _PLACEHOLDERS.get(resource_type, {}).items():
         if repaired.get(name) in _ABSENT:
             repaired[name] = placeholder
-    return repaired

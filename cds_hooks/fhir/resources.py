@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cds_hooks.fhir.values import Reader, get, is_node, parse_instant, parse_partial_date
+from cds_hooks.fhir.values import Reader, get, parse_instant, parse_partial_date
 from cds_hooks.fhir.versions import resource_version, validate
 from cds_hooks.model import Condition, FhirVersion, Observation, Patient, Quantity
 
@@ -132,17 +132,12 @@ def _quantity_from_text(text: str) -> Quantity | None:
 def observation_effective(node: Any) -> datetime | None:
     """When an Observation applies, from a validated model or the raw JSON alike, so a
     list can be ordered newest first before any of it is validated."""
-    period = get(node, "effectivePeriod")
-    for value in (
-        get(node, "effectiveDateTime"),
-        get(node, "effectiveInstant"),
-        get(period, "start") if is_node(period) else None,
-        get(node, "issued"),
-    ):
-        parsed = parse_instant(value)
-        if parsed is not None:
-            return parsed
-    return None
+    return (
+        parse_instant(get(node, "effectiveDateTime"))
+        or parse_instant(get(node, "effectiveInstant"))
+        or parse_instant(get(get(node, "effectivePeriod"), "start"))
+        or parse_instant(get(node, "issued"))
+    )
 
 
 def _status_code(node: Any, key: str, reader: Reader) -> str | None:

@@ -44,7 +44,7 @@ def get(node: Any, key: str) -> Any:
         return node.get(key)
     if node is None:
         return None
-    kind = _kind(node)
+    kind = _KINDS.get(type(node)) or _kind(node)
     if kind is _MODEL:
         return getattr(node, key, None)
     if kind is _MAPPING:
@@ -246,7 +246,7 @@ def regular_concept(value: Any) -> Concept | object | None:
     """
     if isinstance(value, dict):
         codings, text = value.get("coding"), value.get("text")
-    elif isinstance(value, BaseModel):
+    elif (_KINDS.get(type(value)) or _kind(value)) is _MODEL:
         codings, text = getattr(value, "coding", None), getattr(value, "text", None)
     else:
         return IRREGULAR
@@ -259,7 +259,7 @@ def regular_concept(value: Any) -> Concept | object | None:
         for item in codings:
             if isinstance(item, dict):
                 system, code, display = item.get("system"), item.get("code"), item.get("display")
-            elif isinstance(item, BaseModel):
+            elif (_KINDS.get(type(item)) or _kind(item)) is _MODEL:
                 system = getattr(item, "system", None)
                 code = getattr(item, "code", None)
                 display = getattr(item, "display", None)
@@ -291,27 +291,31 @@ def finite_number(value: Any) -> float | None:
     return None
 
 
-_QUANTITY_TEXTS = ("unit", "code", "system", "comparator")
-
-
 def regular_quantity(value: Any) -> Quantity | None:
     """A well-formed Quantity read in one pass, or None for ``Reader.quantity`` to read
     carefully (as for concepts, see ``regular_concept``); the same result when not None."""
     if isinstance(value, dict):
-        amount = value.get("value")
-        texts = [value.get(name) for name in _QUANTITY_TEXTS]
-    elif isinstance(value, BaseModel):
+        amount, unit, code = value.get("value"), value.get("unit"), value.get("code")
+        system, comparator = value.get("system"), value.get("comparator")
+    elif (_KINDS.get(type(value)) or _kind(value)) is _MODEL:
         amount = getattr(value, "value", None)
-        texts = [getattr(value, name, None) for name in _QUANTITY_TEXTS]
+        unit, code = getattr(value, "unit", None), getattr(value, "code", None)
+        system, comparator = getattr(value, "system", None), getattr(value, "comparator", None)
     else:
         return None
     number = finite_number(amount)
     if number is None:
         return None
-    if not all(text is None or isinstance(text, str) for text in texts):
-        return None
-    unit, code, system, comparator = (text or None for text in texts)
-    return Quantity(value=number, unit=unit, code=code, system=system, comparator=comparator)
+    for text in (unit, code, system, comparator):
+        if text is not None and not isinstance(text, str):
+            return None
+    return Quantity(
+        value=number,
+        unit=unit or None,
+        code=code or None,
+        system=system or None,
+        comparator=comparator or None,
+    )
 
 
 def parse_instant(value: Any) -> datetime | None:

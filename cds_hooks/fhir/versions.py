@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from types import MappingProxyType
@@ -33,7 +33,7 @@ import orjson
 from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import BaseModel, ValidationError
 
-from cds_hooks.fhir.quirks import repair_for_validation
+from cds_hooks.fhir.quirks import fill_placeholders, list_fields, repair_for_validation
 from cds_hooks.model import FhirVersion
 
 _PACKAGES = {FhirVersion.R4: "fhir.resources.R4B", FhirVersion.STU3: "fhir.resources.STU3"}
@@ -177,9 +177,26 @@ def validate(resource: Mapping[str, Any], versions: tuple[FhirVersion, ...]) -> 
     if not isinstance(resource_type, str):
         return Validation(model=None, version=None)
     read = READ_ELEMENTS.get(resource_type)
-    if read is not None:
-        resource = {key: resource[key] for key in read & resource.keys()}
-    return _validate_as(resource, resource_type, resource_type, versions, prevalidate=True)
+    if read is None:
+        return _validate_as(resource, resource_type, resource_type, versions)
+    elements = read & resource.keys()
+    first_failure: str | None = None
+    for version in versions:
+        cls = model_class(version, resource_type)
+        if cls is None:
+            continue
+        try:
+            model = _prevalidated(resource, elements, cls, resource_type)
+        except (ValidationError, ValueError, TypeError, RecursionError):
+            model = None
+        if model is not None:
+            return Validation(model=model, version=version)
+        projection = {key: resource[key] for key in elements}
+        outcome = _validate_as(projection, resource_type, resource_type, (version,))
+        if outcome.model is not None:
+            return outcome
+        first_failure = first_failure or outcome.failure
+    return Validation(model=None, version=None, failure=first_failure)
 
 
 def validate_element(
@@ -267,6 +284,12 @@ def model_validate(cls: type[BaseModel], data: Any) -> BaseModel:
         value = fields[key]
         if isinstance(value, list) and any(item is None for item in value):
             return cls.model_validate(data)
+    return _validated_once(cls, fields)
+
+
+def _validated_once(cls: type[BaseModel], fields: dict[str, Any]) -> BaseModel:
+    """A new ``cls`` validated from ``fields`` (no ``resourceType``, no null in a list of
+    complex elements) with the model's validators run once, as in ``model_validate``."""
     instance = cls.__new__(cls)
     cls.__pydantic_validator__.validate_python(MappingProxyType(fields), self_instance=instance)
     return instance
@@ -293,31 +316,69 @@ def _datatype_model(cls: type[BaseModel], key: bytes) -> BaseModel | None:
         return None
 
 
-def _prevalidated(repaired: dict[str, Any], cls: type[BaseModel]) -> dict[str, Any] | None:
-    """The repaired projection with its datatype elements replaced by memoised models.
+@cache
+def _element_handling(
+    cls: type[BaseModel],
+) -> dict[str, tuple[bool, type[BaseModel] | None, bool, bool]]:
+    """Elements that ``_prevalidated`` does more than copy: name → (a lone object is
+    wrapped into an array, memoised datatype, typed as a list of it, a list of complex
+    elements where a null sends the validation the ordinary way)."""
+    wrapped, datatypes, complex_lists = list_fields(cls), _datatype_fields(cls), _complex_lists(cls)
+    return {
+        name: (
+            name in wrapped,
+            datatypes[name][0] if name in datatypes else None,
+            name in datatypes and datatypes[name][1],
+            name in complex_lists,
+        )
+        for name in wrapped | datatypes.keys() | complex_lists
+    }
 
-    ``fhir_core`` validates a nested element with ``model_validate`` of its dict and
-    takes a model instance as it is, so the outcome is the same as validating the
-    dicts in place. None when an element is invalid or not memoisable: the caller then
-    validates the original, so failures keep their element paths.
+
+def _prevalidated(
+    resource: Mapping[str, Any], elements: Set[str], cls: type[BaseModel], resource_type: str
+) -> BaseModel | None:
+    """The projection of ``resource`` on ``elements``, quirk-repaired, validated in one
+    copy with its datatype elements replaced by memoised models.
+
+    The same as ``model_validate`` of what ``repair_for_validation`` makes of the
+    projection: ``fhir_core`` validates a nested element with ``model_validate`` of its
+    dict and takes a model instance as it is. None when an element is invalid, not
+    memoisable or a null is in a list of complex elements, or the projection is invalid:
+    the caller then validates the projection the ordinary way, so failures keep their
+    element paths.
     """
-    for name, (klass, is_list) in _datatype_fields(cls).items():
-        value = repaired.get(name)
-        if isinstance(value, dict):
-            model = _memoised_model(klass, value)
-            if model is None:
-                return None
-            repaired[name] = model
-        elif is_list and isinstance(value, list):
-            items = []
-            for item in value:
-                if isinstance(item, dict):
-                    item = _memoised_model(klass, item)
-                    if item is None:
+    if getattr(cls, "__resource_type__", None) != resource_type:
+        return None
+    handling = _element_handling(cls)
+    fields: dict[str, Any] = {}
+    for name in elements:
+        value = resource[name]
+        how = handling.get(name)
+        if how is not None:
+            wrap, klass, is_list, no_nulls = how
+            if wrap and isinstance(value, Mapping):
+                value = [value]
+            if klass is not None:
+                if isinstance(value, dict):
+                    value = _memoised_model(klass, value)
+                    if value is None:
                         return None
-                items.append(item)
-            repaired[name] = items
-    return repaired
+                elif is_list and isinstance(value, list):
+                    items = []
+                    for item in value:
+                        if isinstance(item, dict):
+                            item = _memoised_model(klass, item)
+                            if item is None:
+                                return None
+                        items.append(item)
+                    value = items
+            if no_nulls and isinstance(value, list) and any(item is None for item in value):
+                return None
+        fields[name] = value
+    fields.pop("resourceType", None)
+    fill_placeholders(fields, resource_type)
+    return _validated_once(cls, fields)
 
 
 def _memoised_model(klass: type[BaseModel], value: dict[str, Any]) -> BaseModel | None:
@@ -330,8 +391,6 @@ def _validate_as(
     type_name: str,
     label: str,
     versions: tuple[FhirVersion, ...],
-    *,
-    prevalidate: bool = False,
 ) -> Validation:
     first_failure: str | None = None
     for version in versions:
@@ -339,14 +398,7 @@ def _validate_as(
         if cls is None:
             continue
         try:
-            repaired = repair_for_validation(value, cls)
-            fast = _prevalidated(dict(repaired), cls) if prevalidate else None
-            if fast is not None:
-                try:
-                    return Validation(model=model_validate(cls, fast), version=version)
-                except (ValidationError, ValueError, TypeError, RecursionError):
-                    pass
-            model = model_validate(cls, repaired)
+            model = model_validate(cls, repair_for_validation(value, cls))
         except ValidationError as exc:
             first_failure = first_failure or f"{label} is not valid FHIR {version} " + (
                 f"({_locations(exc)})"
