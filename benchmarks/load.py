@@ -9,6 +9,11 @@ app of ``bare_app.py`` under the same gunicorn settings on loopback, and drives 
    and p99 latency per point, and our throughput as a share of the bare app's;
 2. the scaling sweep (default 1, 2, 4 workers at 16 connections): throughput per worker.
 
+Both servers run with ``GUNICORN_REUSE_PORT=1``, as the container image and the
+Kubernetes ConfigMap do, unless the environment says otherwise: without it gunicorn can
+put all 8 connections on one worker of one server and not the other, and the ratio then
+compares one core with two.
+
 Both servers of a sweep run side by side (the idle one costs nothing) and the points
 alternate, ours then bare, ``--repeat`` times; the summary takes each figure's median.
 On a shared machine the speed of a core drifts over minutes, and gunicorn leaves each
@@ -112,7 +117,11 @@ def tree_cpu_seconds(pid: int) -> float:
 def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
     """Start ``ours`` or ``bare`` on a free loopback port; yield its base URL and pid."""
     port = free_port()
-    env = {**os.environ, "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "4")}
+    env = {
+        **os.environ,
+        "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "4"),
+        "GUNICORN_REUSE_PORT": os.environ.get("GUNICORN_REUSE_PORT", "1"),
+    }
     if kind == "ours":
         metrics_dir = workdir / f"prometheus-{port}"
         env |= {
