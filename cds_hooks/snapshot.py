@@ -43,7 +43,8 @@ from cds_hooks.engine.renal import (
     weight_kg,
 )
 from cds_hooks.errors import PreconditionFailed
-from cds_hooks.fhir.values import IRREGULAR, Reader, regular_concept
+from cds_hooks.fhir.values import Reader
+from cds_hooks.fhir.versions import memo_key
 from cds_hooks.fhir_client import (
     FetchJob,
     FetchResult,
@@ -57,7 +58,6 @@ from cds_hooks.knowledge.conditions import condition_index
 from cds_hooks.knowledge.drugs import triage_medication
 from cds_hooks.model import (
     LOINC,
-    Concept,
     DataKind,
     FhirVersion,
     HookRequest,
@@ -444,22 +444,8 @@ def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
     plain JSON types, which make it raise.
     """
     code = resource.get("code")
-    if type(code) is dict:
-        try:
-            key = orjson.dumps(code, option=_JSON_ONLY)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
-        else:
-            if b"null" not in key:
-                return _code_may_flag(key)
-    return _may_flag(code)
-
-
-_JSON_ONLY = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
+    key = memo_key(code) if type(code) is dict else None
+    return _may_flag(code) if key is None else _code_may_flag(key)
 
 
 @lru_cache(maxsize=MEMO_SIZE)
@@ -468,13 +454,8 @@ def _code_may_flag(code_json: bytes) -> bool:
 
 
 def _may_flag(code: Any) -> bool:
-    """As ``condition_index().may_flag`` of ``Reader().concept`` of the code."""
-    if code is None:
-        return False
-    concept = regular_concept(code)
-    if concept is IRREGULAR:
-        concept = Reader().irregular_concept(code, "code")
-    return isinstance(concept, Concept) and condition_index().may_flag(concept)
+    concept = Reader().concept_of(code, "code")
+    return concept is not None and condition_index().may_flag(concept)
 
 
 def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]:

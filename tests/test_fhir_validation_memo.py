@@ -205,7 +205,7 @@ def test_a_co_medications_drug_reads_the_same_from_the_memo(
     ]
     memoised = [medication_order(r, drug_only=True) for r in resources]
     assert [medication_order(r, drug_only=True) for r in resources] == memoised
-    monkeypatch.setattr(medication, "_drug_key", lambda concept: None)
+    monkeypatch.setattr(medication, "memo_key", lambda concept: None)
     assert [medication_order(r, drug_only=True) for r in resources] == memoised
 
 

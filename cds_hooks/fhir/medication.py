@@ -29,9 +29,11 @@ from cds_hooks.fhir.values import (
 from cds_hooks.fhir.versions import (
     Validation,
     medication_request_version,
+    memo_key,
     validate,
     validate_element,
 )
+from cds_hooks.knowledge import MEMO_SIZE
 from cds_hooks.model import (
     Coding,
     Concept,
@@ -164,7 +166,7 @@ def _validated_drug(
     concept = resource.get("medicationCodeableConcept")
     if not isinstance(concept, _MAPPING):
         return None
-    key = _drug_key(concept)
+    key = memo_key(concept)
     if key is None:
         outcome = validate_element(concept, "CodeableConcept", _DRUG, versions)
         read: Any = IRREGULAR
@@ -178,24 +180,9 @@ def _validated_drug(
 
 
 _DRUG = "medicationCodeableConcept"
-_KEY_OPTIONS = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 
-def _drug_key(concept: Any) -> bytes | None:
-    """The drug's exact JSON, or None when that would not tell drugs apart: anything but
-    plain JSON types raises, and orjson writes NaN and infinities as ``null``."""
-    try:
-        key = orjson.dumps(concept, option=_KEY_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-    return None if b"null" in key else key
-
-
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=MEMO_SIZE)
 def _memoised_drug(key: bytes, versions: tuple[FhirVersion, ...]) -> tuple[Validation, Any]:
     outcome = validate_element(orjson.loads(key), "CodeableConcept", _DRUG, versions)
     return outcome, IRREGULAR if outcome.model is None else regular_concept(outcome.model)
@@ -211,7 +198,7 @@ def _medication(
     """The drug, from ``medicationCodeableConcept`` (``drug``, validated or raw; ``read``
     is it already read, or ``IRREGULAR``) or else the Medication a ``medicationReference``
     names."""
-    concept = _drug_concept(drug, reader) if read is IRREGULAR else read
+    concept = reader.concept_of(drug, _DRUG) if read is IRREGULAR else read
     if concept is not None or get(resource, "medicationReference") is None:
         return concept, None
     link = get(resource, "medicationReference")
@@ -231,16 +218,6 @@ def _medication(
     if code is None:
         return None, None
     return code, _product(target, code, reader)
-
-
-def _drug_concept(drug: Any, reader: Reader) -> Concept | None:
-    """As ``reader.concept`` of the ``medicationCodeableConcept`` element."""
-    if drug is None:
-        return None
-    concept = regular_concept(drug)
-    if concept is IRREGULAR:
-        return reader.irregular_concept(drug, "medicationCodeableConcept")
-    return concept  # type: ignore[return-value]
 
 
 def _ingredients_concept(medication: Mapping[str, Any], reader: Reader) -> Concept | None:

@@ -153,13 +153,16 @@ class Reader:
         return Coding(system=system, code=code, display=display)
 
     def concept(self, node: Any, key: str, path: str) -> Concept | None:
-        value = get(node, key)
+        return self.concept_of(get(node, key), f"{path}{key}")
+
+    def concept_of(self, value: Any, where: str) -> Concept | None:
+        """As ``concept``, for an element already taken from its node."""
         if value is None:
             return None
         regular = regular_concept(value)
         if regular is not IRREGULAR:
             return regular  # type: ignore[return-value]
-        return self.irregular_concept(value, f"{path}{key}")
+        return self.irregular_concept(value, where)
 
     def irregular_concept(self, value: Any, where: str) -> Concept | None:
         """Whatever can be read of a concept of unexpected shape, and where it went wrong."""

@@ -34,6 +34,7 @@ from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import BaseModel, ValidationError
 
 from cds_hooks.fhir.quirks import fill_placeholders, list_fields, repair_for_validation
+from cds_hooks.knowledge import MEMO_SIZE
 from cds_hooks.model import FhirVersion
 
 _PACKAGES = {FhirVersion.R4: "fhir.resources.R4B", FhirVersion.STU3: "fhir.resources.STU3"}
@@ -59,7 +60,6 @@ _MEMOISED_DATATYPES = frozenset({"CodeableConcept", "Quantity", "Dosage"})
 """Datatypes whose validation is memoised: drug and lab concepts, quantities and dose
 instructions recur across patients, and none of them identifies a patient on its own
 (References and dates are left out for that reason)."""
-_MEMO_SIZE = 4096
 _KEY_OPTIONS = (
     orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -208,21 +208,22 @@ def validate_element(
     fraction of the resource model around it. ``path`` names the element in failures.
     The outcome depends on the input alone, so it is memoised on the exact JSON.
     """
-    key = _memo_key(value) if type_name in _MEMOISED_DATATYPES else None
+    key = memo_key(value) if type_name in _MEMOISED_DATATYPES else None
     if key is None:
         return _validate_as(value, type_name, path, versions)
     return _memoised_element(key, type_name, path, versions)
 
 
-@lru_cache(maxsize=_MEMO_SIZE)
+@lru_cache(maxsize=MEMO_SIZE)
 def _memoised_element(
     key: bytes, type_name: str, path: str, versions: tuple[FhirVersion, ...]
 ) -> Validation:
     return _validate_as(orjson.loads(key), type_name, path, versions)
 
 
-def _memo_key(value: Any) -> bytes | None:
-    """The exact JSON as bytes, or None when that would not tell inputs apart.
+def memo_key(value: Any) -> bytes | None:
+    """The exact JSON as bytes, to memoise a pure function of a code or datatype on; None
+    when that would not tell inputs apart.
 
     ``null`` is excluded because orjson writes NaN and infinities as ``null`` too.
     """
@@ -306,7 +307,7 @@ def _complex_lists(cls: type[BaseModel]) -> frozenset[str]:
     return frozenset(keys)
 
 
-@lru_cache(maxsize=_MEMO_SIZE)
+@lru_cache(maxsize=MEMO_SIZE)
 def _datatype_model(cls: type[BaseModel], key: bytes) -> BaseModel | None:
     """What ``fhir_core`` makes of a nested datatype (``cls.model_validate`` of the dict),
     or None when invalid; validated models are never modified, so they can be shared."""
@@ -382,7 +383,7 @@ def _prevalidated(
 
 
 def _memoised_model(klass: type[BaseModel], value: dict[str, Any]) -> BaseModel | None:
-    key = _memo_key(value)
+    key = memo_key(value)
     return None if key is None else _datatype_model(klass, key)
 
 

@@ -19,7 +19,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from cds_hooks.knowledge import read_data
+from cds_hooks.knowledge import MEMO_SIZE, read_data
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
 
 MASS_TO_MG = {"mg": 1.0, "g": 1000.0, "mcg": 0.001}
@@ -462,7 +462,7 @@ _OTHER_DRUG_ELEMENTS = frozenset({"medication", "medicationReference", "containe
 """Elements besides ``medicationCodeableConcept`` that ``_raw_concepts`` takes evidence from."""
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=MEMO_SIZE)
 def _triage_drug(concept_json: bytes) -> MedicationTriage:
     """The judgement for an order whose only evidence is its drug concept, by that
     concept's exact JSON: the usual order, and the same drugs recur across patients, so
@@ -472,7 +472,7 @@ def _triage_drug(concept_json: bytes) -> MedicationTriage:
     return _triage(tuple(codes), tuple(texts))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=MEMO_SIZE)
 def _triage(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
     """The judgement from a drug's codes and names alone, memoised: the same drugs recur
     across patients, and their names are the costly part (tokens, n-grams, a regex)."""
