@@ -17,15 +17,13 @@ from typing import Any
 from cds_hooks import fhir
 from cds_hooks.discovery import ServiceDefinition
 from cds_hooks.errors import BadRequest
-from cds_hooks.fhir.values import reference_parts
+from cds_hooks.fhir.values import JSON_OBJECT, reference_parts
 from cds_hooks.model import Concept, FhirAuthorization, FhirVersion, HookRequest, MedicationOrder
 
 _HOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _UNKNOWN_ENTRY = "an entry of the draft orders could not be read as a FHIR resource"
 _MAX_SALVAGED_TEXT = 200
 _MEDICATION_KEYS = ("medicationCodeableConcept", "medicationReference", "dosageInstruction")
-_MAPPING = dict | Mapping
-"""dict first: parsed JSON is a dict, and the Mapping check alone goes through ABC machinery."""
 
 
 def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
@@ -35,17 +33,17 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     tolerated; for medication-prescribe the legacy top-level ``patient``/``user`` stand
     in for a missing ``patientId``/``userId``.
     """
-    if not isinstance(body, _MAPPING):
+    if not isinstance(body, JSON_OBJECT):
         raise BadRequest("The request body must be a JSON object.")
     _check_hook(body, service)
     hook_instance = _required_text(body, "hookInstance", "hookInstance")
     fhir_server = _optional_text(body, "fhirServer", "fhirServer")
     authorization = _authorization(body.get("fhirAuthorization"), fhir_server)
     context = body.get("context")
-    if not isinstance(context, _MAPPING):
+    if not isinstance(context, JSON_OBJECT):
         raise BadRequest("context is required and must be a JSON object.", expression="context")
     prefetch = body.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, _MAPPING):
+    if prefetch is not None and not isinstance(prefetch, JSON_OBJECT):
         raise BadRequest("prefetch must be a JSON object.", expression="prefetch")
     prefetch = prefetch or {}
 
@@ -198,7 +196,7 @@ def _draft_container(context: Mapping[str, Any], key: str) -> Any:
     path = f"context.{key}"
     if container is None:
         raise BadRequest(f"{path} is required.", expression=path)
-    if not isinstance(container, _MAPPING | list):
+    if not isinstance(container, JSON_OBJECT | list):
         raise BadRequest(f"{path} must be a FHIR Bundle.", expression=path)
     return container
 
@@ -226,8 +224,8 @@ def _entries(container: Any) -> list[tuple[Any, str | None]]:
         return []
     entries: list[tuple[Any, str | None]] = []
     for item in items if isinstance(items, list) else [items]:
-        resource = item.get("resource") if isinstance(item, _MAPPING) else item
-        full_url = item.get("fullUrl") if isinstance(item, _MAPPING) else None
+        resource = item.get("resource") if isinstance(item, JSON_OBJECT) else item
+        full_url = item.get("fullUrl") if isinstance(item, JSON_OBJECT) else None
         entries.append((resource, full_url if isinstance(full_url, str) else None))
     return entries
 
@@ -241,7 +239,7 @@ def _draft(
     ``resourceType``; an entry that is only text keeps that text as the drug name, so a
     mangled baclofen draft still reaches the engine as baclofen.
     """
-    if isinstance(resource, _MAPPING):
+    if isinstance(resource, JSON_OBJECT):
         resource_type = resource.get("resourceType")
         if isinstance(resource_type, str) and resource_type in fhir.ORDER_TYPES:
             return fhir.medication_order(

@@ -17,10 +17,8 @@ from functools import partial
 from itertools import chain
 from typing import Any, NamedTuple
 
+from cds_hooks.fhir.values import JSON_OBJECT
 from cds_hooks.model import DataKind
-
-_MAPPING = dict | Mapping
-"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
 
 ERROR_SEVERITIES = frozenset({"error", "fatal"})
 KINDS_BY_KEY = {kind.value: kind for kind in DataKind}
@@ -84,7 +82,7 @@ class Prefetch:
 
 
 def read_prefetch(prefetch: Any) -> Prefetch:
-    if not isinstance(prefetch, _MAPPING):
+    if not isinstance(prefetch, JSON_OBJECT):
         return Prefetch(by_kind={}, pool=())
     by_kind: dict[DataKind, PrefetchValue] = {}
     values: list[PrefetchValue] = []
@@ -101,7 +99,7 @@ def read_value(raw: Any) -> PrefetchValue:
     """One prefetch value, in whichever of the five (plus legacy) shapes it came."""
     if raw is None:
         return PrefetchValue(PrefetchState.NULL)
-    if not isinstance(raw, _MAPPING):
+    if not isinstance(raw, JSON_OBJECT):
         return PrefetchValue(PrefetchState.ERROR)
     if "resourceType" not in raw and ("resource" in raw or "response" in raw):
         return _read_legacy(raw)
@@ -117,7 +115,7 @@ def read_value(raw: Any) -> PrefetchValue:
 
 def _read_legacy(raw: Mapping[str, Any]) -> PrefetchValue:
     response = raw.get("response")
-    status = response.get("status") if isinstance(response, _MAPPING) else None
+    status = response.get("status") if isinstance(response, JSON_OBJECT) else None
     if status is not None and not str(status).strip().startswith("2"):
         return PrefetchValue(PrefetchState.ERROR)
     resource = raw.get("resource")
@@ -138,10 +136,10 @@ def read_bundle(bundle: Mapping[str, Any], depth: int = 0) -> PrefetchValue:
     failed = False
     raw_entries = bundle.get("entry")
     for item in raw_entries if isinstance(raw_entries, list) else ():
-        if not isinstance(item, _MAPPING):
+        if not isinstance(item, JSON_OBJECT):
             continue
         resource = item.get("resource")
-        if not isinstance(resource, _MAPPING):
+        if not isinstance(resource, JSON_OBJECT):
             continue
         resource_type = resource.get("resourceType")
         if not isinstance(resource_type, str):
@@ -166,14 +164,14 @@ def is_error_outcome(outcome: Mapping[str, Any]) -> bool:
     if not isinstance(issues, list) or not issues:
         return True
     return any(
-        isinstance(i, _MAPPING) and str(i.get("severity")) in ERROR_SEVERITIES for i in issues
+        isinstance(i, JSON_OBJECT) and str(i.get("severity")) in ERROR_SEVERITIES for i in issues
     )
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:
     links = bundle.get("link")
     for link in links if isinstance(links, list) else ():
-        if isinstance(link, _MAPPING) and link.get("relation") == "next":
+        if isinstance(link, JSON_OBJECT) and link.get("relation") == "next":
             url = link.get("url")
             if isinstance(url, str) and url:
                 return url

@@ -43,7 +43,7 @@ from cds_hooks.engine.renal import (
     weight_kg,
 )
 from cds_hooks.errors import PreconditionFailed
-from cds_hooks.fhir.values import Reader
+from cds_hooks.fhir.values import JSON_OBJECT, Reader
 from cds_hooks.fhir.versions import memo_key
 from cds_hooks.fhir_client import (
     FetchJob,
@@ -78,8 +78,6 @@ from cds_hooks.prefetch import (
 
 log = logging.getLogger(__name__)
 
-_MAPPING = dict | Mapping
-"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
 
 PATIENT_UNOBTAINABLE = "Patient could not be obtained from prefetch or the FHIR server"
 CLINICAL_KINDS = (
@@ -305,13 +303,13 @@ def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[
     if _text(resource, "status") in VOID_STATUSES:
         return _NO_CODES
     code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, _MAPPING) else None
+    codings = code.get("coding") if isinstance(code, JSON_OBJECT) else None
     if not isinstance(codings, list):
         return _NO_CODES
     found = [
         c["code"]
         for c in codings
-        if isinstance(c, _MAPPING)
+        if isinstance(c, JSON_OBJECT)
         and c.get("system") == LOINC
         and isinstance(lab_code := c.get("code"), str)
         and lab_code in known
@@ -325,7 +323,7 @@ _NO_CODES: frozenset[str] = frozenset()
 def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
     for field_name in ("subject", "patient"):
         ref = resource.get(field_name)
-        if isinstance(ref, _MAPPING) and isinstance(ref.get("reference"), str):
+        if isinstance(ref, JSON_OBJECT) and isinstance(ref.get("reference"), str):
             reference = ref["reference"]
             if reference.startswith("Patient/") and reference.count("/") == 1 and reference[8:]:
                 return reference[8:]  # the usual relative form, without the regex
@@ -500,7 +498,7 @@ def _coded_view(
     if "medicationCodeableConcept" in resource or "medicationReference" not in resource:
         return resource
     link = resource.get("medicationReference")
-    reference = link.get("reference") if isinstance(link, _MAPPING) else None
+    reference = link.get("reference") if isinstance(link, JSON_OBJECT) else None
     if not isinstance(reference, str):
         return None
     target = bundled.get(reference)
@@ -510,12 +508,12 @@ def _coded_view(
             (
                 item
                 for item in (contained if isinstance(contained, list) else ())
-                if isinstance(item, _MAPPING) and item.get("id") == reference[1:]
+                if isinstance(item, JSON_OBJECT) and item.get("id") == reference[1:]
             ),
             None,
         )
-    code = target.get("code") if isinstance(target, _MAPPING) else None
-    if not isinstance(code, _MAPPING):
+    code = target.get("code") if isinstance(target, JSON_OBJECT) else None
+    if not isinstance(code, JSON_OBJECT):
         return None
     return {**resource, "medicationCodeableConcept": code}
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-_MAPPING = dict | Mapping
-"""dict first: parsed JSON is a dict, and the Mapping check alone goes through ABC machinery."""
+from cds_hooks.fhir.values import JSON_OBJECT
 
 
 def bundle_entries(value: Any) -> Iterator[tuple[dict[str, Any], str | None]]:
@@ -26,9 +25,9 @@ def _entries(value: Any) -> Iterator[tuple[Mapping[str, Any], str | None]]:
         for item in value:
             yield from _entries(item)
         return
-    if not isinstance(value, _MAPPING):
+    if not isinstance(value, JSON_OBJECT):
         return
-    if "resourceType" not in value and isinstance(value.get("resource"), _MAPPING):
+    if "resourceType" not in value and isinstance(value.get("resource"), JSON_OBJECT):
         yield from _entries(value["resource"])
         return
     if value.get("resourceType") != "Bundle":
@@ -37,10 +36,10 @@ def _entries(value: Any) -> Iterator[tuple[Mapping[str, Any], str | None]]:
         return
     entries = value.get("entry")
     for entry in entries if isinstance(entries, list) else ():
-        if not isinstance(entry, _MAPPING):
+        if not isinstance(entry, JSON_OBJECT):
             continue
         resource = entry.get("resource")
-        if isinstance(resource, _MAPPING) and isinstance(resource.get("resourceType"), str):
+        if isinstance(resource, JSON_OBJECT) and isinstance(resource.get("resourceType"), str):
             full_url = entry.get("fullUrl")
             yield resource, full_url if isinstance(full_url, str) else None
 

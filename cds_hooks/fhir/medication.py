@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from cds_hooks.fhir.values import (
     IRREGULAR,
+    JSON_OBJECT,
     Reader,
     finite_number,
     get,
@@ -47,8 +48,6 @@ from cds_hooks.model import (
 )
 
 ORDER_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
-_MAPPING = dict | Mapping
-"""dict first: parsed JSON is a dict, and a bare Mapping check costs ABC machinery."""
 _EMPTY: Mapping[str, Mapping[str, Any]] = {}
 _T = TypeVar("_T")
 
@@ -71,7 +70,7 @@ def medication_order(
     status and dates are read leniently, and dosage instructions are not read at all
     (``dosages`` stays empty), which was most of the cost of reading such an order.
     """
-    if not isinstance(resource, _MAPPING):
+    if not isinstance(resource, JSON_OBJECT):
         return MedicationOrder(
             reference=fallback_reference or "MedicationRequest/#0",
             resource_type="MedicationRequest",
@@ -164,7 +163,7 @@ def _validated_drug(
     left as it is: the Medication it names is read as is.
     """
     concept = resource.get("medicationCodeableConcept")
-    if not isinstance(concept, _MAPPING):
+    if not isinstance(concept, JSON_OBJECT):
         return None
     key = memo_key(concept)
     if key is None:
@@ -202,7 +201,7 @@ def _medication(
     if concept is not None or get(resource, "medicationReference") is None:
         return concept, None
     link = get(resource, "medicationReference")
-    if not isinstance(link, _MAPPING):
+    if not isinstance(link, JSON_OBJECT):
         reader.problem("medicationReference is not a Reference")
         return None, None
     display = reader.text(link, "display", "medicationReference.")
@@ -251,7 +250,7 @@ def _resolve(
         contained = resource.get("contained")
         for item in contained if isinstance(contained, list) else ():
             if (
-                isinstance(item, _MAPPING)
+                isinstance(item, JSON_OBJECT)
                 and item.get("id") == reference[1:]
                 and item.get("resourceType") == "Medication"
             ):
@@ -260,7 +259,7 @@ def _resolve(
     found = bundled.get(reference)
     if found is None and (parts := reference_parts(reference)) is not None:
         found = bundled.get("/".join(parts))
-    if isinstance(found, _MAPPING) and found.get("resourceType") == "Medication":
+    if isinstance(found, JSON_OBJECT) and found.get("resourceType") == "Medication":
         return found
     return None
 

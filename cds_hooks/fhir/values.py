@@ -18,6 +18,10 @@ from pydantic import BaseModel
 
 from cds_hooks.model import Coding, Concept, Quantity, Ratio
 
+JSON_OBJECT = dict | Mapping
+"""``isinstance`` target for a JSON object: dict first, as parsed JSON is a dict and a bare
+``Mapping`` check goes through ABC machinery."""
+
 _MODEL, _MAPPING, _LEAF = "model", "mapping", "leaf"
 _KINDS: dict[type, str] = {list: _LEAF, str: _LEAF, int: _LEAF, float: _LEAF, bool: _LEAF}
 """What each type of element is, worked out once per type: ``isinstance`` against
