@@ -1,4 +1,5 @@
-"""Every refusal the service gives, as a FHIR OperationOutcome with a 4xx status.
+"""Every refusal the service gives, as a FHIR OperationOutcome with a 4xx status (or 503
+when the database it needs is down, so that clients retry rather than give up).
 
 CDS Hooks 3.0 asks services to explain non-2xx answers with an OperationOutcome; a
 clinician's EHR or an integration engineer reading the response should learn what was
@@ -55,6 +56,13 @@ class PreconditionFailed(CdsError):
 class Forbidden(CdsError):
     status = 403
     issue_code = "forbidden"
+
+
+class ServiceUnavailable(CdsError):
+    """A dependency failed mid-request: nothing was done, and the same request may be retried."""
+
+    status = 503
+    issue_code = "transient"
 
 
 def operation_outcome(message: str, code: str, expression: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from cds_hooks.config import ConfigError, Settings
+from cds_hooks.errors import ServiceUnavailable
 from cds_hooks.feedback import FeedbackItem, OverrideReason, parse_uuid
 from cds_hooks.store.schema import feedback, jwt_replay
 
@@ -41,6 +42,7 @@ __all__ = [
     "FeedbackCount",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "StoredFeedback",
     "alembic_config",
     "create_store_engine",
@@ -158,6 +160,24 @@ def _replay_key(issuer: str, jti: str) -> str:
     return hashlib.sha256(json.dumps([issuer, jti]).encode()).hexdigest()
 
 
+class StoreUnavailable(ServiceUnavailable):
+    """The database failed while serving a request (answered 503, not 500)."""
+
+
+@contextmanager
+def _serving(message: str) -> Iterator[None]:
+    """A database failure during a request becomes ``StoreUnavailable(message)``.
+
+    Only the error's type is logged: SQLAlchemy's messages quote the statement's
+    parameters, which hold feedback comments and token ids.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+        raise StoreUnavailable(message) from None
+
+
 class Store:
     """Repository over one SQLAlchemy engine; safe to share between threads."""
 
@@ -209,7 +229,10 @@ class Store:
             rows[key] = self._feedback_row(service_id, item, key, received)
         if not rows:
             return 0
-        with self._transaction() as connection:
+        with (
+            _serving("The feedback database is unavailable; nothing was stored. Send it again."),
+            self._transaction() as connection,
+        ):
             # Key order keeps concurrent overlapping batches from deadlocking on the index.
             statement = (
                 _insert(connection)(feedback)
@@ -311,7 +334,10 @@ class Store:
         if expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware")
         now = datetime.now(UTC)
-        with self._transaction() as connection:
+        with (
+            _serving("The database is unavailable, so the token could not be checked. Retry."),
+            self._transaction() as connection,
+        ):
             insert = _insert(connection)(jwt_replay).values(
                 token_key=_replay_key(issuer, jti), issuer=issuer, expires_at=expires_at
             )
