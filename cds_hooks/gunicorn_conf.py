@@ -2,7 +2,8 @@
 
 ``WEB_CONCURRENCY`` (workers) and ``GUNICORN_THREADS`` follow the usual conventions so
 platform defaults apply; SIGTERM gets ``graceful_timeout`` seconds to finish requests.
-The server hooks keep Prometheus metrics consistent across workers (``cds_hooks.metrics``).
+The server hooks keep Prometheus metrics consistent across workers (``cds_hooks.metrics``),
+and gunicorn's own lines are JSON like the app's, so a log shipper parses every line.
 
 Connections are not balanced across workers: the worker that wakes first accepts, and a
 gthread worker goes on accepting until it holds ``worker_connections`` (gunicorn's 1000),
@@ -37,6 +38,10 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from gunicorn import glogging
+
+from cds_hooks.logging import SafeJsonFormatter
+
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _created_metrics_dir: str | None = None
 
@@ -66,10 +71,20 @@ def options(
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
+        "logger_class": JsonLogger,
         "on_starting": on_starting,
         "child_exit": child_exit,
         "on_exit": on_exit,
     }
+
+
+class JsonLogger(glogging.Logger):
+    """Gunicorn's error log (start-up, workers booting and exiting, signals) as JSON lines."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(SafeJsonFormatter(pid=True))
 
 
 def ensure_metrics_dir() -> str:

@@ -58,10 +58,16 @@ class SafeJsonFormatter(OrjsonFormatter):
     encoder cost a few per cent of a hook call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pid: bool = False) -> None:
+        """``pid``: add the process id (gunicorn's lines name the worker by it)."""
         super().__init__(
-            "%(levelname)s %(name)s %(message)s",
-            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            "%(levelname)s %(name)s %(message)s" + (" %(process)d" if pid else ""),
+            rename_fields={
+                "levelname": "level",
+                "name": "logger",
+                "exc_info": "exception",
+                "process": "pid",
+            },
             static_fields={"knowledge_version": KNOWLEDGE_VERSION},
             timestamp=True,
         )

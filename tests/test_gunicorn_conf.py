@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from gunicorn.config import Config
 
 from cds_hooks import gunicorn_conf
+from tests.test_metrics import free_port, wait_until_healthy
 
 
 def gunicorn_config() -> Config:
@@ -42,3 +50,35 @@ def test_one_listening_socket_per_worker_only_when_asked(
     else:
         monkeypatch.setenv("GUNICORN_REUSE_PORT", value)
     assert gunicorn_config().reuse_port is expected
+
+
+def test_every_line_the_server_writes_is_json_gunicorns_own_included(tmp_path: Path) -> None:
+    """Log shippers parse one JSON object per line; a plain start-up line breaks that."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDS_ENV": "development",
+        "CDS_AUTH_MODE": "off",
+        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+    }
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    gunicorn_lines = {line["message"]: line for line in lines if line["logger"] == "gunicorn.error"}
+    assert any(message.startswith("Booting worker with pid") for message in gunicorn_lines)
+    assert "Shutting down: Master" in gunicorn_lines
+    assert all(isinstance(line["pid"], int) for line in gunicorn_lines.values())
+    assert all({"level", "timestamp", "knowledge_version"} <= line.keys() for line in lines)
