@@ -50,12 +50,17 @@ def repair_for_validation(resource: Mapping[str, Any], cls: type[BaseModel]) -> 
     for name in list_fields(cls).intersection(repaired):
         if isinstance(repaired[name], Mapping):
             repaired[name] = [repaired[name]]
-    fill_placeholders(repaired, str(resource.get("resourceType")))
+    fill_placeholders(repaired, placeholders(str(resource.get("resourceType"))))
     return repaired
 
 
-def fill_placeholders(repaired: dict[str, Any], resource_type: str) -> None:
+def placeholders(resource_type: str) -> Mapping[str, Any]:
+    """The placeholders of a resource type's required elements, as JSON."""
+    return _PLACEHOLDERS.get(resource_type, {})
+
+
+def fill_placeholders(repaired: dict[str, Any], values: Mapping[str, Any]) -> None:
     """Set the required elements that are missing or empty to their placeholders."""
-    for name, placeholder in _PLACEHOLDERS.get(resource_type, {}).items():
+    for name, placeholder in values.items():
         if repaired.get(name) in _ABSENT:
             repaired[name] = placeholder

@@ -33,7 +33,12 @@ import orjson
 from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import BaseModel, ValidationError
 
-from cds_hooks.fhir.quirks import fill_placeholders, list_fields, repair_for_validation
+from cds_hooks.fhir.quirks import (
+    fill_placeholders,
+    list_fields,
+    placeholders,
+    repair_for_validation,
+)
 from cds_hooks.knowledge import MEMO_SIZE
 from cds_hooks.model import FhirVersion
 
@@ -239,19 +244,23 @@ def _datatype_fields(cls: type[BaseModel]) -> dict[str, tuple[type[BaseModel], b
     """Top-level elements typed as a memoised datatype: alias → (model class, is a list)."""
     fields: dict[str, tuple[type[BaseModel], bool]] = {}
     for name, info in cls.model_fields.items():
-        annotation = info.annotation
-        is_list = False
-        for candidate in (annotation, *typing.get_args(annotation)):
-            if typing.get_origin(candidate) is list:
-                candidate, is_list = typing.get_args(candidate)[0], True
-            klass_of = getattr(candidate, "get_model_klass", None)
-            if klass_of is None:
-                continue
-            klass = klass_of()
-            if isinstance(klass, type) and klass.__name__ in _MEMOISED_DATATYPES:
-                fields[info.alias or name] = (klass, is_list)
-            break
+        klass, is_list = _model_type(info.annotation)
+        if klass is not None and klass.__name__ in _MEMOISED_DATATYPES:
+            fields[info.alias or name] = (klass, is_list)
     return fields
+
+
+def _model_type(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The ``fhir.resources`` model an element is typed as (if any), and whether a list."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        is_list = typing.get_origin(candidate) is list
+        if is_list:
+            candidate = typing.get_args(candidate)[0]
+        klass_of = getattr(candidate, "get_model_klass", None)
+        if klass_of is not None:
+            klass = klass_of()
+            return (klass, is_list) if isinstance(klass, type) else (None, False)
+    return None, False
 
 
 def model_validate(cls: type[BaseModel], data: Any) -> BaseModel:
@@ -288,11 +297,18 @@ def model_validate(cls: type[BaseModel], data: Any) -> BaseModel:
     return _validated_once(cls, fields)
 
 
-def _validated_once(cls: type[BaseModel], fields: dict[str, Any]) -> BaseModel:
+def _validated_once(
+    cls: type[BaseModel], fields: dict[str, Any], by_name: bool | None = None
+) -> BaseModel:
     """A new ``cls`` validated from ``fields`` (no ``resourceType``, no null in a list of
-    complex elements) with the model's validators run once, as in ``model_validate``."""
+    complex elements) with the model's validators run once, as in ``model_validate``.
+
+    ``by_name=False`` looks elements up by their JSON name only (``_status``, not also
+    ``status__ext``); see ``_prevalidated``."""
     instance = cls.__new__(cls)
-    cls.__pydantic_validator__.validate_python(MappingProxyType(fields), self_instance=instance)
+    cls.__pydantic_validator__.validate_python(
+        MappingProxyType(fields), self_instance=instance, by_name=by_name
+    )
     return instance
 
 
@@ -348,6 +364,13 @@ def _prevalidated(
     memoisable or a null is in a list of complex elements, or the projection is invalid:
     the caller then validates the projection the ordinary way, so failures keep their
     element paths.
+
+    Elements are looked up by JSON name only. Pydantic otherwise also tries each
+    element's Python name, and each of the model's elements absent from the input (most
+    of some fifty) costs a caught ``KeyError`` per try. No projected or placeholder
+    element is a model's Python name for another element (a test pins this), so they
+    populate the same fields either way; an element found only under its Python name
+    would be extra here, fail, and take the ordinary path.
     """
     if getattr(cls, "__resource_type__", None) != resource_type:
         return None
@@ -378,8 +401,21 @@ def _prevalidated(
                 return None
         fields[name] = value
     fields.pop("resourceType", None)
-    fill_placeholders(fields, resource_type)
-    return _validated_once(cls, fields)
+    fill_placeholders(fields, _placeholder_models(cls, resource_type))
+    return _validated_once(cls, fields, by_name=False)
+
+
+@cache
+def _placeholder_models(cls: type[BaseModel], resource_type: str) -> dict[str, Any]:
+    """The quirks' placeholders for ``cls``, their objects validated once: they are
+    constants, no patient's data, and taken as models as memoised datatypes are."""
+    models = dict(placeholders(resource_type))
+    for name, value in models.items():
+        if isinstance(value, dict):
+            klass, _ = _model_type(cls.model_fields[name].annotation)
+            if klass is not None:
+                models[name] = model_validate(klass, value)
+    return models
 
 
 def _memoised_model(klass: type[BaseModel], value: dict[str, Any]) -> BaseModel | None:
