@@ -139,10 +139,10 @@ def route_of(order: MedicationOrder, product: BaclofenProduct | None) -> Route:
     With conflicting routes on several instructions, the most dangerous one is returned,
     so an intravenous line is never hidden behind an intrathecal one.
     """
-    written = {_concept_route(d.route) for d in order.dosages if d.route is not None}
-    written.discard(Route.UNKNOWN)
-    if written:
-        return next(r for r in _DANGER_ORDER if r in written)
+    written = [_concept_route(d.route) for d in order.dosages if d.route is not None]
+    for route in _DANGER_ORDER:  # a list, not a set: hashing an enum member runs Python code
+        if route in written:
+            return route
     if product is not None and product.route in (Route.ORAL, Route.INTRATHECAL):
         return Route(product.route)
     return Route.UNKNOWN

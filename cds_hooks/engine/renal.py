@@ -266,8 +266,10 @@ def _newest_converted(
         obs = lab.observation
         assert obs.value is not None
         when = lab.effective
+        if when is None or when < since:
+            continue
         value = convert(obs.value)
-        if value is None or value <= 0 or when is None or when < since:
+        if value is None or value <= 0:
             continue
         return value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT), when
     return None

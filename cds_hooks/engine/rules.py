@@ -77,6 +77,9 @@ class Band:
 
 
 def num(value: float) -> str:
+    """``value`` to one decimal, no trailing zeros: ``30``, ``7.5``, ``1e+06``."""
+    if 0 < value < 1e6 and value == int(value):  # most doses and limits: nothing to round
+        return str(int(value))
     return f"{round(value, 1):g}"
 
 
@@ -120,10 +123,6 @@ def age_line(s: Situation) -> tuple[str, ...]:
     return (f"Age {s.age} years",) if s.age is not None else ("Age unknown (no birth date)",)
 
 
-def _reviewed(s: Situation, route: Route) -> list[BaclofenOrder]:
-    return [o for o in s.reviewed if o.route is route]
-
-
 def _amount(dose: DailyDose | None) -> float | None:
     return dose.amount if dose is not None else None
 
@@ -148,7 +147,7 @@ def _target(
     if total is None or total.amount is None or order.dose.amount is None:
         return None
     others = total.amount - order.dose.amount
-    single = k.threshold("R3c", "max_single_dose") if k.rule("R3c").enabled else None
+    single = k.thresholds["R3c", "max_single_dose"] if k.rules["R3c"].enabled else None
     return proposals.propose(order, ceiling - others, single)
 
 
@@ -188,19 +187,20 @@ def route(s: Situation, k: Knowledge) -> list[Hit]:
     hits = []
     for order in s.reviewed:
         product_route = order.product.route if order.product else None
-        facts: dict[str, Any] = {
-            "medication": order.label,
-            "route": order.route.value.replace("-", " "),
-        }
         if product_route == "intrathecal" and order.route in PARENTERAL_ROUTES:
             rule_id = "R1a"
         elif (
             product_route == "oral" and order.route in PARENTERAL_ROUTES | {Route.INTRATHECAL}
         ) or (product_route == "intrathecal" and order.route is Route.ORAL):
             rule_id = "R1b"
-            facts["product_route"] = product_route
         else:
             continue
+        facts: dict[str, Any] = {
+            "medication": order.label,
+            "route": order.route.value.replace("-", " "),
+        }
+        if rule_id == "R1b":
+            facts["product_route"] = product_route
         hits.append(
             Hit(
                 rule_id,
@@ -218,7 +218,7 @@ def route(s: Situation, k: Knowledge) -> list[Hit]:
 
 def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
     hits = []
-    reviewed = _reviewed(s, Route.INTRATHECAL)
+    reviewed = s.intrathecal_reviewed
     for order in reviewed:
         written = (order.dose.written_unit or "").strip().lower()
         if written in MASS_UNITS:
@@ -236,7 +236,7 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
             )
             return hits
         per_dose = order.dose.per_administration
-        limit = k.threshold("R2a", "max_bolus")
+        limit = k.thresholds["R2a", "max_bolus"]
         if _is_bolus(order) and per_dose is not None and per_dose > limit:
             hits.append(
                 Hit(
@@ -250,14 +250,14 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
         return hits
     total = _amount(s.route_total(Route.INTRATHECAL))
     inputs = dose_lines(s, Route.INTRATHECAL)
-    limit = k.threshold("R2b", "max_daily")
+    limit = k.thresholds["R2b", "max_daily"]
     if total is not None and total > limit:
         hits.append(Hit("R2b", {"daily": num(total), "limit": num(limit)}, inputs=inputs))
     before = _amount(s.previous_total(Route.INTRATHECAL))
     if total is not None and before:
         rise = (total - before) / before * 100
-        pediatric = s.age is not None and s.age < k.threshold("R2c", "pediatric_age")
-        step = k.threshold("R2c", "max_increase_cerebral" if pediatric else "max_increase_spinal")
+        pediatric = s.age is not None and s.age < k.thresholds["R2c", "pediatric_age"]
+        step = k.thresholds["R2c", "max_increase_cerebral" if pediatric else "max_increase_spinal"]
         if rise > step:
             hits.append(
                 Hit(
@@ -267,7 +267,7 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
                         "daily": num(total),
                         "rise": num(rise),
                         "limit": num(step),
-                        "window": num(k.threshold("R2c", "window")),
+                        "window": num(k.thresholds["R2c", "window"]),
                     },
                     inputs=(
                         *inputs,
@@ -291,19 +291,19 @@ def _written_value(order: BaclofenOrder) -> float:
 
 
 def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
-    reviewed = _reviewed(s, Route.ORAL)
+    reviewed = s.oral_reviewed
     if not reviewed:
         return []
     hits: list[Hit] = []
     total = _amount(s.route_total(Route.ORAL))
     inputs = dose_lines(s, Route.ORAL)
-    label_max = k.threshold("R3a", "max_daily")
-    reference_max = k.threshold("R3b", "max_daily")
+    label_max = k.thresholds["R3a", "max_daily"]
+    reference_max = k.thresholds["R3b", "max_daily"]
     if total is not None and total > label_max:
         proposal = _target(s, k, reviewed[0], label_max)
         actions = {Action.UPDATE_DOSE} if proposal else set()
         exceeded = [("R3a", label_max)]
-        if total > reference_max and k.rule("R3b").enabled:
+        if total > reference_max and k.rules["R3b"].enabled:
             exceeded.insert(0, ("R3b", reference_max))
             actions.add(Action.DELETE_DRAFT)
         hits.extend(
@@ -317,7 +317,7 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
             )
             for rule_id, limit in exceeded
         )
-    single_max = k.threshold("R3c", "max_single_dose")
+    single_max = k.thresholds["R3c", "max_single_dose"]
     for order in reviewed:
         single = order.dose.per_administration
         if single is not None and single > single_max:
@@ -338,14 +338,14 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
     The label step is per 3 days; the service sees only the order being replaced, so any
     single increase above one step is reported (the interval cannot be checked).
     """
-    reviewed = _reviewed(s, Route.ORAL)
+    reviewed = s.oral_reviewed
     total = _amount(s.route_total(Route.ORAL))
     if not reviewed or total is None:
         return []
     inputs = dose_lines(s, Route.ORAL)
     previous = s.previous_total(Route.ORAL)
     if previous is None:
-        start = k.threshold("R3d", "start_daily")
+        start = k.thresholds["R3d", "start_daily"]
         if total > start:
             proposal = _target(s, k, reviewed[0], start)
             return [
@@ -361,7 +361,7 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
             ]
         return []
     before = previous.amount
-    step = k.threshold("R3d", "step_increase")
+    step = k.thresholds["R3d", "step_increase"]
     if before is not None and total - before > step:
         return [
             Hit(
@@ -371,7 +371,7 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
                     "daily": num(total),
                     "increase": num(total - before),
                     "limit": num(step),
-                    "days": num(k.threshold("R3d", "step_days")),
+                    "days": num(k.thresholds["R3d", "step_days"]),
                 },
                 variant="increase",
                 inputs=(*inputs, f"Current oral baclofen before this change: {num(before)} mg/day"),
@@ -400,9 +400,9 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
     best: Band | None = None
     for value in values:
         for rule_id, limit, severity in _BANDS[value.kind.is_egfr]:
-            if value.certainly_below(k.threshold(rule_id, limit)) and k.rule(rule_id).enabled:
+            if value.certainly_below(k.thresholds[rule_id, limit]) and k.rules[rule_id].enabled:
                 if best is None or severity > best.severity:
-                    best = Band(rule_id, value, k.threshold(rule_id, "ceiling"), severity)
+                    best = Band(rule_id, value, k.thresholds[rule_id, "ceiling"], severity)
                 break
     return best
 
@@ -413,7 +413,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     R4f escalates to warning from the high-risk age: renal function falls with age and
     the toxicity cases in the literature are mostly older patients.
     """
-    reviewed = _reviewed(s, Route.ORAL)
+    reviewed = s.oral_reviewed
     if not reviewed:
         return []
     order = reviewed[0]
@@ -425,10 +425,10 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     hits: list[Hit] = []
 
     on_record = [label for flag in KIDNEY_FAILURE_FLAGS for label in s.conditions.get(flag, ())]
-    esrd_limit = k.threshold("R4a", "esrd_limit")
+    esrd_limit = k.thresholds["R4a", "esrd_limit"]
     failing = [v for v in s.renal.values if v.certainly_below(esrd_limit)]
-    if (on_record or failing) and k.rule("R4a").enabled:
-        ceiling = k.threshold("R4a", "dialysis_ceiling")
+    if (on_record or failing) and k.rules["R4a"].enabled:
+        ceiling = k.thresholds["R4a", "dialysis_ceiling"]
         proposal = _target(s, k, order, ceiling) if total is not None and total > ceiling else None
         actions = {Action.DELETE_DRAFT} | ({Action.UPDATE_DOSE} if proposal else set())
         facts = daily | {"ceiling": num(ceiling)}
@@ -467,9 +467,9 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
         if not s.renal.known:
             hits.append(_renal_unknown(s, k, order, total))
 
-    beers_age = k.threshold("R4e", "age")
+    beers_age = k.thresholds["R4e", "age"]
     if s.age is not None and s.age >= beers_age:
-        limit = k.threshold("R4e", "egfr_limit")
+        limit = k.thresholds["R4e", "egfr_limit"]
         egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
         low = [v for v in egfrs if v.certainly_below(limit)]
         if low:
@@ -488,7 +488,7 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
     """R4f. A stale result is not used as current, but it is not thrown away either: kidney
     function rarely recovers, so a dose above the ceiling for the last known band is said
     on this card (with the adjusted dose offered) rather than silenced."""
-    high_risk = s.age is not None and s.age >= k.threshold("R4f", "high_risk_age")
+    high_risk = s.age is not None and s.age >= k.thresholds["R4f", "high_risk_age"]
     facts = {"lookback": str(s.renal.lookback_days)}
     actions = {Action.ORDER_CREATININE}
     proposal = None
@@ -511,8 +511,8 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
         facts |= {"renal": short(s.renal.stale[0])}
     else:
         variant = "none"
-    high_risk_age = num(k.threshold("R4f", "high_risk_age"))
-    shorter = s.renal.lookback_days < k.threshold("R4f", "lookback")
+    high_risk_age = num(k.thresholds["R4f", "high_risk_age"])
+    shorter = s.renal.lookback_days < k.thresholds["R4f", "lookback"]
     inputs = (
         *age_line(s),
         *(f"Older result not used: {renal_line(v)}" for v in s.renal.stale),
@@ -549,17 +549,17 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
     if s.age is None:
         return []
     hits = []
-    oral = _reviewed(s, Route.ORAL)
+    oral = s.oral_reviewed
     total = _amount(s.route_total(Route.ORAL))
-    if oral and s.age < k.threshold("R5a", "min_age"):
-        young = s.age < k.threshold("R5a", "young_child_age")
-        ceiling = k.threshold("R5a", "young_child_ceiling" if young else "child_ceiling")
+    if oral and s.age < k.thresholds["R5a", "min_age"]:
+        young = s.age < k.thresholds["R5a", "young_child_age"]
+        ceiling = k.thresholds["R5a", "young_child_ceiling" if young else "child_ceiling"]
         hits.append(
             Hit(
                 "R5a",
                 {
                     "age": str(s.age),
-                    "limit": num(k.threshold("R5a", "min_age")),
+                    "limit": num(k.thresholds["R5a", "min_age"]),
                     "ceiling": num(ceiling),
                     "daily": num(total) if total is not None else "unknown",
                 },
@@ -568,22 +568,22 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
                 order=oral[0].order.reference,
             )
         )
-    intrathecal = _reviewed(s, Route.INTRATHECAL)
-    if intrathecal and s.age < k.threshold("R5b", "min_age"):
+    intrathecal = s.intrathecal_reviewed
+    if intrathecal and s.age < k.thresholds["R5b", "min_age"]:
         hits.append(
             Hit(
                 "R5b",
-                {"age": str(s.age), "limit": num(k.threshold("R5b", "min_age"))},
+                {"age": str(s.age), "limit": num(k.thresholds["R5b", "min_age"])},
                 inputs=age_line(s),
                 order=intrathecal[0].order.reference,
             )
         )
-    start = k.threshold("R5c", "start_daily")
-    said_by_titration = k.rule("R3d").enabled and k.threshold("R3d", "start_daily") <= start
+    start = k.thresholds["R5c", "start_daily"]
+    said_by_titration = k.rules["R3d"].enabled and k.thresholds["R3d", "start_daily"] <= start
     if (
         oral
         and not said_by_titration
-        and s.age >= k.threshold("R5c", "age")
+        and s.age >= k.thresholds["R5c", "age"]
         and s.previous_total(Route.ORAL) is None
         and total is not None
         and total > start
@@ -677,12 +677,12 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
-    if s.age is None or s.age < k.threshold("R6d", "age"):
+    if s.age is None or s.age < k.thresholds["R6d", "age"]:
         return []
     active = [m for m in s.comedications if k.any_beers_cns(m.classes)]
     alcohol = s.conditions.get("alcohol-use-disorder", ())
     count = 1 + len(active) + (1 if alcohol else 0)
-    limit = k.threshold("R6d", "cns_active_count")
+    limit = k.thresholds["R6d", "cns_active_count"]
     if count < limit:
         return []
     named = ["baclofen", *(m.label for m in active), *(f"{a} (alcohol)" for a in alcohol)]
@@ -701,9 +701,13 @@ def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
+    """R6e-g. A rule is not worked out when no co-medication has its classes or a policy
+    switched it off (the engine would drop its hit)."""
     hits = []
-    levodopa = _named(k, s.comedications, LEVODOPA)
-    if levodopa:
+    present = s.comedication_classes
+    rules = k.rules
+    if rules["R6e"].enabled and not present.isdisjoint(LEVODOPA):
+        levodopa = _named(k, s.comedications, LEVODOPA)
         hits.append(
             Hit(
                 "R6e",
@@ -711,21 +715,20 @@ def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
                 inputs=tuple(f"Co-prescribed: {d}" for d in levodopa),
             )
         )
-    sedating = _named(k, s.comedications, OTHER_SEDATING)
-    if sedating:
-        classes = s.comedication_classes & OTHER_SEDATING
+    if rules["R6f"].enabled and not present.isdisjoint(OTHER_SEDATING):
+        sedating = _named(k, s.comedications, OTHER_SEDATING)
         hits.append(
             Hit(
                 "R6f",
                 {
                     "drugs": "; ".join(sedating),
-                    "classes": k.class_labels(classes),
+                    "classes": k.class_labels(present & OTHER_SEDATING),
                 },
                 inputs=tuple(f"Co-prescribed: {d}" for d in sedating),
             )
         )
-    lowering = _named(k, s.comedications, ANTIHYPERTENSIVES)
-    if lowering:
+    if rules["R6g"].enabled and not present.isdisjoint(ANTIHYPERTENSIVES):
+        lowering = _named(k, s.comedications, ANTIHYPERTENSIVES)
         hits.append(
             Hit(
                 "R6g",
@@ -741,7 +744,7 @@ def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
 
 def withdrawal(s: Situation, k: Knowledge) -> list[Hit]:
     hits = []
-    sharp = k.threshold("R7a", "sharp_cut")
+    sharp = k.thresholds["R7a", "sharp_cut"]
     for change in s.changes:
         active, draft = change.active, change.draft
         facts = {
@@ -765,7 +768,7 @@ def withdrawal(s: Situation, k: Knowledge) -> list[Hit]:
                 )
             )
         elif active.oral and change.stops:
-            taper = {"taper": num(k.threshold("R7a", "taper_days"))}
+            taper = {"taper": num(k.thresholds["R7a", "taper_days"])}
             hits.append(
                 Hit(
                     "R7a", facts | taper, variant="stop", inputs=inputs, order=draft.order.reference
@@ -782,7 +785,7 @@ def withdrawal(s: Situation, k: Knowledge) -> list[Hit]:
                             "daily": num(draft.dose.amount),
                             "cut": num(cut),
                             "limit": num(sharp),
-                            "taper": num(k.threshold("R7a", "taper_days")),
+                            "taper": num(k.thresholds["R7a", "taper_days"]),
                         },
                         variant="cut",
                         inputs=inputs,

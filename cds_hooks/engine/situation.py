@@ -73,6 +73,9 @@ class Situation:
     age: int | None
     reviewed: tuple[BaclofenOrder, ...]
     """Baclofen drafts under review that start or continue therapy."""
+    oral_reviewed: tuple[BaclofenOrder, ...]
+    intrathecal_reviewed: tuple[BaclofenOrder, ...]
+    """``reviewed`` of one route: most rule families start from one of them."""
     changes: tuple[Change, ...]
     current: tuple[BaclofenOrder, ...]
     """Every baclofen order the patient would be on after signing."""
@@ -174,11 +177,11 @@ def _lookback_days(
     knowledge: Knowledge, age: int | None, conditions: dict[str, tuple[str, ...]]
 ) -> int:
     """The shorter look-back from the high-risk age, with known CKD, or when age is unknown."""
-    high_risk_age = knowledge.threshold("R4f", "high_risk_age")
+    high_risk_age = knowledge.thresholds["R4f", "high_risk_age"]
     ckd = not KIDNEY_DISEASE_FLAGS.isdisjoint(conditions)
     if ckd or age is None or age >= high_risk_age:
-        return int(knowledge.threshold("R4f", "lookback_high_risk"))
-    return int(knowledge.threshold("R4f", "lookback"))
+        return int(knowledge.thresholds["R4f", "lookback_high_risk"])
+    return int(knowledge.thresholds["R4f", "lookback"])
 
 
 def build(
@@ -237,10 +240,13 @@ def build(
         _lookback_days(knowledge, age, conditions),
         labs_unavailable=DataKind.RENAL_LABS in snapshot.unavailable,
     )
+    reviewed = tuple(d for d in starting if d.under_review)
     return Situation(
         today=today,
         age=age,
-        reviewed=tuple(d for d in starting if d.under_review),
+        reviewed=reviewed,
+        oral_reviewed=tuple(d for d in reviewed if d.route is Route.ORAL),
+        intrathecal_reviewed=tuple(d for d in reviewed if d.route is Route.INTRATHECAL),
         changes=tuple(changes),
         current=current,
         previous=tuple(previous),

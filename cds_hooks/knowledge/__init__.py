@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -104,6 +104,19 @@ class Knowledge:
     free text cannot grow it without bound.
     """
 
+    drug: Callable[
+        [Concept, MedicationProduct | None], tuple[BaclofenProduct | None, frozenset[str]]
+    ]
+    """``baclofen_product`` and ``drug_classes`` of a concept from one memo lookup: the engine
+    reads one or the other of every order, and hashing the concept is most of a lookup's cost."""
+    condition_flags: Callable[[Concept], frozenset[str]]
+    class_labels: Callable[[frozenset[str]], str]
+    """Labels of class ids in id order, comma-separated (``"benzodiazepine, opioid"``)."""
+    any_beers_cns: Callable[[frozenset[str]], bool]
+    """Does Beers 2023 count any of the class ids as CNS-active (per the class table)?"""
+    thresholds: Mapping[tuple[str, str], float]
+    """Each (rule id, threshold name)'s value: the rules read ~20 a call, one subscript each."""
+
     def __init__(
         self,
         *,
@@ -120,39 +133,31 @@ class Knowledge:
         self.policy_file = policy_file
         self._drugs = drugs
         self._conditions = conditions
-        self._drug = lru_cache(maxsize=MEMO_SIZE)(self._drug_of)
-        self._condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
-        # The rules read ~20 thresholds per call: one flat lookup each instead of two.
-        self._thresholds = {
+        # The memos are the lookups themselves: a memo hit then runs no Python code at all
+        # (the engine asks them ~30 times a call).
+        self.drug = lru_cache(maxsize=MEMO_SIZE)(self._drug_of)
+        self.condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
+        self.class_labels = lru_cache(maxsize=MEMO_SIZE)(self._labels_of)
+        self.any_beers_cns = lru_cache(maxsize=MEMO_SIZE)(self._beers_cns_of)
+        self.thresholds = {
             (spec.id, name): t.value
             for spec in rules.values()
             for name, t in spec.thresholds.items()
         }
-        # Class labels and Beers flags depend only on the class ids; the same few sets recur.
-        self._class_labels = lru_cache(maxsize=MEMO_SIZE)(self._labels_of)
-        self._any_beers_cns = lru_cache(maxsize=MEMO_SIZE)(self._beers_cns_of)
 
     def rule(self, rule_id: str) -> RuleSpec:
         return self.rules[rule_id]
 
     def threshold(self, rule_id: str, name: str) -> float:
-        return self._thresholds[rule_id, name]
-
-    def drug(
-        self, concept: Concept, product: MedicationProduct | None = None
-    ) -> tuple[BaclofenProduct | None, frozenset[str]]:
-        """``baclofen_product`` and ``drug_classes`` of ``concept`` from one memo lookup: the
-        engine reads one or the other of every order, and hashing the concept is most of a
-        lookup's cost."""
-        return self._drug(concept, product)
+        return self.thresholds[rule_id, name]
 
     def baclofen_product(
         self, concept: Concept, product: MedicationProduct | None = None
     ) -> BaclofenProduct | None:
-        return self._drug(concept, product)[0]
+        return self.drug(concept, product)[0]
 
     def drug_classes(self, concept: Concept) -> frozenset[str]:
-        return self._drug(concept, None)[1]
+        return self.drug(concept, None)[1]
 
     def _drug_of(
         self, concept: Concept, product: MedicationProduct | None
@@ -162,14 +167,6 @@ class Knowledge:
     def drug_class(self, class_id: str) -> DrugClass:
         """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""
         return self._drugs.drug_class(class_id)
-
-    def class_labels(self, class_ids: frozenset[str]) -> str:
-        """Labels of ``class_ids`` in id order, comma-separated (``"benzodiazepine, opioid"``)."""
-        return self._class_labels(class_ids)
-
-    def any_beers_cns(self, class_ids: frozenset[str]) -> bool:
-        """Does Beers 2023 count any of ``class_ids`` as CNS-active (per the class table)?"""
-        return self._any_beers_cns(class_ids)
 
     def _labels_of(self, class_ids: frozenset[str]) -> str:
         return ", ".join(self._class_label(c) for c in sorted(class_ids))
@@ -189,9 +186,6 @@ class Knowledge:
             except KeyError:
                 continue
         return False
-
-    def condition_flags(self, concept: Concept) -> frozenset[str]:
-        return self._condition_flags(concept)
 
     def condition_flag(self, flag_id: str) -> ConditionFlag:
         """Label of a flag and the rules that use it."""
