@@ -58,9 +58,6 @@ _MARKDOWN_ESCAPES = {
 }
 
 
-_MARKDOWN_SPECIAL = re.compile("[" + re.escape("".join(_MARKDOWN_ESCAPES)) + "]")
-
-
 # Read from dicts: an enum member's ``value`` and the ``rank`` property are Python-level
 # calls, made for every card.
 _INDICATOR_VALUES = {indicator: indicator.value for indicator in Indicator}
@@ -119,27 +116,75 @@ class _Facts(dict[str, Any]):
         return "?"
 
 
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A catalogue text, parsed once rather than on every card.
+
+    ``numbered`` is the text with each field replaced by its position in ``fields`` (None
+    unless every field is a bare fact name), so a card fills it with one ``str.format``.
+    """
+
+    text: str
+    fields: tuple[str, ...]  # the fact names the text uses: only those are formatted
+    numbered: str | None
+
+
 @cache
-def _fields(template: str) -> tuple[str, ...]:
-    """The fact names a template uses: only those are formatted and escaped."""
-    names = (
-        re.split(r"[.\[]", field, maxsplit=1)[0]
-        for _, field, _, _ in string.Formatter().parse(template)
-        if field
+def _template_of(text: str) -> _Template:
+    parsed = list(string.Formatter().parse(text))
+    fields = tuple(
+        dict.fromkeys(
+            re.split(r"[.\[]", field, maxsplit=1)[0] for _, field, _, _ in parsed if field
+        )
     )
-    return tuple(dict.fromkeys(names))
+    bare = all(
+        field is None or (field.isidentifier() and not spec and conversion is None)
+        for _, field, spec, conversion in parsed
+    )
+    numbered = (
+        "".join(
+            literal.replace("{", "{{").replace("}", "}}")
+            + ("" if field is None else f"{{{fields.index(field)}}}")
+            for literal, field, _, _ in parsed
+        )
+        if bare
+        else None
+    )
+    return _Template(text=text, fields=fields, numbered=numbered)
 
 
-def _fill(template: str, facts: Mapping[str, Any], escape: bool) -> str:
-    fields = _fields(template)
+def _fill(template: _Template, facts: Mapping[str, Any], escape: bool) -> str:
+    """``template`` with the named facts, Markdown-escaped if ``escape``.
+
+    Usually every fact is present: their texts go into the numbered template in one call,
+    checked for special characters all at once (each is one character, so the joined texts
+    hold one only if some text does).
+    """
+    numbered = template.numbered
+    if numbered is None:
+        return _fill_by_name(template, facts, escape)
+    texts = []
+    for name in template.fields:
+        value = facts.get(name)
+        if value is None:
+            return _fill_by_name(template, facts, escape)
+        texts.append(str(value))
+    if escape and _has_special("".join(texts)):
+        texts = list(map(_escape, texts))
+    return numbered.format(*texts)
+
+
+def _fill_by_name(template: _Template, facts: Mapping[str, Any], escape: bool) -> str:
+    """``_fill`` for any template and facts, a missing fact rendering as "?"."""
+    fields = template.fields
     values = {}
     for name in fields:
         value = facts.get(name)
         if value is not None:
             text = str(value)
-            values[name] = _escape(text) if escape and _MARKDOWN_SPECIAL.search(text) else text
+            values[name] = _escape(text) if escape else text
     # ``_Facts`` (slower to build) only when a fact is missing and must render as "?".
-    return template.format_map(values if len(values) == len(fields) else _Facts(values))
+    return template.text.format_map(values if len(values) == len(fields) else _Facts(values))
 
 
 def _escape(text: str) -> str:
@@ -148,7 +193,7 @@ def _escape(text: str) -> str:
     Most text has nothing to escape; the rest has a few kinds of special character, and a
     ``str.replace`` per kind present is cheaper than a regex callback per occurrence.
     """
-    if _MARKDOWN_SPECIAL.search(text) is None:
+    if not _has_special(text):
         return text
     for char, escaped in _MARKDOWN_ESCAPES.items():
         if char in text:
@@ -156,32 +201,68 @@ def _escape(text: str) -> str:
     return text
 
 
-def _template(cat: Catalogue, reason: Mapping[str, Any]) -> Mapping[str, str]:
+def _has_special(text: str) -> bool:
+    """Whether ``text`` holds a key of ``_MARKDOWN_ESCAPES``.
+
+    Ten substring tests, each a C scan of well under a machine instruction per character,
+    where a regex character class costs about fifty: drug lists and inputs run to hundreds.
+    """
+    return (
+        "&" in text
+        or "<" in text
+        or ">" in text
+        or "*" in text
+        or "_" in text
+        or "`" in text
+        or "[" in text
+        or "]" in text
+        or "#" in text
+        or "|" in text
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    summary: _Template
+    reason: _Template
+
+
+def _wording_of(reason: Mapping[str, Any]) -> _Wording:
     """The rule's wording for this variant; a rule without wording still gets a card."""
     rule = reason["rule"]
     found = _wording(rule, reason.get("variant"))
     if found is None:
         log.error("card catalogue has no wording for rule %s", rule)
-        return {"summary": cat.fallback_summary, "reason": cat.fallback_reason}
+        return _fallback_wording()
     return found
 
 
 @cache
-def _wording(rule: str, variant: str | None) -> Mapping[str, str] | None:
+def _wording(rule: str, variant: str | None) -> _Wording | None:
     """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur."""
     rules = catalogue().rules
     found = rules.get(f"{rule}.{variant}") if variant else None
-    return found or rules.get(rule)
+    entry = found or rules.get(rule)
+    if entry is None:
+        return None
+    return _Wording(summary=_template_of(entry["summary"]), reason=_template_of(entry["reason"]))
+
+
+@cache
+def _fallback_wording() -> _Wording:
+    cat = catalogue()
+    return _Wording(
+        summary=_template_of(cat.fallback_summary), reason=_template_of(cat.fallback_reason)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _TopicText:
     """A topic's fixed wording, resolved once per topic instead of once per card."""
 
-    code: str
-    display: str
+    source_topic: dict[str, str]  # copied into each card
     recommendation: str
-    recommended: str
+    recommended: Action | None  # the suggestion marked isRecommended if offered
     delete_label: str
     delete_description: str
     override_reasons: tuple[dict[str, str], ...]  # copied into each card
@@ -193,11 +274,11 @@ def _topic_text(topic: Topic) -> _TopicText:
     entry = cat.topics[topic.value]
     delete = cat.suggestions["delete-draft"]
     codes = entry.get("override_reasons") or cat.default_override_reasons
+    recommended = entry.get("recommended", "update-dose")
     return _TopicText(
-        code=topic.value,
-        display=entry["display"],
+        source_topic={"system": cat.topic_system, "code": topic.value, "display": entry["display"]},
         recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
-        recommended=entry.get("recommended", "update-dose"),
+        recommended=None if recommended == "none" else Action(recommended),
         delete_label=entry.get("delete_label", delete["label"]),
         delete_description=entry.get("delete_description", delete["description"]),
         override_reasons=tuple(
@@ -282,24 +363,21 @@ def _version_4_masks(count: int) -> tuple[int, int]:
     )
 
 
-def _summary(cat: Catalogue, finding: Finding) -> str:
+def _summary(finding: Finding) -> str:
     primary = finding.facts["reasons"][0]
-    text = _fill(_template(cat, primary)["summary"], primary, escape=False)
+    text = _fill(_wording_of(primary).summary, primary, escape=False)
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def _detail(
-    cat: Catalogue, finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None
-) -> str:
+def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None) -> str:
     reasons = finding.facts["reasons"]
     if len(reasons) == 1:
         (reason,) = reasons
-        why = f"**Why**\n- {_fill(_template(cat, reason)['reason'], reason, escape=True)}"
+        why = f"**Why**\n- {_fill(_wording_of(reason).reason, reason, escape=True)}"
         rules = reason["rule"]
     else:
         why = "**Why**" + "".join(
-            f"\n- {_fill(_template(cat, r)['reason'], r, escape=True)} _({r['tier']})_"
-            for r in reasons
+            f"\n- {_fill(_wording_of(r).reason, r, escape=True)} _({r['tier']})_" for r in reasons
         )
         rules = ", ".join(dict.fromkeys(r["rule"] for r in reasons))
     inputs = finding.facts.get("inputs")
@@ -398,77 +476,62 @@ def _creatinine_order(patient_id: str) -> dict[str, Any]:
 
 
 def _suggestions(
-    cat: Catalogue,
-    finding: Finding,
-    topic: _TopicText,
-    request: HookRequest,
-    uuids: Iterator[str],
+    finding: Finding, topic: _TopicText, request: HookRequest, uuids: Iterator[str]
 ) -> list[dict[str, Any]]:
     actions = finding.actions
-    if not actions:
-        return []
-    texts = cat.suggestions
     draft = _draft(request, finding.order_reference)
-    made: list[tuple[Action, str, dict[str, Any]]] = []  # kind, label, action
+    made: dict[Action, tuple[str, dict[str, Any]]] = {}  # label and action, by kind
     if Action.UPDATE_DOSE in actions and finding.proposal and draft is not None:
         resource = updated_resource(draft, finding.proposal)
         if resource is not None:
+            label_text, description_text = _update_dose_texts()
             regimen = {"regimen": finding.proposal.text}
-            made.append(
-                (
-                    Action.UPDATE_DOSE,
-                    _fill(texts["update-dose"]["label"], regimen, escape=False),
-                    {
-                        "type": "update",
-                        "description": _fill(
-                            texts["update-dose"]["description"], regimen, escape=False
-                        ),
-                        "resource": resource,
-                    },
-                )
+            made[Action.UPDATE_DOSE] = (
+                _fill(label_text, regimen, escape=False),
+                {
+                    "type": "update",
+                    "description": _fill(description_text, regimen, escape=False),
+                    "resource": resource,
+                },
             )
     if Action.ORDER_CREATININE in actions:
-        made.append(
-            (
-                Action.ORDER_CREATININE,
-                texts["order-creatinine"]["label"],
-                {
-                    "type": "create",
-                    "description": texts["order-creatinine"]["description"],
-                    "resource": _creatinine_order(request.patient_id),
-                },
-            )
+        texts = catalogue().suggestions["order-creatinine"]
+        made[Action.ORDER_CREATININE] = (
+            texts["label"],
+            {
+                "type": "create",
+                "description": texts["description"],
+                "resource": _creatinine_order(request.patient_id),
+            },
         )
     if Action.DELETE_DRAFT in actions and draft is not None and _has_id(draft):
-        made.append(
-            (
-                Action.DELETE_DRAFT,
-                topic.delete_label,
-                {
-                    "type": "delete",
-                    "description": topic.delete_description,
-                    "resourceId": draft.reference,
-                },
-            )
+        made[Action.DELETE_DRAFT] = (
+            topic.delete_label,
+            {
+                "type": "delete",
+                "description": topic.delete_description,
+                "resourceId": draft.reference,
+            },
         )
     if not made:
         return []
-    recommended = topic.recommended
-    if recommended == "none":
-        chosen = None
-    elif any(kind == recommended for kind, _, _ in made):
-        chosen = recommended
-    else:
-        chosen = made[0][0]
-    made.sort(key=lambda m: m[0] != chosen)
     result = []
-    for kind, label, action in made:
-        entry: dict[str, Any] = {"label": label, "uuid": next(uuids)}
-        if kind == chosen:
-            entry["isRecommended"] = True
-        entry["actions"] = [action]
-        result.append(entry)
+    # The recommended suggestion (the topic's choice if offered, else the first) comes first.
+    recommended = topic.recommended
+    if recommended is not None:
+        label, action = made.pop(recommended if recommended in made else next(iter(made)))
+        result.append(
+            {"label": label, "uuid": next(uuids), "isRecommended": True, "actions": [action]}
+        )
+    for label, action in made.values():
+        result.append({"label": label, "uuid": next(uuids), "actions": [action]})
     return result
+
+
+@cache
+def _update_dose_texts() -> tuple[_Template, _Template]:
+    texts = catalogue().suggestions["update-dose"]
+    return _template_of(texts["label"]), _template_of(texts["description"])
 
 
 def render_card(
@@ -479,26 +542,22 @@ def render_card(
     extra: str | None = None,
 ) -> dict[str, Any]:
     """One card; its UUIDs (card and suggestions) are drawn from ``uuids``."""
-    cat = catalogue()
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
     card: dict[str, Any] = {
         "uuid": next(uuids),
-        "summary": _summary(cat, finding),
+        "summary": _summary(finding),
         "indicator": _INDICATOR_VALUES[finding.indicator],
-        "detail": _detail(cat, finding, topic, cited, extra),
-        "source": {
-            "label": cited.label,
-            "url": cited.url,
-            "topic": {"system": cat.topic_system, "code": topic.code, "display": topic.display},
-        },
+        "detail": _detail(finding, topic, cited, extra),
+        "source": {"label": cited.label, "url": cited.url, "topic": topic.source_topic.copy()},
     }
-    suggestions = _suggestions(cat, finding, topic, request, uuids)
-    if suggestions:
-        card["suggestions"] = suggestions
-        card["selectionBehavior"] = "at-most-one"
-    card["overrideReasons"] = [reason.copy() for reason in topic.override_reasons]
-    card["links"] = [link.copy() for link in cited.links]
+    if finding.actions:
+        suggestions = _suggestions(finding, topic, request, uuids)
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = "at-most-one"
+    card["overrideReasons"] = list(map(dict.copy, topic.override_reasons))
+    card["links"] = list(map(dict.copy, cited.links))
     return card
 
 
@@ -509,15 +568,15 @@ def render_cards(
     ordered = sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
     # A UUID per card and per suggestion, and a card has at most one suggestion per action.
-    uuids = _uuids(sum(1 + len(f.actions) for f in shown))
-    cards = []
-    for index, finding in enumerate(shown):
+    uuids = _uuids(len(shown) + sum(len(f.actions) for f in shown))
+    cards = [render_card(finding, request, knowledge, uuids) for finding in shown[:-1]]
+    if shown:
         extra = None
-        if hidden and index == len(shown) - 1:
+        if hidden:
             topics = ", ".join(catalogue().topics[f.topic.value]["display"] for f in hidden)
             extra = (
                 f"**{len(hidden)} more baclofen alert(s) not shown** (at most {max_cards} cards "
                 f"per request): {topics}."
             )
-        cards.append(render_card(finding, request, knowledge, uuids, extra))
+        cards.append(render_card(shown[-1], request, knowledge, uuids, extra))
     return cards
