@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache, lru_cache, partial
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 import orjson
@@ -459,6 +459,7 @@ def _may_flag(code: Any) -> bool:
 def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]:
     """Current medications other than this hook's drafts; only those that may matter."""
     drafts = {order.reference for order in request.draft_orders}
+    bundled = pool.bundled
     for entry in pool.medications:
         resource = entry.resource
         status = resource.get("status")
@@ -467,18 +468,25 @@ def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]
         # Pooled orders have a MedicationRequest or MedicationOrder resourceType.
         if drafts and f"{resource['resourceType']}/{resource.get('id')}" in drafts:
             continue
-        view = _coded_view(resource, pool.bundled)
-        triage = _safely(triage_medication, view) if view is not None else None
+        # _safely written out: this loop runs for every current order of the list.
+        triage = None
+        view = _coded_view(resource, bundled)
+        if view is not None:
+            try:
+                triage = triage_medication(view)
+            except Exception as exc:
+                _skipped(view, exc)
         if triage is not None and not triage.of_interest:
             continue
-        # Of a drug that cannot be baclofen the engine reads only the drug: only that is read.
-        drug_only = triage is not None and not triage.could_be_baclofen
-        order = _safely(
-            partial(fhir.medication_order, contained_or_bundled=pool.bundled, drug_only=drug_only),
-            resource,
-        )
-        if order is not None:
-            yield order
+        try:
+            # Of a drug that cannot be baclofen the engine reads only the drug: only that is read.
+            yield fhir.medication_order(
+                resource,
+                contained_or_bundled=bundled,
+                drug_only=triage is not None and not triage.could_be_baclofen,
+            )
+        except Exception as exc:
+            _skipped(resource, exc)
 
 
 def _text(node: Mapping[str, Any], key: str) -> str | None:
@@ -532,8 +540,12 @@ def _safely(function: Callable[[Mapping[str, Any]], T], resource: Mapping[str, A
     try:
         return function(resource)
     except Exception as exc:
-        log.warning(
-            "prefetched resource skipped",
-            extra={"resource_type": resource.get("resourceType"), "error": type(exc).__name__},
-        )
+        _skipped(resource, exc)
         return None
+
+
+def _skipped(resource: Mapping[str, Any], exc: Exception) -> None:
+    log.warning(
+        "prefetched resource skipped",
+        extra={"resource_type": resource.get("resourceType"), "error": type(exc).__name__},
+    )

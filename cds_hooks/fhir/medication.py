@@ -70,6 +70,10 @@ def medication_order(
     status and dates are read leniently, and dosage instructions are not read at all
     (``dosages`` stays empty), which was most of the cost of reading such an order.
     """
+    if drug_only and type(resource) is dict:
+        regular = _regular_drug_only(resource, fallback_reference)
+        if regular is not None:
+            return regular
     if not isinstance(resource, JSON_OBJECT):
         return MedicationOrder(
             reference=fallback_reference or "MedicationRequest/#0",
@@ -128,6 +132,54 @@ def medication_order(
     )
 
 
+def _regular_drug_only(
+    resource: dict[str, Any], fallback_reference: str | None
+) -> MedicationOrder | None:
+    """A well-formed co-medication read in one pass, or None: read it the careful way.
+
+    Most of a long medication list is read ``drug_only``, nearly always a MedicationRequest
+    with a coded drug and plain text fields, so such an order skips ``Reader``'s path
+    bookkeeping and the generic lookups. Anything the careful reading would record a
+    problem for, or that is merely unusual, is declined; otherwise the result is the same.
+    """
+    drug = resource.get("medicationCodeableConcept")
+    if type(drug) is not dict or resource.get("resourceType") != "MedicationRequest":
+        return None
+    resource_id, status, intent = resource.get("id"), resource.get("status"), resource.get("intent")
+    authored_on, prior = resource.get("authoredOn"), resource.get("priorPrescription")
+    if prior is not None:
+        if type(prior) is not dict:
+            return None
+        prior = prior.get("reference")
+    for text in (resource_id, status, intent, authored_on, prior):
+        if text is not None and type(text) is not str:
+            return None
+    key = memo_key(drug)
+    if key is None:
+        return None
+    detected = medication_request_version(resource)
+    outcome, concept = _memoised_drug(key, (detected,) if detected else _GUESSED_VERSIONS)
+    if outcome.model is None or type(concept) is not Concept:
+        return None
+    return MedicationOrder(
+        reference=f"MedicationRequest/{resource_id}"
+        if resource_id
+        else fallback_reference or "MedicationRequest/#0",
+        resource_type="MedicationRequest",
+        fhir_version=detected or FhirVersion.R4,
+        status=status or None,
+        intent=intent or None,
+        medication=concept,
+        authored_on=authored_on or None,
+        prior_prescription=prior or None,
+        raw=resource,
+    )
+
+
+_GUESSED_VERSIONS = (FhirVersion.R4, FhirVersion.STU3)
+"""The versions a MedicationRequest is validated against when its shape does not tell."""
+
+
 def _validated_request(
     resource: Mapping[str, Any], reader: Reader, drug_only: bool
 ) -> tuple[FhirVersion, Any]:
@@ -140,7 +192,7 @@ def _validated_request(
     detected = medication_request_version(resource)
     if "medicationCodeableConcept" not in resource and "medicationReference" not in resource:
         return detected or FhirVersion.R4, None
-    versions = (detected,) if detected else (FhirVersion.R4, FhirVersion.STU3)
+    versions = (detected,) if detected else _GUESSED_VERSIONS
     if drug_only:
         return detected or FhirVersion.R4, _validated_drug(resource, versions, reader)
     outcome = validate(resource, versions)
