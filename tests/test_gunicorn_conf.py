@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
 
 from cds_hooks import gunicorn_conf
-from tests.test_metrics import free_port, wait_until_healthy
+from tests.served import serve
 
 
 def gunicorn_config() -> Config:
@@ -54,27 +50,9 @@ def test_one_listening_socket_per_worker_only_when_asked(
 
 def test_every_line_the_server_writes_is_json_gunicorns_own_included(tmp_path: Path) -> None:
     """Log shippers parse one JSON object per line; a plain start-up line breaks that."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "CDS_ENV": "development",
-        "CDS_AUTH_MODE": "off",
-        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
-    }
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+    with serve(tmp_path, workers=1) as (_, log, process):
+        pass
+    assert process.returncode == 0
 
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     gunicorn_lines = {line["message"]: line for line in lines if line["logger"] == "gunicorn.error"}

@@ -7,12 +7,6 @@ their own calls instead of expecting zeros.
 from __future__ import annotations
 
 import copy
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +23,7 @@ from cds_hooks import metrics
 from cds_hooks.app import create_app
 from tests.conftest import load_json
 from tests.fhir_server import FhirServer, ok, searchset, status
+from tests.served import serve
 
 ORDER_SIGN = "baclofen-order-sign"
 HOOK_ROUTE = "/cds-services/<service_id>"
@@ -209,26 +204,6 @@ def test_free_text_never_becomes_a_label_value(client: FlaskClient) -> None:
 # --- several gunicorn workers, one set of numbers -------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # workers still booting
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"server did not become healthy:\n{log.read_text()}")
-
-
 @pytest.fixture
 def gunicorn_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``baclofen-cds serve --workers 2`` with multiprocess metrics in a temporary dir."""
@@ -238,37 +213,11 @@ def gunicorn_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     metrics_dir.mkdir()
     stale.write_bytes(b"stale")
     unrelated.write_text("keep")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "CDS_ENV": "development",
-        "CDS_AUTH_MODE": "off",
-        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
-        "GUNICORN_THREADS": "2",
-    }
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base, process, log)
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "GUNICORN_THREADS": "2"}
+    with serve(tmp_path, workers=2, env=env) as (base, _, _):
         assert not stale.exists()
         assert unrelated.read_text() == "keep"
         yield base, metrics_dir
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_counts_add_up_across_gunicorn_workers(gunicorn_server: tuple[str, Path]) -> None:

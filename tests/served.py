@@ -1,0 +1,75 @@
+"""``baclofen-cds serve`` as a real process on a free loopback port, for tests that need
+gunicorn itself (several workers, its own log lines, signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server did not become healthy:\n{log.read_text()}")
+
+
+@contextmanager
+def serve(
+    tmp_path: Path, workers: int, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """The server in development mode with auth off and a SQLite file in ``tmp_path``;
+    yields its base URL, the file its stdout and stderr go to, and the process. Leaving
+    sends SIGTERM and waits for the exit (a kill after 30 s)."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "CDS_ENV": "development",
+        "CDS_AUTH_MODE": "off",
+        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            env=environ,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process, log)
+        yield base, log, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
