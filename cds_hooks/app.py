@@ -46,12 +46,16 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["baclofen_knowledge"] = load_knowledge(settings.policy_file)
     app.extensions["baclofen_ready_checks"] = ready_checks
 
+    # always_send=False: a call without an Origin header (an EHR's server, not a browser)
+    # gets no CORS headers. flask-cors would otherwise grant it the allowlist's first
+    # origin, the local development one included, on every response.
     CORS(
         app,
         origins=list(settings.cors_origins),
         allow_headers=CORS_HEADERS,
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
+        always_send=False,
     )
     register_error_handlers(app)
     init_request_logging(app)

@@ -47,6 +47,15 @@ def test_actual_response_carries_the_origin(client: FlaskClient) -> None:
     assert response.headers["Access-Control-Allow-Origin"] == SANDBOX
 
 
+def test_a_call_without_origin_gets_no_cors_headers(client: FlaskClient) -> None:
+    """An EHR's server sends no Origin: nothing to grant, and no allowlisted origin leaks."""
+    for response in (
+        client.get("/cds-services"),
+        client.post("/cds-services/baclofen-order-sign", data="{", content_type="application/json"),
+    ):
+        assert not [k for k, _ in response.headers.items() if k.startswith("Access-Control")]
+
+
 def test_origin_not_on_the_allowlist_gets_no_cors_grant(client: FlaskClient) -> None:
     response = preflight(client, "/cds-services/baclofen-order-sign", "https://evil.example")
     assert "Access-Control-Allow-Origin" not in response.headers
