@@ -166,8 +166,13 @@ def _written_unit(quantity: Quantity) -> str:
     """The unit to read: the UCUM-ish code, or the human unit when the code is not one we know
     (some EHRs put a SNOMED CT or local code in ``code`` and "tablet" in ``unit``)."""
     known = _vocabulary().known_units
-    candidates = [c.strip() for c in (quantity.code, quantity.unit) if c and c.strip()]
-    return next((c for c in candidates if c.lower() in known), candidates[0] if candidates else "")
+    first = ""
+    for written in (quantity.code, quantity.unit):
+        if written and (written := written.strip()):
+            if written.lower() in known:
+                return written
+            first = first or written
+    return first
 
 
 def _convert(
@@ -377,10 +382,13 @@ def _unit_for(order: MedicationOrder, product: BaclofenProduct | None) -> str:
 
 def daily_dose(order: MedicationOrder, product: BaclofenProduct | None) -> DailyDose:
     unit = _unit_for(order, product)
-    if not order.dosages:
+    dosages = order.dosages
+    if len(dosages) == 1:  # the usual order: one instruction is its own total
+        return _instruction(dosages[0], unit, product)
+    if not dosages:
         return _not_computable(unit, "the order has no dosage instructions")
     groups: dict[int | None, list[DailyDose]] = {}
-    for dosage in order.dosages:
+    for dosage in dosages:
         groups.setdefault(dosage.sequence, []).append(_instruction(dosage, unit, product))
     totals = [total_daily_dose(doses) for doses in groups.values()]
     if len(totals) == 1:
