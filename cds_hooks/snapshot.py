@@ -104,9 +104,11 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @cache
-def _known_lab_codes() -> frozenset[str]:
+def _known_lab_codes() -> dict[str, frozenset[str]]:
+    """Each known LOINC code with the code set of a lab coded by it alone, built once:
+    labs nearly always carry one known code, so their code set need not be built."""
     renal, weight = _lab_code_sets()
-    return renal | weight
+    return {code: frozenset((code,)) for code in renal | weight}
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
@@ -298,7 +300,7 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
     return pool
 
 
-def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[str]:
+def _lab_codes(resource: Mapping[str, Any], known: Mapping[str, frozenset[str]]) -> frozenset[str]:
     """The known LOINC codes of a raw Observation; none when it is void."""
     if _text(resource, "status") in VOID_STATUSES:
         return _NO_CODES
@@ -306,15 +308,13 @@ def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[
     codings = code.get("coding") if isinstance(code, JSON_OBJECT) else None
     if not isinstance(codings, list):
         return _NO_CODES
-    found = [
-        c["code"]
-        for c in codings
-        if isinstance(c, JSON_OBJECT)
-        and c.get("system") == LOINC
-        and isinstance(lab_code := c.get("code"), str)
-        and lab_code in known
-    ]
-    return frozenset(found) if found else _NO_CODES
+    found = _NO_CODES
+    for coding in codings:
+        if isinstance(coding, JSON_OBJECT) and coding.get("system") == LOINC:
+            lab_code = coding.get("code")
+            if isinstance(lab_code, str) and (single := known.get(lab_code)) is not None:
+                found = found | single if found else single
+    return found
 
 
 _NO_CODES: frozenset[str] = frozenset()
@@ -347,23 +347,29 @@ def _observations(
     newest lab too broken to use does not hide the next one.
     """
     # Every pooled lab has a code of at least one kind, so each one's day is needed.
-    days = [-_day(entry).toordinal() for entry, _ in labs]
+    by_kind: tuple[list[tuple[int, int, int]], ...] = tuple([] for _ in _LAB_KIND_DECIDES)
+    for index, (entry, lab_codes) in enumerate(labs):
+        day = -_day(entry).toordinal()
+        for kind, rank in _kind_ranks(lab_codes):
+            by_kind[kind].append((day, rank, index))
     read: dict[int, Observation | None] = {}
-    for kind_codes, ranks, decides in _lab_kinds():
-        candidates = [
-            (days[index], min(map(ranks.__getitem__, kind_codes.intersection(lab_codes))), index)
-            for index, (_, lab_codes) in enumerate(labs)
-            if not kind_codes.isdisjoint(lab_codes)
-        ]
+    for candidates, decides in zip(by_kind, _LAB_KIND_DECIDES, strict=True):
         candidates.sort()
         decided: int | None = None
         for day, _rank, index in candidates:
             if decided is not None and day not in (decided, _UNDATED):
                 continue
-            if index not in read:
+            if index in read:
+                found = read[index]
+            else:
+                # _safely written out: it runs for every lab read.
                 resource = labs[index][0].resource
-                read[index] = _safely(lambda r: fhir.observation(r, version), resource)
-            found = read[index]
+                try:
+                    found = fhir.observation(resource, version)
+                except Exception as exc:
+                    _skipped(resource, exc)
+                    found = None
+                read[index] = found
             if decided is None and found is not None and decides(found):
                 decided = day
     return tuple(found for _, found in sorted(read.items()) if found is not None)
@@ -372,20 +378,29 @@ def _observations(
 _UNDATED = -date.min.toordinal()
 
 
+@lru_cache(maxsize=MEMO_SIZE)
+def _kind_ranks(lab_codes: frozenset[str]) -> tuple[tuple[int, int], ...]:
+    """Each kind of lab ``renal.assess`` reads (its index in ``_lab_kind_ranks``) that a
+    lab with these codes is, with the preference rank of its best code for that kind."""
+    return tuple(
+        (kind, min(ranks[code] for code in lab_codes if code in ranks))
+        for kind, ranks in enumerate(_lab_kind_ranks())
+        if not lab_codes.isdisjoint(ranks)
+    )
+
+
 @cache
-def _lab_kinds() -> tuple[
-    tuple[frozenset[str], Mapping[str, int], Callable[[Observation], bool]], ...
-]:
-    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight):
-    its codes, each code's preference rank, and whether the engine would use a value."""
+def _lab_kind_ranks() -> tuple[Mapping[str, int], ...]:
+    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight),
+    each of its codes with its preference rank."""
     codes = observation_codes()
     return tuple(
-        (frozenset(kind_codes), {code: kind_codes.index(code) for code in kind_codes}, decides)
-        for kind_codes, decides in (
-            (codes.egfr, _reported_usable),
-            (codes.creatinine_clearance, _reported_usable),
-            (codes.serum_creatinine, _converted_usable(creatinine_mg_dl)),
-            (codes.body_weight, _converted_usable(weight_kg)),
+        {code: kind_codes.index(code) for code in kind_codes}
+        for kind_codes in (
+            codes.egfr,
+            codes.creatinine_clearance,
+            codes.serum_creatinine,
+            codes.body_weight,
         )
     )
 
@@ -431,6 +446,15 @@ def _converted_usable(
         return converted is not None and converted > 0
 
     return decides
+
+
+_LAB_KIND_DECIDES: tuple[Callable[[Observation], bool], ...] = (
+    _reported_usable,
+    _reported_usable,
+    _converted_usable(creatinine_mg_dl),
+    _converted_usable(weight_kg),
+)
+"""Per kind, in the order of ``_lab_kind_ranks``: would the engine use this value?"""
 
 
 def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
