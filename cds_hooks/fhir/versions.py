@@ -126,19 +126,22 @@ def model_class(version: FhirVersion, resource_type: str) -> type[BaseModel] | N
 def medication_request_version(resource: Mapping[str, Any]) -> FhirVersion | None:
     """R4 puts doses in ``doseAndRate``; STU3 directly on the dosage; else other tells."""
     dosages = resource.get("dosageInstruction")
-    for dosage in dosages if isinstance(dosages, list) else [dosages]:
-        if isinstance(dosage, Mapping):
-            if "doseAndRate" in dosage:
-                return FhirVersion.R4
-            if "doseQuantity" in dosage or "doseRange" in dosage:
-                return FhirVersion.STU3
+    # Most co-medications have no dosage, and parsed JSON is dicts: both are answered
+    # before the general Mapping check, whose ABC machinery costs more than the lookups.
+    if dosages is not None:
+        for dosage in dosages if isinstance(dosages, list) else [dosages]:
+            if type(dosage) is dict or isinstance(dosage, Mapping):
+                if "doseAndRate" in dosage:
+                    return FhirVersion.R4
+                if "doseQuantity" in dosage or "doseRange" in dosage:
+                    return FhirVersion.STU3
     keys = resource.keys()
-    if keys & _R4_ONLY_MEDICATION_REQUEST:
+    if not keys.isdisjoint(_R4_ONLY_MEDICATION_REQUEST):
         return FhirVersion.R4
+    if not keys.isdisjoint(_STU3_ONLY_MEDICATION_REQUEST):
+        return FhirVersion.STU3
     requester = resource.get("requester")
-    if keys & _STU3_ONLY_MEDICATION_REQUEST or (
-        isinstance(requester, Mapping) and "agent" in requester
-    ):
+    if requester is not None and isinstance(requester, dict | Mapping) and "agent" in requester:
         return FhirVersion.STU3
     return None
 
