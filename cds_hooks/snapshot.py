@@ -39,6 +39,7 @@ from cds_hooks.config import Settings
 from cds_hooks.engine.renal import (
     UNUSABLE_STATUSES,
     clearance_ml_min,
+    code_ranks,
     creatinine_mg_dl,
     weight_kg,
 )
@@ -347,13 +348,14 @@ def _observations(
     newest lab too broken to use does not hide the next one.
     """
     # Every pooled lab has a code of at least one kind, so each one's day is needed.
-    by_kind: tuple[list[tuple[int, int, int]], ...] = tuple([] for _ in _LAB_KIND_DECIDES)
+    kinds = _lab_kinds()
+    by_kind: tuple[list[tuple[int, int, int]], ...] = tuple([] for _ in kinds)
     for index, (entry, lab_codes) in enumerate(labs):
         day = -_day(entry).toordinal()
         for kind, rank in _kind_ranks(lab_codes):
             by_kind[kind].append((day, rank, index))
     read: dict[int, Observation | None] = {}
-    for candidates, decides in zip(by_kind, _LAB_KIND_DECIDES, strict=True):
+    for candidates, (_, decides) in zip(by_kind, kinds, strict=True):
         candidates.sort()
         decided: int | None = None
         for day, _rank, index in candidates:
@@ -380,28 +382,25 @@ _UNDATED = -date.min.toordinal()
 
 @lru_cache(maxsize=MEMO_SIZE)
 def _kind_ranks(lab_codes: frozenset[str]) -> tuple[tuple[int, int], ...]:
-    """Each kind of lab ``renal.assess`` reads (its index in ``_lab_kind_ranks``) that a
-    lab with these codes is, with the preference rank of its best code for that kind."""
+    """Each kind of lab (its index in ``_lab_kinds``) that a lab with these codes is, with
+    the preference rank of its best code for that kind."""
     return tuple(
         (kind, min(ranks[code] for code in lab_codes if code in ranks))
-        for kind, ranks in enumerate(_lab_kind_ranks())
+        for kind, (ranks, _) in enumerate(_lab_kinds())
         if not lab_codes.isdisjoint(ranks)
     )
 
 
 @cache
-def _lab_kind_ranks() -> tuple[Mapping[str, int], ...]:
-    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight),
-    each of its codes with its preference rank."""
+def _lab_kinds() -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
+    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight):
+    each of its codes with its preference rank, and whether the engine would use a value."""
     codes = observation_codes()
-    return tuple(
-        {code: kind_codes.index(code) for code in kind_codes}
-        for kind_codes in (
-            codes.egfr,
-            codes.creatinine_clearance,
-            codes.serum_creatinine,
-            codes.body_weight,
-        )
+    return (
+        (code_ranks(codes.egfr), _reported_usable),
+        (code_ranks(codes.creatinine_clearance), _reported_usable),
+        (code_ranks(codes.serum_creatinine), _converted_usable(creatinine_mg_dl)),
+        (code_ranks(codes.body_weight), _converted_usable(weight_kg)),
     )
 
 
@@ -446,15 +445,6 @@ def _converted_usable(
         return converted is not None and converted > 0
 
     return decides
-
-
-_LAB_KIND_DECIDES: tuple[Callable[[Observation], bool], ...] = (
-    _reported_usable,
-    _reported_usable,
-    _converted_usable(creatinine_mg_dl),
-    _converted_usable(weight_kg),
-)
-"""Per kind, in the order of ``_lab_kind_ranks``: would the engine use this value?"""
 
 
 def _may_raise_flag(resource: Mapping[str, Any]) -> bool:

@@ -17,7 +17,6 @@ from cds_hooks.knowledge import observation_codes
 from cds_hooks.model import LOINC
 from cds_hooks.prefetch import Entry
 from cds_hooks.snapshot import (
-    _LAB_KIND_DECIDES,
     _UNDATED,
     VOID_STATUSES,
     _day,
@@ -25,6 +24,7 @@ from cds_hooks.snapshot import (
     _known_lab_codes,
     _lab_code_sets,
     _lab_codes,
+    _lab_kinds,
     _observations,
     _sort_pool,
 )
@@ -90,7 +90,7 @@ def test_kind_ranks_are_each_kind_of_the_codes_with_its_best_rank(
 def _chosen_plainly(labs: list[tuple[Entry, frozenset[str]]]) -> list[str]:
     """The labs ``_observations`` reads, by the plain per-kind scan it replaced."""
     read: dict[int, Any] = {}
-    for kind_codes, decides in zip(_KIND_CODES, _LAB_KIND_DECIDES, strict=True):
+    for kind_codes, (_, decides) in zip(_KIND_CODES, _lab_kinds(), strict=True):
         candidates = sorted(
             (
                 -_day(entry).toordinal(),

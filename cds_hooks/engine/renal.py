@@ -209,14 +209,15 @@ def _labs(observations: Iterable[Observation]) -> tuple[_Lab, ...]:
 
 
 @cache
-def _ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
-    """Preference of each code of a knowledge code set (read-only; one per set)."""
+def code_ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
+    """Preference of each code of a knowledge code set (read-only; one per set); the
+    snapshot ranks candidate labs by it too, so it reads the labs this module will pick."""
     return {code: i for i, code in enumerate(codes)}
 
 
 def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, str]]:
     """Matching observations, newest first; on equal dates the preferred code first."""
-    rank = _ranks(codes)
+    rank = code_ranks(codes)
     matches = []
     for lab in labs:
         preferred = None
