@@ -129,7 +129,7 @@ def _long_way(s: Situation, k: Knowledge) -> list[tuple[str, dict[str, object], 
         ("R6g", rules.ANTIHYPERTENSIVES),
     ):
         named = rules._named(k, s.comedications, classes)
-        if not named or not k.rule(rule_id).enabled:
+        if not named or not k.rules[rule_id].enabled:
             continue
         facts: dict[str, object] = {"drugs": "; ".join(named)}
         if rule_id == "R6f":
@@ -153,6 +153,6 @@ def test_other_interactions_skips_only_what_the_engine_would_drop(
         got = [
             (h.rule_id, h.facts, h.inputs)
             for h in rules.other_interactions(s, k)
-            if k.rule(h.rule_id).enabled
+            if k.rules[h.rule_id].enabled
         ]
         assert got == _long_way(s, k)

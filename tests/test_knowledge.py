@@ -137,15 +137,17 @@ def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
         "R7c",
     }
     info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8"}
-    assert {r for r in critical if knowledge.rule(r).tier is Indicator.CRITICAL} == critical
-    assert {r for r in warning if knowledge.rule(r).tier is Indicator.WARNING} == warning
-    assert {r for r in info if knowledge.rule(r).tier is Indicator.INFO} == info
-    assert knowledge.rule("R6g").enabled is False
-    assert all(knowledge.rule(r).enabled for r in CONTRACT_RULES if r != "R6g")
+    assert {r for r in critical if knowledge.rules[r].tier is Indicator.CRITICAL} == critical
+    assert {r for r in warning if knowledge.rules[r].tier is Indicator.WARNING} == warning
+    assert {r for r in info if knowledge.rules[r].tier is Indicator.INFO} == info
+    assert knowledge.rules["R6g"].enabled is False
+    assert all(knowledge.rules[r].enabled for r in CONTRACT_RULES if r != "R6g")
 
 
 def test_issue_thresholds(knowledge: Knowledge) -> None:
-    t = knowledge.threshold
+    def t(rule_id: str, name: str) -> float:
+        return knowledge.thresholds[rule_id, name]
+
     assert (t("R4b", "ceiling"), t("R4c", "ceiling"), t("R4d", "ceiling")) == (20, 40, 50)
     assert (t("R4a", "esrd_limit"), t("R4b", "severe_limit"), t("R4c", "crcl_limit")) == (
         15,
@@ -170,7 +172,7 @@ def test_issue_thresholds(knowledge: Knowledge) -> None:
     assert t("R5c", "start_daily") == 15
     assert 0 < t("R7a", "sharp_cut") <= 100
     assert "Muanda" in knowledge.sources["MUANDA"].citation
-    assert "MUANDA" in knowledge.rule("R4b").thresholds["ceiling"].source_ids
+    assert "MUANDA" in knowledge.rules["R4b"].thresholds["ceiling"].source_ids
 
 
 def test_one_version_for_every_data_file() -> None:

@@ -23,27 +23,27 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_shipped_example_applies(tmp_path: Path) -> None:
     knowledge = load_knowledge(str(EXAMPLE))
-    assert knowledge.rule("R6g").enabled is True
-    assert knowledge.rule("R6e").tier is Indicator.INFO
-    assert knowledge.threshold("R4b", "ceiling") == 15
-    assert knowledge.threshold("R4f", "lookback") == 180
-    assert "POLICY" in knowledge.rule("R4b").thresholds["ceiling"].source_ids
+    assert knowledge.rules["R6g"].enabled is True
+    assert knowledge.rules["R6e"].tier is Indicator.INFO
+    assert knowledge.thresholds["R4b", "ceiling"] == 15
+    assert knowledge.thresholds["R4f", "lookback"] == 180
+    assert "POLICY" in knowledge.rules["R4b"].thresholds["ceiling"].source_ids
     assert knowledge.policy_file == str(EXAMPLE)
 
 
 def test_unmentioned_rules_keep_their_defaults(tmp_path: Path) -> None:
     default = load_knowledge()
     changed = load_knowledge(write(tmp_path, '[rules.R3a]\ntier = "critical"\n'))
-    assert changed.rule("R3a").tier is Indicator.CRITICAL
-    assert default.rule("R3a").tier is Indicator.WARNING  # the default table is not mutated
+    assert changed.rules["R3a"].tier is Indicator.CRITICAL
+    assert default.rules["R3a"].tier is Indicator.WARNING  # the default table is not mutated
     for rule_id, spec in default.rules.items():
         if rule_id != "R3a":
-            assert changed.rule(rule_id) == spec
+            assert changed.rules[rule_id] == spec
 
 
 def test_rules_can_be_switched_off(tmp_path: Path) -> None:
     knowledge = load_knowledge(write(tmp_path, "[rules.R8]\nenabled = false\n"))
-    assert knowledge.rule("R8").enabled is False
+    assert knowledge.rules["R8"].enabled is False
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_app_refuses_to_start_with_a_bad_policy(tmp_path: Path, app_config: dict
 def test_app_loads_the_policy(tmp_path: Path, app_config: dict[str, Any]) -> None:
     app = create_app({**app_config, "POLICY_FILE": str(EXAMPLE)})
     knowledge = app.extensions["baclofen_knowledge"]
-    assert knowledge.rule("R6g").enabled is True
+    assert knowledge.rules["R6g"].enabled is True
 
 
 def test_policy_from_the_environment(
@@ -128,4 +128,4 @@ def test_policy_from_the_environment(
 ) -> None:
     monkeypatch.setenv("CDS_POLICY_FILE", write(tmp_path, "[rules.R6g]\nenabled = true\n"))
     app = create_app(app_config)
-    assert app.extensions["baclofen_knowledge"].rule("R6g").enabled is True
+    assert app.extensions["baclofen_knowledge"].rules["R6g"].enabled is True

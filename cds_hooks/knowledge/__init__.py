@@ -145,12 +145,6 @@ class Knowledge:
             for name, t in spec.thresholds.items()
         }
 
-    def rule(self, rule_id: str) -> RuleSpec:
-        return self.rules[rule_id]
-
-    def threshold(self, rule_id: str, name: str) -> float:
-        return self.thresholds[rule_id, name]
-
     def baclofen_product(
         self, concept: Concept, product: MedicationProduct | None = None
     ) -> BaclofenProduct | None:
