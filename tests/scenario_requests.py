@@ -126,11 +126,9 @@ def condition(spec: dict[str, Any], index: int) -> dict[str, Any]:
 def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
     hook = scenario.get("hook", "order-sign")
     person = scenario["patient"]
-    patient: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": PATIENT_ID,
-        "birthDate": _birth_date(person["age"], today),
-    }
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": PATIENT_ID}
+    if "age" in person:
+        patient["birthDate"] = _birth_date(person["age"], today)
     if "sex" in person:
         patient["gender"] = person["sex"]
     drafts = [medication_request(d, "draft") for d in scenario.get("drafts", [])]

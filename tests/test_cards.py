@@ -171,6 +171,34 @@ def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> No
     assert "only the orders in this session were checked" in card["detail"]
 
 
+def test_missing_birth_date_is_said_not_read_as_an_adults_age(client: FlaskClient) -> None:
+    request = build_request(scenario(patient={"sex": "female"}), date.today())
+    assert "birthDate" not in request["prefetch"]["patient"]
+    cards = by_topic(post(client, request))
+    card = cards["age-unknown"]
+    assert card["indicator"] == "info"
+    assert card["summary"].startswith("Patient age unknown (no birth date)")
+    detail = card["detail"]
+    assert "oral baclofen under age 12" in detail
+    assert "intrathecal baclofen under age 4" in detail
+    assert "from age 65" in detail
+    assert "suggestions" not in card  # nothing to click: the fix is a birth date in the record
+    # The other cards still run and list the missing age among their inputs.
+    assert cards["renal-dose"]["indicator"] == "critical"
+    assert "Age unknown (no birth date)" in cards["renal-dose"]["detail"]
+
+
+def test_age_unknown_card_quotes_the_institutions_age_limits(
+    tmp_path: Path, app_config: dict[str, Any]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[rules.R5a.thresholds]\nmin_age = 14\n", encoding="utf-8")
+    client = create_app({**app_config, "POLICY_FILE": str(policy)}).test_client()
+    request = build_request(scenario(patient={"sex": "female"}), date.today())
+    card = by_topic(post(client, request))["age-unknown"]
+    assert "oral baclofen under age 14" in card["detail"]
+
+
 def test_intrathecal_order_whose_dose_cannot_be_read_is_not_silent(client: FlaskClient) -> None:
     pump = {
         "id": "d1",

@@ -24,6 +24,7 @@ class Topic(StrEnum):
     TITRATION = "titration"
     PEDIATRIC = "pediatric"
     GERIATRIC = "geriatric"
+    AGE_UNKNOWN = "age-unknown"
     CNS_DEPRESSANT = "cns-depressant"
     INTERACTION = "interaction"
     ROUTE = "route"

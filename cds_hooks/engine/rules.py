@@ -544,10 +544,10 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
 
 
 def age(s: Situation, k: Knowledge) -> list[Hit]:
-    """R5a-c. R5c is left out when the titration rule already flags the same new start at
+    """R5a-d. R5c is left out when the titration rule already flags the same new start at
     the same or a lower limit: two cards saying one thing is alert fatigue."""
     if s.age is None:
-        return []
+        return _age_unknown(s, k)
     hits = []
     oral = s.oral_reviewed
     total = _amount(s.route_total(Route.ORAL))
@@ -600,6 +600,26 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
             )
         )
     return hits
+
+
+def _age_unknown(s: Situation, k: Knowledge) -> list[Hit]:
+    """R5d: without a birth date a child's oral dose, or an older adult's start, would pass
+    unchecked; the card names the ages that were not checked instead of staying silent."""
+    checked = s.oral_reviewed or s.intrathecal_reviewed
+    if not checked:
+        return []
+    return [
+        Hit(
+            "R5d",
+            {
+                "child_age": num(k.thresholds["R5a", "min_age"]),
+                "intrathecal_age": num(k.thresholds["R5b", "min_age"]),
+                "older_age": num(k.thresholds["R5c", "age"]),
+            },
+            inputs=age_line(s),
+            order=checked[0].order.reference,
+        )
+    ]
 
 
 # --- R6 co-medication ----------------------------------------------------------------------
