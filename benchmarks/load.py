@@ -113,10 +113,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-@contextmanager
-def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
-    """Start ``ours`` or ``bare`` on a free loopback port; yield its base URL and pid."""
-    port = free_port()
+def server_command(
+    kind: str, port: int, workers: int, workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start ``ours`` or ``bare`` on ``port``.
+
+    Ours runs as in production: a SQLite store in ``workdir`` and Prometheus metrics in
+    multiprocess files, so their per-request cost is measured too.
+    """
     env = {
         **os.environ,
         "GUNICORN_THREADS": os.environ.get("GUNICORN_THREADS", "4"),
@@ -134,7 +138,14 @@ def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
     else:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         command = [sys.executable, str(HERE / "bare_app.py"), "--port", str(port)]
-    command += ["--workers", str(workers)]
+    return [*command, "--workers", str(workers)], env
+
+
+@contextmanager
+def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
+    """Start ``ours`` or ``bare`` on a free loopback port; yield its base URL and pid."""
+    port = free_port()
+    command, env = server_command(kind, port, workers, workdir)
     log_path = workdir / f"{kind}-{workers}w-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
