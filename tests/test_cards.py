@@ -160,6 +160,39 @@ def test_stale_low_egfr_still_flags_a_dose_above_its_ceiling(client: FlaskClient
     (update,) = [s for s in card["suggestions"] if s["actions"][0]["type"] == "update"]
     dosage = update["actions"][0]["resource"]["dosageInstruction"][0]
     assert "= 20 mg/day" in dosage["text"]
+    # The warning comes from the dose, not from age: a 50-year-old is not called older.
+    assert "Age 50 years" in card["detail"]
+    assert "or over" not in card["detail"]
+
+
+@pytest.mark.parametrize(
+    ("patient", "reason"),
+    [
+        ({"age": 70, "sex": "female"}, "because the patient is 65 or over"),
+        ({"sex": "female"}, "because the age is unknown and may be 65 or over"),
+    ],
+)
+def test_missing_kidney_function_is_a_warning_for_older_or_unknown_age(
+    client: FlaskClient, patient: dict[str, Any], reason: str
+) -> None:
+    request = build_request(scenario(patient=patient, labs=[]), date.today())
+    card = by_topic(post(client, request))["renal-function-unknown"]
+    assert card["indicator"] == "warning"
+    assert reason in card["detail"]
+
+
+def test_without_birth_date_a_high_creatinine_is_not_read_as_missing(
+    client: FlaskClient,
+) -> None:
+    creatinine = {"loinc": "2160-0", "value": 3.5, "unit": "mg/dL", "days_ago": 10}
+    request = build_request(scenario(patient={"sex": "female"}, labs=[creatinine]), date.today())
+    card = by_topic(post(client, request))["renal-function-unknown"]
+    assert card["indicator"] == "critical"
+    assert "60 mg/day exceeds 20 mg/day even for the youngest adult" in card["summary"]
+    assert "creatinine 3.50 mg/dL" in card["detail"]
+    assert "No eGFR, creatinine clearance or serum creatinine was found" not in card["detail"]
+    # No one-click dose: the patient's own ceiling may be lower than the youngest adult's.
+    assert "suggestions" not in card
 
 
 def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> None:

@@ -159,5 +159,49 @@ def test_children_get_no_adult_equation():
     assert not assess(obs("2160-0", 0.5, "mg/dL", 5), age=10).known
 
 
+def without_birth_date(*observations: Observation, gender: str | None) -> renal.RenalStatus:
+    return renal.assess(
+        tuple(observations), Patient(id="p", birth_date=None, gender=gender), CODES, TODAY, 90
+    )
+
+
+def test_without_birth_date_creatinine_bounds_kidney_function_but_never_counts_as_known():
+    status = without_birth_date(
+        obs("2160-0", 3.5, "mg/dL", 10), obs("29463-7", 70, "kg", 10), gender="female"
+    )
+    assert not status.known and status.values == ()
+    kinds = {v.kind: v for v in status.without_age}
+    egfr, crcl = kinds[RenalKind.EGFR_CALCULATED], kinds[RenalKind.CRCL_CALCULATED]
+    # The youngest adult's values: every older adult has less.
+    assert egfr.value == pytest.approx(renal.ckd_epi_2021(3.5, 18, female=True))
+    assert egfr.value > renal.ckd_epi_2021(3.5, 19, female=True)
+    assert crcl.value == pytest.approx(renal.cockcroft_gault(3.5, 18, 70, female=True))
+    assert egfr.bound is Bound.AT_MOST and crcl.bound is Bound.AT_MOST
+    assert egfr.certainly_below(30)  # severe impairment at any adult age
+    assert "no birth date" in (egfr.inputs or "")
+
+
+def test_without_birth_date_or_sex_the_bound_is_the_higher_estimate():
+    (egfr,) = without_birth_date(obs("2160-0", 1.0, "mg/dL", 10), gender=None).without_age
+    assert egfr.value == max(
+        renal.ckd_epi_2021(1.0, 18, female=True), renal.ckd_epi_2021(1.0, 18, female=False)
+    )
+
+
+@pytest.mark.parametrize(("comparator", "bound"), [(">", Bound.BELOW), ("<", None)])
+def test_without_birth_date_a_creatinine_bound_keeps_or_loses_its_direction(
+    comparator: str, bound: Bound | None
+) -> None:
+    status = without_birth_date(obs("2160-0", 2.0, "mg/dL", 10, comparator), gender="male")
+    assert [v.bound for v in status.without_age] == ([bound] if bound else [])
+
+
+def test_without_birth_date_a_reported_egfr_is_used_as_usual():
+    status = without_birth_date(
+        obs("98979-8", 40, "mL/min/{1.73_m2}", 10), obs("2160-0", 2.0, "mg/dL", 10), gender="male"
+    )
+    assert status.known and status.without_age == ()
+
+
 def test_unknown_unit_is_skipped_not_misread():
     assert not assess(obs("98979-8", 1.2, "mg/dL", 5)).known

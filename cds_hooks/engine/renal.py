@@ -102,6 +102,9 @@ class RenalStatus:
     stale: tuple[RenalValue, ...]
     lookback_days: int
     labs_unavailable: bool
+    without_age: tuple[RenalValue, ...] = ()
+    """With no birth date, what a recent creatinine would give the youngest adult: upper
+    bounds only (kidney function falls with age), so they never count as known."""
 
     @property
     def known(self) -> bool:
@@ -284,49 +287,60 @@ def _calculated(
     since: date,
     want_egfr: bool,
 ) -> list[RenalValue]:
+    """eGFR and CrCl from the newest creatinine (and weight) in the look-back.
+
+    With no birth date, the youngest adult's values: both equations fall with age, so
+    they are the most an adult can have, upper bounds only (``RenalStatus.without_age``).
+    """
     age = age_on(patient.birth_date, today)
+    if age is not None and age < ADULT_AGE:
+        return []
     creatinine = _newest_converted(labs, codes.serum_creatinine, creatinine_mg_dl, since)
-    if age is None or age < ADULT_AGE or creatinine is None:
+    if creatinine is None:
         return []
     scr, scr_bound, scr_date = creatinine
     # Clearance falls as creatinine rises, so a creatinine bound flips direction.
     bound = _INVERTED[scr_bound]
-    female = patient.gender != "male"
-    sex_note = (
-        patient.gender
-        if patient.gender in ("male", "female")
-        else "sex not recorded as male/female: the lower (more cautious) estimate used"
-    )
+    sex = patient.gender if patient.gender in ("male", "female") else None
+    sexes = (sex == "female",) if sex else (True, False)
+    if age is None:
+        if bound in (Bound.AT_LEAST, Bound.ABOVE):
+            return []  # a floor on clearance says nothing about its ceiling
+        bound = Bound.BELOW if bound is Bound.BELOW else Bound.AT_MOST
+        used_age, pick = ADULT_AGE, max
+        about = f"no birth date: the value at age {ADULT_AGE}, the most an adult can have, " + (
+            sex or "sex not recorded: the higher of male and female"
+        )
+    else:
+        used_age, pick = age, min
+        about = f"age {age}, " + (
+            sex or "sex not recorded as male/female: the lower (more cautious) estimate used"
+        )
     shown = "" if scr_bound is Bound.EXACT else scr_bound.value
     scr_text = f"creatinine {shown}{scr:.2f} mg/dL ({scr_date.isoformat()})"
     results: list[RenalValue] = []
     if want_egfr:
-        if patient.gender in ("male", "female"):
-            egfr = ckd_epi_2021(scr, age, female)
-        else:
-            egfr = min(ckd_epi_2021(scr, age, True), ckd_epi_2021(scr, age, False))
         results.append(
             RenalValue(
                 kind=RenalKind.EGFR_CALCULATED,
-                value=egfr,
+                value=pick(ckd_epi_2021(scr, used_age, female) for female in sexes),
                 effective=scr_date,
                 bound=bound,
-                inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, age {age}, {sex_note}",
+                inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, {about}",
             )
         )
     weight = _newest_converted(labs, codes.body_weight, weight_kg, since)
     if weight is not None:
         kg, _weight_bound, weight_date = weight
-        crcl = cockcroft_gault(scr, age, kg, female)
         results.append(
             RenalValue(
                 kind=RenalKind.CRCL_CALCULATED,
-                value=crcl,
+                value=pick(cockcroft_gault(scr, used_age, kg, female) for female in sexes),
                 effective=scr_date,
                 bound=bound,
                 inputs=(
                     f"Cockcroft-Gault from {scr_text}, actual weight {kg:.1f} kg "
-                    f"({weight_date.isoformat()}), age {age}, {sex_note}"
+                    f"({weight_date.isoformat()}), {about}"
                 ),
             )
         )
@@ -346,12 +360,13 @@ def assess(
     labs = _labs(observations)
     egfr, stale_egfr = _reported(labs, codes.egfr, RenalKind.EGFR, since)
     crcl, stale_crcl = _reported(labs, codes.creatinine_clearance, RenalKind.CRCL, since)
-    values = [v for v in (egfr, crcl) if v is not None]
-    values += _calculated(labs, patient, codes, today, since, want_egfr=egfr is None)
-    stale = tuple(v for v in (stale_egfr, stale_crcl) if v is not None)
+    reported = [v for v in (egfr, crcl) if v is not None]
+    calculated = _calculated(labs, patient, codes, today, since, want_egfr=egfr is None)
+    bounds_only = patient.birth_date is None
     return RenalStatus(
-        values=tuple(values),
-        stale=stale,
+        values=tuple(reported) if bounds_only else (*reported, *calculated),
+        stale=tuple(v for v in (stale_egfr, stale_crcl) if v is not None),
         lookback_days=lookback_days,
         labs_unavailable=labs_unavailable,
+        without_age=tuple(calculated) if bounds_only and not reported else (),
     )

@@ -256,8 +256,9 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
     before = _amount(s.previous_total(Route.INTRATHECAL))
     if total is not None and before:
         rise = (total - before) / before * 100
-        pediatric = s.age is not None and s.age < k.thresholds["R2c", "pediatric_age"]
-        step = k.thresholds["R2c", "max_increase_cerebral" if pediatric else "max_increase_spinal"]
+        # An unknown age may be a child's: the smaller step, never the adult one by default.
+        small_step = s.age is None or s.age < k.thresholds["R2c", "pediatric_age"]
+        step = k.thresholds["R2c", "max_increase_cerebral" if small_step else "max_increase_spinal"]
         if rise > step:
             hits.append(
                 Hit(
@@ -410,8 +411,9 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
 def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     """R4a-R4f for oral baclofen (R4g: intrathecal doses give little systemic exposure).
 
-    R4f escalates to warning from the high-risk age: renal function falls with age and
-    the toxicity cases in the literature are mostly older patients.
+    R4f escalates to warning from the high-risk age, or when the age is unknown: renal
+    function falls with age and the toxicity cases in the literature are mostly older
+    patients.
     """
     reviewed = s.oral_reviewed
     if not reviewed:
@@ -487,34 +489,52 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
 def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: float | None) -> Hit:
     """R4f. A stale result is not used as current, but it is not thrown away either: kidney
     function rarely recovers, so a dose above the ceiling for the last known band is said
-    on this card (with the adjusted dose offered) rather than silenced."""
-    high_risk = s.age is not None and s.age >= k.thresholds["R4f", "high_risk_age"]
+    on this card (with the adjusted dose offered) rather than silenced.
+
+    With a recent creatinine but no birth date, the card gives what the creatinine means
+    for the youngest adult (older patients have less) and, when even that calls for a
+    lower dose, says so at the tier of the kidney rule it matches. No dose is offered:
+    the patient's own ceiling may be lower still.
+
+    Escalated to a warning for a dose above a ceiling, and for a patient at the high-risk
+    age or of unknown age (who may be that old), each reason stated as it is."""
+    high_risk_age = num(k.thresholds["R4f", "high_risk_age"])
+    older = s.age is None or s.age >= k.thresholds["R4f", "high_risk_age"]
+    over_ceiling = False
+    tier = Indicator.WARNING
     facts = {"lookback": str(s.renal.lookback_days)}
     actions = {Action.ORDER_CREATININE}
     proposal = None
     stale_band = _band(s.renal.stale, k)
     if s.renal.labs_unavailable:
         variant = "unavailable"
+    elif s.renal.without_age:
+        actions = set()  # a creatinine is on record: what is missing is the birth date
+        facts |= {"renal": short(s.renal.without_age[0])}
+        variant = "no-age"
+        bounded = _youngest_adult_ceiling(s.renal.without_age, k)
+        if bounded is not None and total is not None and total > bounded.ceiling:
+            variant = "no-age-over-ceiling"
+            facts |= _over_ceiling(bounded, total)
+            over_ceiling = True
+            if k.rules[bounded.rule_id].tier.rank > tier.rank:
+                tier = k.rules[bounded.rule_id].tier
     elif stale_band is not None and total is not None and total > stale_band.ceiling:
         variant = "stale-over-ceiling"
-        facts |= {
-            "renal": short(stale_band.value),
-            "daily": num(total),
-            "ceiling": num(stale_band.ceiling),
-        }
+        facts |= _over_ceiling(stale_band, total)
         proposal = _target(s, k, order, stale_band.ceiling)
         if proposal is not None:
             actions.add(Action.UPDATE_DOSE)
-        high_risk = True
+        over_ceiling = True
     elif s.renal.stale:
         variant = "stale"
         facts |= {"renal": short(s.renal.stale[0])}
     else:
         variant = "none"
-    high_risk_age = num(k.thresholds["R4f", "high_risk_age"])
     shorter = s.renal.lookback_days < k.thresholds["R4f", "lookback"]
     inputs = (
         *age_line(s),
+        *(renal_line(v) for v in s.renal.without_age),
         *(f"Older result not used: {renal_line(v)}" for v in s.renal.stale),
         f"Look-back: {s.renal.lookback_days} days"
         + (
@@ -523,10 +543,15 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
             else ""
         ),
     )
-    if high_risk:
+    if older and tier is Indicator.WARNING:
+        who = (
+            f"the age is unknown and may be {high_risk_age} or over"
+            if s.age is None
+            else f"the patient is {high_risk_age} or over"
+        )
         inputs += (
-            f"Shown as a warning because the patient is {high_risk_age} or over: kidney "
-            "function falls with age and most baclofen toxicity reports are in older patients",
+            f"Shown as a warning because {who}: kidney function falls with age and most "
+            "baclofen toxicity reports are in older patients",
         )
     return Hit(
         "R4f",
@@ -536,8 +561,20 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
         actions=frozenset(actions),
         proposal=proposal,
         order=order.order.reference,
-        tier=Indicator.WARNING if high_risk else None,
+        tier=tier if older or over_ceiling else None,
     )
+
+
+def _over_ceiling(band: Band, total: float) -> dict[str, str]:
+    return {"renal": short(band.value), "daily": num(total), "ceiling": num(band.ceiling)}
+
+
+def _youngest_adult_ceiling(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
+    """The kidney rule that upper bounds certainly fall under, kidney failure (R4a) first."""
+    failing = [v for v in values if v.certainly_below(k.thresholds["R4a", "esrd_limit"])]
+    if failing and k.rules["R4a"].enabled:
+        return Band("R4a", failing[0], k.thresholds["R4a", "dialysis_ceiling"], 4)
+    return _band(values, k)
 
 
 # --- R5 age --------------------------------------------------------------------------------
