@@ -135,13 +135,11 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
     labs = [observation(o, today, i) for i, o in enumerate(scenario.get("labs", []))]
     renal = [o for o in labs if o["code"]["coding"][0]["code"] != "29463-7"]
     weights = [o for o in labs if o["code"]["coding"][0]["code"] == "29463-7"]
-    prefetch: dict[str, Any] = {
-        "patient": patient,
-        "weight": _bundle(weights),
-        "conditions": _bundle(
+    prefetch: dict[str, Any] = {"patient": patient, "weight": _bundle(weights)}
+    if scenario.get("conditions_prefetch", True):
+        prefetch["conditions"] = _bundle(
             [condition(c, i) for i, c in enumerate(scenario.get("conditions", []))]
-        ),
-    }
+        )
     if scenario.get("renal_prefetch", True):
         prefetch["renalLabs"] = _bundle(renal)
     if scenario.get("medications_prefetch", True):

@@ -195,6 +195,16 @@ def test_without_birth_date_a_high_creatinine_is_not_read_as_missing(
     assert "suggestions" not in card
 
 
+def test_missing_problem_list_is_said_when_no_kidney_card_would(client: FlaskClient) -> None:
+    request = build_request(scenario(labs=[EGFR_24 | {"value": 95}]), date.today())
+    del request["prefetch"]["conditions"]
+    card = by_topic(post(client, request))["dialysis"]
+    assert card["indicator"] == "info"
+    assert card["summary"].startswith("Problem list could not be retrieved")
+    assert "dialysis, end-stage kidney disease and the label precautions" in card["detail"]
+    assert "5 mg/day on dialysis; ordered: 60 mg/day" in card["detail"]
+
+
 def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> None:
     request = build_request(scenario(labs=[EGFR_24 | {"value": 95}]), date.today())
     del request["prefetch"]["activeMedications"]

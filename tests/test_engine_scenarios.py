@@ -100,6 +100,8 @@ def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) ->
     assert creatinine["code"]["coding"][0]["code"] == "2160-0"
     assert creatinine["subject"]["reference"] == "Patient/3e26303e-a72a-4c60-866f-e5b81a9f1989"
     assert "oxyCODONE" in cards["cns-depressant"]["detail"]
+    # No conditions prefetch and no reachable FHIR server: the kidney card says so.
+    assert "Problem list could not be obtained" in renal["detail"]
 
 
 def test_stop_order_card_offers_to_cancel_the_stop(client: FlaskClient) -> None:

@@ -409,7 +409,8 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
 
 
 def kidney(s: Situation, k: Knowledge) -> list[Hit]:
-    """R4a-R4f for oral baclofen (R4g: intrathecal doses give little systemic exposure).
+    """R4a-R4f and R4h for oral baclofen (R4g: intrathecal doses give little systemic
+    exposure).
 
     R4f escalates to warning from the high-risk age, or when the age is unknown: renal
     function falls with age and the toxicity cases in the literature are mostly older
@@ -421,8 +422,12 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     order = reviewed[0]
     total = _amount(s.route_total(Route.ORAL))
     inputs = dose_lines(s, Route.ORAL) + tuple(renal_line(v) for v in s.renal.values) + age_line(s)
-    if s.conditions_unavailable:
-        inputs += ("Problem list could not be obtained: dialysis and ESRD were not checked",)
+    unchecked = (
+        ("Problem list could not be obtained: dialysis and ESRD were not checked",)
+        if s.conditions_unavailable
+        else ()
+    )
+    inputs += unchecked
     daily = {"daily": num(total)} if total is not None else {"daily": "unknown"}
     hits: list[Hit] = []
 
@@ -467,7 +472,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 )
             )
         if not s.renal.known:
-            hits.append(_renal_unknown(s, k, order, total))
+            hits.append(_renal_unknown(s, k, order, total, unchecked))
 
     beers_age = k.thresholds["R4e", "age"]
     if s.age is not None and s.age >= beers_age:
@@ -483,10 +488,21 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                     order=order.order.reference,
                 )
             )
+    if unchecked and not hits:
+        # R4h: a dialysis patient's results need not look like kidney failure, and no
+        # other kidney card is there to list what was not checked.
+        facts = daily | {"ceiling": num(k.thresholds["R4a", "dialysis_ceiling"])}
+        hits.append(Hit("R4h", facts, inputs=inputs, order=order.order.reference))
     return hits
 
 
-def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: float | None) -> Hit:
+def _renal_unknown(
+    s: Situation,
+    k: Knowledge,
+    order: BaclofenOrder,
+    total: float | None,
+    unchecked: tuple[str, ...],
+) -> Hit:
     """R4f. A stale result is not used as current, but it is not thrown away either: kidney
     function rarely recovers, so a dose above the ceiling for the last known band is said
     on this card (with the adjusted dose offered) rather than silenced.
@@ -542,6 +558,7 @@ def _renal_unknown(s: Situation, k: Knowledge, order: BaclofenOrder, total: floa
             if shorter
             else ""
         ),
+        *unchecked,
     )
     if older and tier is Indicator.WARNING:
         who = (
