@@ -432,17 +432,17 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     hits: list[Hit] = []
 
     on_record = [label for flag in KIDNEY_FAILURE_FLAGS for label in s.conditions.get(flag, ())]
-    esrd_limit = k.thresholds["R4a", "esrd_limit"]
-    failing = [v for v in s.renal.values if v.certainly_below(esrd_limit)]
-    if (on_record or failing) and k.rules["R4a"].enabled:
+    worst = _worst_band(s.renal.values, k)
+    failing = worst is not None and worst.rule_id == "R4a"
+    if (on_record and k.rules["R4a"].enabled) or failing:
         ceiling = k.thresholds["R4a", "dialysis_ceiling"]
         proposal = _target(s, k, order, ceiling) if total is not None and total > ceiling else None
         actions = {Action.DELETE_DRAFT} | ({Action.UPDATE_DOSE} if proposal else set())
         facts = daily | {"ceiling": num(ceiling)}
         if on_record:
             facts |= {"conditions": ", ".join(dict.fromkeys(on_record))}
-        else:
-            facts |= {"renal": short(failing[0]), "limit": num(esrd_limit)}
+        elif worst is not None:
+            facts |= {"renal": short(worst.value), "limit": num(k.thresholds["R4a", "esrd_limit"])}
         hits.append(
             Hit(
                 "R4a",
@@ -455,7 +455,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
             )
         )
     else:
-        band = _band(s.renal.values, k)
+        band = worst
         if band is not None and total is not None and total > band.ceiling:
             proposal = _target(s, k, order, band.ceiling)
             actions = {Action.UPDATE_DOSE} if proposal else set()
@@ -528,7 +528,7 @@ def _renal_unknown(
         actions = set()  # a creatinine is on record: what is missing is the birth date
         facts |= {"renal": short(s.renal.without_age[0])}
         variant = "no-age"
-        bounded = _youngest_adult_ceiling(s.renal.without_age, k)
+        bounded = _worst_band(s.renal.without_age, k)
         if bounded is not None and total is not None and total > bounded.ceiling:
             variant = "no-age-over-ceiling"
             facts |= _over_ceiling(bounded, total)
@@ -586,8 +586,9 @@ def _over_ceiling(band: Band, total: float) -> dict[str, str]:
     return {"renal": short(band.value), "daily": num(total), "ceiling": num(band.ceiling)}
 
 
-def _youngest_adult_ceiling(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
-    """The kidney rule that upper bounds certainly fall under, kidney failure (R4a) first."""
+def _worst_band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
+    """The most restrictive kidney rule the values certainly fall under: kidney failure
+    (R4a, unless a policy switched it off) before the bands of ``_band``."""
     failing = [v for v in values if v.certainly_below(k.thresholds["R4a", "esrd_limit"])]
     if failing and k.rules["R4a"].enabled:
         return Band("R4a", failing[0], k.thresholds["R4a", "dialysis_ceiling"], 4)
