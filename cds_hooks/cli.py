@@ -41,12 +41,14 @@ def _worker_app() -> Any:
     return app
 
 
-def _why(exc: OSError | ValueError) -> str:
+def _why(exc: OSError | ValueError | RecursionError) -> str:
     """Why a request file could not be read, never quoting its content (it may hold PHI)."""
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON (line {exc.lineno}, column {exc.colno})"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return "the JSON is nested too deeply"
     return type(exc).__name__
 
 
@@ -67,7 +69,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         body = _load_request(Path(args.request))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         # Neither the path nor the content is echoed: case files are often named after
         # the patient, and stderr ends up in scripts' logs.
         print(f"baclofen-cds: cannot read the request file: {_why(exc)}", file=sys.stderr)

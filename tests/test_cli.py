@@ -66,6 +66,15 @@ def test_evaluate_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
     assert "zebulonia" not in result.stderr.lower()
 
 
+def test_evaluate_refuses_a_deeply_nested_file_without_a_traceback(tmp_path: Path) -> None:
+    request_file = tmp_path / "deep.json"
+    request_file.write_text("[" * 100_000)
+    result = run_cli("evaluate", str(request_file), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "nested too deeply" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_evaluate_refuses_a_missing_file_without_naming_it(tmp_path: Path) -> None:
     result = run_cli("evaluate", str(tmp_path / "zebulonia.json"), tmp_path=tmp_path)
     assert result.returncode == 2
