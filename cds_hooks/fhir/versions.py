@@ -39,6 +39,7 @@ from cds_hooks.fhir.quirks import (
     placeholders,
     repair_for_validation,
 )
+from cds_hooks.fhir.values import JSON_OBJECT
 from cds_hooks.knowledge import MEMO_SIZE
 from cds_hooks.model import FhirVersion
 
@@ -141,7 +142,7 @@ def medication_request_version(resource: Mapping[str, Any]) -> FhirVersion | Non
     if not keys.isdisjoint(_STU3_ONLY_MEDICATION_REQUEST):
         return FhirVersion.STU3
     requester = resource.get("requester")
-    if requester is not None and isinstance(requester, dict | Mapping) and "agent" in requester:
+    if requester is not None and isinstance(requester, JSON_OBJECT) and "agent" in requester:
         return FhirVersion.STU3
     return None
 
