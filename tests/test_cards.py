@@ -205,6 +205,38 @@ def test_missing_problem_list_is_said_when_no_kidney_card_would(client: FlaskCli
     assert "5 mg/day on dialysis; ordered: 60 mg/day" in card["detail"]
 
 
+def test_missing_problem_list_names_the_unchecked_precautions_for_intrathecal_orders(
+    client: FlaskClient,
+) -> None:
+    pump = {
+        "id": "d1",
+        "rxnorm": "1047437",
+        "name": "Baclofen 0.05 MG/ML Injection",
+        "dose": 50,
+        "unit": "ug",
+        "count": 1,
+        "route": "intrathecal",
+    }
+    request = build_request(scenario(drafts=[pump]), date.today())
+    del request["prefetch"]["conditions"]
+    card = by_topic(post(client, request))["condition-caution"]
+    assert card["indicator"] == "info"
+    assert card["summary"].startswith("Problem list could not be retrieved")
+    assert "epilepsy, psychosis, autonomic dysreflexia, stroke, pregnancy" in card["detail"]
+    assert "Problem list could not be obtained" in card["detail"]
+
+
+def test_kidney_cards_list_the_unchecked_precautions_with_the_missing_problem_list(
+    client: FlaskClient,
+) -> None:
+    request = build_request(scenario(), date.today())
+    del request["prefetch"]["conditions"]
+    cards = by_topic(post(client, request))
+    assert "condition-caution" not in cards
+    detail = cards["renal-dose"]["detail"]
+    assert "dialysis, ESRD and label precautions were not checked" in detail
+
+
 def test_missing_medication_list_is_said_not_silenced(client: FlaskClient) -> None:
     request = build_request(scenario(labs=[EGFR_24 | {"value": 95}]), date.today())
     del request["prefetch"]["activeMedications"]

@@ -423,7 +423,10 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     total = _amount(s.route_total(Route.ORAL))
     inputs = dose_lines(s, Route.ORAL) + tuple(renal_line(v) for v in s.renal.values) + age_line(s)
     unchecked = (
-        ("Problem list could not be obtained: dialysis and ESRD were not checked",)
+        (
+            "Problem list could not be obtained: "
+            "dialysis, ESRD and label precautions were not checked",
+        )
         if s.conditions_unavailable
         else ()
     )
@@ -906,8 +909,25 @@ def duplicates(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def conditions(s: Situation, k: Knowledge) -> list[Hit]:
-    """R8: one reason per precaution (variant = condition flag), all named in the summary."""
+    """R8: one reason per precaution (variant = condition flag), all named in the summary.
+
+    R8b: without the problem list none of them can be on record. An oral order's kidney
+    cards already list that gap (R4h when none other shows), so R8b is for an intrathecal
+    order alone, which no kidney rule covers.
+    """
     del k
+    if s.conditions_unavailable:
+        if s.intrathecal_reviewed and not s.oral_reviewed:
+            flags = ", ".join(flag.replace("-", " ") for flag in CAUTION_FLAGS)
+            return [
+                Hit(
+                    "R8b",
+                    {"flags": flags},
+                    inputs=("Problem list could not be obtained",),
+                    order=s.intrathecal_reviewed[0].order.reference,
+                )
+            ]
+        return []
     present = [flag for flag in CAUTION_FLAGS if s.conditions.get(flag)]
     every = ", ".join(flag.replace("-", " ") for flag in present)
     return [
