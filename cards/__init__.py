@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cards.render import render_cards
+from cards.render import render_cards, topic_of_card
 
-__all__ = ["render_cards"]
+__all__ = ["render_cards", "topic_of_card"]

@@ -20,6 +20,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
+from cards.card_uuid import topic_code, with_topic
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder
@@ -261,6 +262,7 @@ class _TopicText:
     """A topic's fixed wording, resolved once per topic instead of once per card."""
 
     source_topic: dict[str, str]  # copied into each card
+    code: int  # carried in each card's uuid (card_uuid)
     recommendation: str
     recommended: Action | None  # the suggestion marked isRecommended if offered
     delete_label: str
@@ -277,6 +279,7 @@ def _topic_text(topic: Topic) -> _TopicText:
     recommended = entry.get("recommended", "update-dose")
     return _TopicText(
         source_topic={"system": cat.topic_system, "code": topic.value, "display": entry["display"]},
+        code=entry["code"],
         recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
         recommended=None if recommended == "none" else Action(recommended),
         delete_label=entry.get("delete_label", delete["label"]),
@@ -286,6 +289,17 @@ def _topic_text(topic: Topic) -> _TopicText:
             for code in codes
         ),
     )
+
+
+def topic_of_card(card_uuid: str) -> str | None:
+    """The topic of a card this service sent, read from its uuid; None for any other uuid."""
+    code = topic_code(card_uuid)
+    return None if code is None else _topics_by_code().get(code)
+
+
+@cache
+def _topics_by_code() -> dict[int, str]:
+    return {entry["code"]: name for name, entry in catalogue().topics.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,11 +555,12 @@ def render_card(
     uuids: Iterator[str],
     extra: str | None = None,
 ) -> dict[str, Any]:
-    """One card; its UUIDs (card and suggestions) are drawn from ``uuids``."""
+    """One card; its UUIDs (card and suggestions) are drawn from ``uuids``, the card's
+    marked with its topic (``card_uuid``)."""
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
     card: dict[str, Any] = {
-        "uuid": next(uuids),
+        "uuid": with_topic(next(uuids), topic.code),
         "summary": _summary(finding),
         "indicator": _INDICATOR_VALUES[finding.indicator],
         "detail": _detail(finding, topic, cited, extra),

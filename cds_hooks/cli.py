@@ -112,11 +112,12 @@ def _feedback(args: argparse.Namespace) -> int:
     store = Store(create_store_engine(settings_from_environment().database_url))
     store.migrate()
     rows = store.feedback_summary()
-    print("| service | outcome | override reason | count |")
-    print("|---|---|---|---|")
+    print("| service | card topic | outcome | override reason | count |")
+    print("|---|---|---|---|---|")
     for row in rows:
         reason = f"{row.reason_system}#{row.reason_code}" if row.reason_code else "—"
-        print(f"| {row.service_id} | {row.outcome} | {reason} | {row.count} |")
+        topic = row.card_topic or "unknown"
+        print(f"| {row.service_id} | {topic} | {row.outcome} | {reason} | {row.count} |")
     store.dispose()
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cards import topic_of_card
 from cds_hooks.errors import BadRequest
 
 OUTCOMES = ("accepted", "overridden")
@@ -50,6 +51,8 @@ class FeedbackItem:
     outcome_timestamp: datetime
     accepted_suggestions: tuple[str, ...] = ()
     override_reason: OverrideReason | None = None
+    card_topic: str | None = None
+    """The card's topic as its uuid carries it; None for a uuid that carries none."""
 
 
 def parse_feedback_request(body: Any) -> list[FeedbackItem]:
@@ -123,6 +126,7 @@ def _item(entry: Any, path: str) -> FeedbackItem:
         outcome_timestamp=timestamp,
         accepted_suggestions=accepted,
         override_reason=reason,
+        card_topic=topic_of_card(card),
     )
 
 

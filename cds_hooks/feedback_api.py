@@ -24,7 +24,7 @@ def feedback(service_id: str) -> Response:
     items = parse_feedback_request(read_json_body(request))
     stored = get_store().record_feedback(service.id, items)
     for item in items:
-        metrics.count_feedback(service.id, item.outcome)
+        metrics.count_feedback(service.id, item.outcome, item.card_topic)
     current_app.logger.info(
         "feedback received",
         extra={"service_id": service.id, "received": len(items), "stored": stored},

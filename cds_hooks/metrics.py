@@ -27,10 +27,10 @@ Reading them (PromQL)::
     # share of evaluations that showed a card; cards by topic and indicator
     sum(rate(cds_evaluations_total{result="cards"}[1h])) / sum(rate(cds_evaluations_total[1h]))
     sum by (topic, indicator) (increase(cds_cards_total[1d]))
-    # FHIR-server failures by kind and reason; refused tokens; overridden cards
+    # FHIR-server failures by kind and reason; refused tokens; overridden cards by topic
     sum by (kind, outcome) (rate(cds_fhir_fetches_total{outcome!="ok"}[5m]))
     sum by (reason) (rate(cds_auth_failures_total[5m]))
-    sum by (service, outcome) (increase(cds_feedback_total[1d]))
+    sum by (topic, outcome) (increase(cds_feedback_total[1d]))
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ AUTH_FAILURES = Counter(
 )
 FEEDBACK = Counter(
     "cds_feedback",
-    "Feedback items received, by service and outcome (accepted / overridden).",
-    ["service", "outcome"],
+    "Feedback items received, by service, card topic and outcome (accepted / overridden).",
+    ["service", "topic", "outcome"],
 )
 
 
@@ -188,10 +188,12 @@ def count_auth_failure(reason: str) -> None:
 
 
 @_never_raises
-def count_feedback(service: str, outcome: str) -> None:
-    """Count one feedback item (call once per item of a feedback request)."""
+def count_feedback(service: str, outcome: str, topic: str | None) -> None:
+    """Count one feedback item (call once per item of a feedback request); ``topic`` is
+    the card's, None when its uuid carries none."""
     label = outcome if outcome in _FEEDBACK_OUTCOMES else OTHER
-    FEEDBACK.labels(_service_label(service), label).inc()
+    topic_label = "unknown" if topic is None else topic if topic in _TOPICS else OTHER
+    FEEDBACK.labels(_service_label(service), topic_label, label).inc()
 
 
 def _topic_label(card: Mapping[str, Any]) -> str:

@@ -14,10 +14,12 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cards.render import _uuid_texts, updated_resource
+from cards import topic_of_card
+from cards.card_uuid import with_topic
+from cards.render import _uuid_texts, catalogue, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
-from cds_hooks.engine.findings import ProposedRegimen
+from cds_hooks.engine.findings import ProposedRegimen, Topic
 from cds_hooks.engine.proposals import propose
 from cds_hooks.engine.situation import BaclofenOrder
 from cds_hooks.knowledge import KNOWLEDGE_VERSION, load_knowledge
@@ -326,7 +328,10 @@ def test_cards_come_most_severe_first_with_coded_override_reasons(client: FlaskC
             assert reason["display"] == known[reason["code"]]
         for link in card["links"]:
             assert link["type"] == "absolute" and link["url"].startswith("https://")
-        assert uuid.UUID(card["uuid"]).version == 4
+        # RFC 9562 version 8, the topic in the last byte (cards/card_uuid.py).
+        assert uuid.UUID(card["uuid"]).version == 8
+        assert uuid.UUID(card["uuid"]).variant == uuid.RFC_4122
+        assert topic_of_card(card["uuid"]) == card["source"]["topic"]["code"]
     assert len({c["uuid"] for c in cards}) == len(cards)
 
 
@@ -535,3 +540,26 @@ def test_uuid_texts_cover_the_extreme_bits() -> None:
     for random in (bytes(48), b"\xff" * 48, bytes(16) + b"\xff" * 16 + bytes(16)):
         expected = [str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in (0, 16, 32)]
         assert _uuid_texts(random) == expected
+
+
+def test_every_topic_has_its_own_code_for_card_uuids() -> None:
+    topics = catalogue().topics
+    assert set(topics) == {t.value for t in Topic}
+    codes_ = [entry["code"] for entry in topics.values()]
+    assert all(isinstance(c, int) and 1 <= c <= 255 for c in codes_)
+    assert len(set(codes_)) == len(codes_)
+
+
+def test_a_card_uuid_names_its_topic_and_no_other_uuid_does() -> None:
+    random = str(uuid.uuid4())
+    for name, entry in catalogue().topics.items():
+        card = with_topic(random, entry["code"])
+        assert str(uuid.UUID(card)) == card  # canonical text, as clients echo it
+        assert topic_of_card(card) == name
+        assert topic_of_card(card.upper()) == name
+        assert card[:14] == random[:14] and card[15:32] == random[15:32]
+    assert topic_of_card(random) is None  # version 4: a suggestion's, or another service's
+    other_v8 = str(uuid.UUID(int=(uuid.UUID(random).int & ~(0xF << 76)) | (8 << 76)))
+    assert topic_of_card(other_v8[:32] + "00" + other_v8[34:]) is None
+    assert topic_of_card(with_topic(random, 250)) is None  # a code no topic has
+    assert topic_of_card("not a uuid") is None

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import port_for
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from cds_hooks.app import create_app
 from cds_hooks.config import ConfigError
@@ -22,12 +23,15 @@ from cds_hooks.store import (
     FeedbackCount,
     Store,
     StoreError,
+    alembic_config,
     create_store_engine,
     get_store,
     normalise_database_url,
 )
+from cds_hooks.store.schema import feedback as feedback_table
 from cds_hooks.store.schema import jwt_replay
 from tests.concurrency import migrate_together
+from tests.scenario_requests import build_request
 
 URL = "/cds-services/baclofen-order-sign/feedback"
 CARD = "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10"
@@ -134,12 +138,79 @@ def test_the_sandbox_shapes_are_accepted_as_one_batch(app: Flask, client: FlaskC
     assert sorted(
         store_of(app).feedback_summary(), key=lambda c: (c.outcome, c.reason_code or "")
     ) == [
-        FeedbackCount("baclofen-order-sign", "accepted", None, None, 1),
-        FeedbackCount("baclofen-order-sign", "overridden", None, None, 1),
+        # Made-up version 4 uuids: no topic, as for cards sent before topics were carried.
+        FeedbackCount("baclofen-order-sign", None, "accepted", None, None, 1),
+        FeedbackCount("baclofen-order-sign", None, "overridden", None, None, 1),
         FeedbackCount(
-            "baclofen-order-sign", "overridden", REASON_SYSTEM, "patient-tolerating-dose", 1
+            "baclofen-order-sign", None, "overridden", REASON_SYSTEM, "patient-tolerating-dose", 1
         ),
     ]
+
+
+def test_feedback_on_our_cards_is_counted_under_each_cards_topic(
+    app: Flask, client: FlaskClient
+) -> None:
+    scenario = {
+        "patient": {"age": 80, "sex": "female"},
+        "labs": [{"loinc": "98979-8", "value": 24, "unit": "mL/min/{1.73_m2}", "days_ago": 50}],
+        "active": [{"id": "a1", "name": "oxyCODONE Hydrochloride 5 MG Oral Tablet"}],
+        "drafts": [
+            {
+                "id": "d1",
+                "rxnorm": "197391",
+                "name": "Baclofen 10 MG Oral Tablet",
+                "dose": 2,
+                "unit": "{pill}",
+                "frequency": 3,
+            }
+        ],
+    }
+    hook = client.post(
+        "/cds-services/baclofen-order-sign", json=build_request(scenario, date.today())
+    )
+    cards = hook.get_json()["cards"]
+    accepted = next(card for card in cards if "suggestions" in card)
+    overridden = next(card for card in cards if card is not accepted)
+    topics = [card["source"]["topic"]["code"] for card in (overridden, accepted)]
+    assert topics[0] != topics[1]
+    suggestion = {"id": accepted["suggestions"][0]["uuid"]}
+    assert post(
+        client,
+        {**SANDBOX_DISMISS, "card": overridden["uuid"]},
+        {**SANDBOX_ACCEPT, "card": accepted["uuid"], "acceptedSuggestions": [suggestion]},
+    ).get_json() == {"received": 2, "stored": 2}
+
+    [record] = store_of(app).feedback_for_card(overridden["uuid"])
+    assert record.card_topic == topics[0]
+    assert {(c.card_topic, c.outcome, c.count) for c in store_of(app).feedback_summary()} == {
+        (topics[0], "overridden", 1),
+        (topics[1], "accepted", 1),
+    }
+
+
+def test_feedback_stored_before_topics_keeps_its_rows_with_no_topic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = create_store_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            insert(feedback_table).values(
+                dedup_key="k" * 64,
+                service_id="baclofen-order-sign",
+                card_uuid=CARD,
+                outcome="overridden",
+                accepted_suggestions=[],
+                outcome_timestamp=datetime(2026, 11, 1, tzinfo=UTC),
+                received_at=datetime(2026, 11, 1, tzinfo=UTC),
+            )
+        )
+    engine.dispose()
+
+    app = create_app({"ENV": "development", "DATABASE_URL": url})
+
+    [record] = store_of(app).feedback_for_card(CARD)
+    assert record.outcome == "overridden" and record.card_topic is None
+    assert [(c.card_topic, c.count) for c in store_of(app).feedback_summary()] == [(None, 1)]
 
 
 def test_summary_counts_per_service(app: Flask, client: FlaskClient) -> None:

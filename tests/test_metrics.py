@@ -180,22 +180,40 @@ def test_feedback_outcomes_are_counted_per_item(client: FlaskClient) -> None:
     after = scrape(client)
     gained = Gained(before, after)
     for outcome in ("accepted", "overridden"):
-        labels = {"service": ORDER_SIGN, "outcome": outcome}
+        labels = {"service": ORDER_SIGN, "topic": "unknown", "outcome": outcome}
         assert gained("cds_feedback_total", **labels) == 1
+
+
+def test_overrides_of_our_cards_are_counted_by_the_cards_topic(client: FlaskClient) -> None:
+    response = client.post(f"/cds-services/{ORDER_SIGN}", json=evelyn_request())
+    card = response.get_json()["cards"][0]
+    override = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-22T10:07:00.000Z",
+    }
+    before = scrape(client)
+    reply = client.post(f"/cds-services/{ORDER_SIGN}/feedback", json={"feedback": [override]})
+    assert reply.status_code == 200
+    gained = Gained(before, scrape(client))
+
+    topic = card["source"]["topic"]["code"]
+    labels = {"service": ORDER_SIGN, "topic": topic, "outcome": "overridden"}
+    assert gained("cds_feedback_total", **labels) == 1
 
 
 def test_free_text_never_becomes_a_label_value(client: FlaskClient) -> None:
     before = scrape(client)
     metrics.count_auth_failure("expired")
     metrics.count_auth_failure("Patient Jane Doe <script>")
-    metrics.count_feedback("attacker-chosen-id", "overridden")
+    metrics.count_feedback("attacker-chosen-id", "overridden", "Patient Jane Doe")
     metrics.observe_fhir_fetch("Patient/123", 0.1, "GET https://x/Patient/123 failed")
     after = scrape(client)
     gained = Gained(before, after)
 
     assert gained("cds_auth_failures_total", reason="expired") == 1
     assert gained("cds_auth_failures_total", reason="other") == 1
-    assert gained("cds_feedback_total", service="unknown", outcome="overridden") == 1
+    assert gained("cds_feedback_total", service="unknown", topic="other", outcome="overridden") == 1
     assert gained("cds_fhir_fetches_total", kind="other", outcome="other") == 1
     exposed = {v for family in after.values() for s in family.samples for v in s.labels.values()}
     assert not any("Jane" in v or "attacker" in v or "123" in v for v in exposed)

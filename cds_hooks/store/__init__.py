@@ -77,11 +77,13 @@ class StoredFeedback:
     received_at: datetime
     accepted_suggestions: tuple[str, ...] = ()
     override_reason: OverrideReason | None = None
+    card_topic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackCount:
     service_id: str
+    card_topic: str | None
     outcome: str
     reason_system: str | None
     reason_code: str | None
@@ -251,6 +253,7 @@ class Store:
             "dedup_key": key,
             "service_id": service_id,
             "card_uuid": item.card,
+            "card_topic": item.card_topic,
             "outcome": item.outcome,
             "accepted_suggestions": list(item.accepted_suggestions),
             "override_reason_system": reason.system,
@@ -290,14 +293,17 @@ class Store:
             received_at=row["received_at"],
             accepted_suggestions=tuple(row["accepted_suggestions"]),
             override_reason=None if reason == OverrideReason() else reason,
+            card_topic=row["card_topic"],
         )
 
     def feedback_summary(self) -> list[FeedbackCount]:
-        """Counts by service, outcome and override reason, for pharmacists' review."""
+        """Counts by service, card topic, outcome and override reason, for pharmacists'
+        review: which alerts are dismissed, and why."""
         count = func.count().label("count")
         query = (
             select(
                 feedback.c.service_id,
+                feedback.c.card_topic,
                 feedback.c.outcome,
                 feedback.c.override_reason_system,
                 feedback.c.override_reason_code,
@@ -305,16 +311,23 @@ class Store:
             )
             .group_by(
                 feedback.c.service_id,
+                feedback.c.card_topic,
                 feedback.c.outcome,
                 feedback.c.override_reason_system,
                 feedback.c.override_reason_code,
             )
-            .order_by(feedback.c.service_id, feedback.c.outcome, count.desc())
+            .order_by(
+                feedback.c.service_id,
+                feedback.c.card_topic,
+                feedback.c.outcome,
+                count.desc(),
+            )
         )
         with self._transaction() as connection:
             return [
                 FeedbackCount(
                     service_id=row["service_id"],
+                    card_topic=row["card_topic"],
                     outcome=row["outcome"],
                     reason_system=row["override_reason_system"],
                     reason_code=row["override_reason_code"],

@@ -54,6 +54,9 @@ feedback = Table(
     Column("dedup_key", String(64), nullable=False, unique=True),
     Column("service_id", String(128), nullable=False),
     Column("card_uuid", String(36), nullable=False, index=True),
+    # The card's topic, read from its uuid (cards/card_uuid.py); NULL for a uuid of
+    # another layout, e.g. cards sent before topics were carried in it.
+    Column("card_topic", String(64)),
     Column("outcome", String(16), nullable=False),
     Column("accepted_suggestions", JSON, nullable=False),
     Column("override_reason_system", Text),
