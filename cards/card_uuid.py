@@ -18,12 +18,19 @@ import uuid
 
 LAYOUT = 0xB1
 """Byte 14 of our card UUIDs: tells them from any other version 8 layout."""
-_TAIL = f"{LAYOUT:02x}"
 
 
-def with_topic(random_uuid: str, code: int) -> str:
-    """A version 4 UUID in canonical text, made a card UUID for the topic ``code``."""
-    return f"{random_uuid[:14]}8{random_uuid[15:32]}{_TAIL}{code:02x}"
+def topic_tail(code: int) -> str:
+    """The last four hex digits of every card UUID of the topic ``code`` (made once per
+    topic: formatting them per card cost more than the rest of its UUID)."""
+    if not 0 < code <= 0xFF:
+        raise ValueError(f"a topic code is 1-255, not {code}")
+    return f"{LAYOUT:02x}{code:02x}"
+
+
+def with_topic(random_uuid: str, tail: str) -> str:
+    """A version 4 UUID in canonical text, made a card UUID ending in ``tail``."""
+    return f"{random_uuid[:14]}8{random_uuid[15:32]}{tail}"
 
 
 def topic_code(card_uuid: str) -> int | None:

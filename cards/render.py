@@ -20,7 +20,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
-from cards.card_uuid import topic_code, with_topic
+from cards.card_uuid import topic_code, topic_tail, with_topic
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder
@@ -262,7 +262,7 @@ class _TopicText:
     """A topic's fixed wording, resolved once per topic instead of once per card."""
 
     source_topic: dict[str, str]  # copied into each card
-    code: int  # carried in each card's uuid (card_uuid)
+    uuid_tail: str  # the topic's code, ending each card's uuid (card_uuid)
     recommendation: str
     recommended: Action | None  # the suggestion marked isRecommended if offered
     delete_label: str
@@ -279,7 +279,7 @@ def _topic_text(topic: Topic) -> _TopicText:
     recommended = entry.get("recommended", "update-dose")
     return _TopicText(
         source_topic={"system": cat.topic_system, "code": topic.value, "display": entry["display"]},
-        code=entry["code"],
+        uuid_tail=topic_tail(entry["code"]),
         recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
         recommended=None if recommended == "none" else Action(recommended),
         delete_label=entry.get("delete_label", delete["label"]),
@@ -560,7 +560,7 @@ def render_card(
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
     card: dict[str, Any] = {
-        "uuid": with_topic(next(uuids), topic.code),
+        "uuid": with_topic(next(uuids), topic.uuid_tail),
         "summary": _summary(finding),
         "indicator": _INDICATOR_VALUES[finding.indicator],
         "detail": _detail(finding, topic, cited, extra),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cards import topic_of_card
-from cards.card_uuid import with_topic
+from cards.card_uuid import topic_tail, with_topic
 from cards.render import _uuid_texts, catalogue, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
@@ -553,7 +553,7 @@ def test_every_topic_has_its_own_code_for_card_uuids() -> None:
 def test_a_card_uuid_names_its_topic_and_no_other_uuid_does() -> None:
     random = str(uuid.uuid4())
     for name, entry in catalogue().topics.items():
-        card = with_topic(random, entry["code"])
+        card = with_topic(random, topic_tail(entry["code"]))
         assert str(uuid.UUID(card)) == card  # canonical text, as clients echo it
         assert topic_of_card(card) == name
         assert topic_of_card(card.upper()) == name
@@ -561,5 +561,7 @@ def test_a_card_uuid_names_its_topic_and_no_other_uuid_does() -> None:
     assert topic_of_card(random) is None  # version 4: a suggestion's, or another service's
     other_v8 = str(uuid.UUID(int=(uuid.UUID(random).int & ~(0xF << 76)) | (8 << 76)))
     assert topic_of_card(other_v8[:32] + "00" + other_v8[34:]) is None
-    assert topic_of_card(with_topic(random, 250)) is None  # a code no topic has
+    assert topic_of_card(with_topic(random, topic_tail(250))) is None  # a code no topic has
+    with pytest.raises(ValueError):
+        topic_tail(256)
     assert topic_of_card("not a uuid") is None
