@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from cds_hooks.store import (
 from cds_hooks.store.schema import feedback as feedback_table
 from cds_hooks.store.schema import jwt_replay
 from tests.concurrency import migrate_together
-from tests.scenario_requests import build_request
+from tests.conftest import load_json
 
 URL = "/cds-services/baclofen-order-sign/feedback"
 CARD = "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10"
@@ -150,24 +150,9 @@ def test_the_sandbox_shapes_are_accepted_as_one_batch(app: Flask, client: FlaskC
 def test_feedback_on_our_cards_is_counted_under_each_cards_topic(
     app: Flask, client: FlaskClient
 ) -> None:
-    scenario = {
-        "patient": {"age": 80, "sex": "female"},
-        "labs": [{"loinc": "98979-8", "value": 24, "unit": "mL/min/{1.73_m2}", "days_ago": 50}],
-        "active": [{"id": "a1", "name": "oxyCODONE Hydrochloride 5 MG Oral Tablet"}],
-        "drafts": [
-            {
-                "id": "d1",
-                "rxnorm": "197391",
-                "name": "Baclofen 10 MG Oral Tablet",
-                "dose": 2,
-                "unit": "{pill}",
-                "frequency": 3,
-            }
-        ],
-    }
-    hook = client.post(
-        "/cds-services/baclofen-order-sign", json=build_request(scenario, date.today())
-    )
+    # A captured sandbox call: a Synthea patient with eGFR 37 on oxycodone gets several cards.
+    captured = load_json("requests/sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json")
+    hook = client.post("/cds-services/baclofen-order-sign", json=captured["body"])
     cards = hook.get_json()["cards"]
     accepted = next(card for card in cards if "suggestions" in card)
     overridden = next(card for card in cards if card is not accepted)
