@@ -49,7 +49,7 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 _SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 
 
-def count(valgrind: str, kind: str, requests: int) -> int:
+def count(valgrind: str, kind: str, requests: int, request: Path) -> int:
     """Instructions of a whole process that builds ``kind`` and answers ``requests`` calls."""
     with tempfile.TemporaryDirectory(prefix="baclofen-instructions-") as tmp:
         env = {
@@ -71,6 +71,7 @@ def count(valgrind: str, kind: str, requests: int) -> int:
                 "--serve",
                 kind,
                 str(requests),
+                str(request),
             ],
             env=env,
             capture_output=True,
@@ -83,9 +84,9 @@ def count(valgrind: str, kind: str, requests: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def serve(kind: str, requests: int) -> None:
+def serve(kind: str, requests: int, request: Path) -> None:
     """Build ``kind``, warm it up, then answer ``requests`` calls (run under valgrind)."""
-    body = REQUEST.read_bytes()
+    body = request.read_bytes()
     if kind == "bare":
         sys.path.insert(0, str(HERE))
         from bare_app import create_app
@@ -131,7 +132,7 @@ def _caller(app: Any, path: str, body: bytes) -> Callable[[], None]:
     return call
 
 
-def served_count(valgrind: str, kind: str, requests: int) -> int:
+def served_count(valgrind: str, kind: str, requests: int, request: Path) -> int:
     """Instructions of the gunicorn master and worker of ``kind`` answering ``requests`` calls.
 
     The workers are forked, not exec'd, so valgrind follows them and each process writes
@@ -157,7 +158,7 @@ def served_count(valgrind: str, kind: str, requests: int) -> int:
                 start_new_session=True,  # its own process group: a kill reaches the worker
             )
         try:
-            _drive(port, process, log_path, requests)
+            _drive(port, process, log_path, requests, request)
         finally:
             stopped = _stop(process)
         if not stopped or process.returncode != 0:
@@ -179,13 +180,15 @@ def _served_command(kind: str, port: int, tmp: Path) -> tuple[list[str], dict[st
     return command, env
 
 
-def _drive(port: int, process: subprocess.Popen[bytes], log: Path, requests: int) -> None:
+def _drive(
+    port: int, process: subprocess.Popen[bytes], log: Path, requests: int, request: Path
+) -> None:
     """Wait for the first 200, then send the warm-up and ``requests`` calls on one connection.
 
     Only a refused connection is retried: a call that reached the server unanswered would
     be counted twice.
     """
-    body = REQUEST.read_bytes()
+    body = request.read_bytes()
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:
@@ -248,16 +251,23 @@ def main() -> int:
     parser.add_argument(
         "--served", action="store_true", help="count through gunicorn and HTTP, as load.py runs it"
     )
-    parser.add_argument("--serve", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--request", type=Path, default=REQUEST, help="the hook request to send (JSON file)"
+    )
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("KIND", "N", "REQUEST"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), Path(args.serve[2]))
         return 0
     valgrind = ensure_tool("valgrind")
     counter, suffix = (served_count, " (served)") if args.served else (count, "")
     per_request = {}
     for kind in ("ours", "bare"):
-        total = counter(valgrind, kind, args.n) - counter(valgrind, kind, 0)
+        total = counter(valgrind, kind, args.n, args.request) - counter(
+            valgrind, kind, 0, args.request
+        )
         per_request[kind] = total / args.n
         print(
             f"{kind:<5} {per_request[kind] / 1e6:6.2f} M instructions per request{suffix}",

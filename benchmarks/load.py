@@ -3,7 +3,8 @@
 Run by hand or in CI as a report (``make bench``); it asserts nothing about speed. It
 starts the real server (``baclofen-cds serve``, development env, auth off) and the bare
 app of ``bare_app.py`` under the same gunicorn settings on loopback, and drives them with
-``wrk`` POSTing ``data/order-sign-full-prefetch.json``, one server at a time:
+``wrk`` POSTing ``data/order-sign-full-prefetch.json`` (or ``--request``), one server at
+a time:
 
 1. the concurrency sweep (default 1, 4, 8, 16 connections, 2 workers): throughput, p50
    and p99 latency per point, and our throughput as a share of the bare app's;
@@ -52,6 +53,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 REQUEST = HERE / "data" / "order-sign-full-prefetch.json"
+"""The default request; ``data/order-sign-lean-prefetch.json`` is the issue's 17 kB size."""
 WRK_SCRIPT = HERE / "post.lua"
 HOOK_PATH = "/cds-services/baclofen-order-sign"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -142,7 +144,9 @@ def server_command(
 
 
 @contextmanager
-def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
+def server(
+    kind: str, workers: int, workdir: Path, request: Path = REQUEST
+) -> Iterator[tuple[str, int]]:
     """Start ``ours`` or ``bare`` on a free loopback port; yield its base URL and pid."""
     port = free_port()
     command, env = server_command(kind, port, workers, workdir)
@@ -151,7 +155,7 @@ def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_answering(base, process, log_path)
+        wait_until_answering(base, process, log_path, request)
         yield base, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
@@ -162,8 +166,10 @@ def server(kind: str, workers: int, workdir: Path) -> Iterator[tuple[str, int]]:
             process.wait()
 
 
-def wait_until_answering(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    body = REQUEST.read_bytes()
+def wait_until_answering(
+    base: str, process: subprocess.Popen[bytes], log: Path, request: Path = REQUEST
+) -> None:
+    body = request.read_bytes()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -185,7 +191,12 @@ def wait_until_answering(base: str, process: subprocess.Popen[bytes], log: Path)
 
 
 def run_wrk(
-    wrk: str, url: str, concurrency: int, seconds: float, server_pid: int | None = None
+    wrk: str,
+    url: str,
+    concurrency: int,
+    seconds: float,
+    server_pid: int | None = None,
+    request: Path = REQUEST,
 ) -> dict[str, Any]:
     """Run wrk once; with ``server_pid``, also note how its connections sit on the workers."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -204,7 +215,7 @@ def run_wrk(
             str(WRK_SCRIPT),
             url,
         ],
-        env={**os.environ, "BENCH_BODY": str(REQUEST)},
+        env={**os.environ, "BENCH_BODY": str(request)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -257,9 +268,10 @@ def measure(
     concurrency: int,
     seconds: float,
     repeat: int,
+    request: Path = REQUEST,
 ) -> Point:
     cpu_before = tree_cpu_seconds(pid)
-    raw = run_wrk(wrk, base + HOOK_PATH, concurrency, seconds, server_pid=pid)
+    raw = run_wrk(wrk, base + HOOK_PATH, concurrency, seconds, server_pid=pid, request=request)
     server_cpu = tree_cpu_seconds(pid) - cpu_before
     elapsed = raw["duration_us"] / 1e6
     count = int(raw["requests"])
@@ -301,17 +313,24 @@ def sweep(
     seconds: float,
     warmup: float,
     repeats: int,
+    request: Path = REQUEST,
 ) -> list[Point]:
     points = []
-    with server("ours", workers, workdir) as ours, server("bare", workers, workdir) as bare:
+    with (
+        server("ours", workers, workdir, request) as ours,
+        server("bare", workers, workdir, request) as bare,
+    ):
         servers = {"ours": ours, "bare": bare}
         for base, _ in servers.values():
-            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup)  # lazy imports, caches
+            # lazy imports, caches
+            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup, request=request)
         for repeat in range(1, repeats + 1):
             for concurrency in levels:
                 for kind, (base, pid) in servers.items():
                     points.append(
-                        measure(wrk, kind, base, pid, workers, concurrency, seconds, repeat)
+                        measure(
+                            wrk, kind, base, pid, workers, concurrency, seconds, repeat, request
+                        )
                     )
     return points
 
@@ -372,13 +391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scaling-concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per point")
     parser.add_argument("--json", type=Path, help="also write every point to this file")
+    parser.add_argument(
+        "--request", type=Path, default=REQUEST, help="the hook request to send (JSON file)"
+    )
     args = parser.parse_args(argv)
+    request: Path = args.request
     levels = [int(x) for x in args.concurrency.split(",") if x]
     scaling = [int(x) for x in args.scaling.split(",") if x]
 
     wrk = ensure_tool("wrk")
     print(
-        f"request: {REQUEST.name} ({REQUEST.stat().st_size} bytes), {os.cpu_count()} CPUs, "
+        f"request: {request.name} ({request.stat().st_size} bytes), {os.cpu_count()} CPUs, "
         f"{args.duration:g} s per point × {args.repeat} alternating runs, gunicorn gthread "
         f"threads={os.environ.get('GUNICORN_THREADS', '4')} "
         f"worker_connections={os.environ.get('GUNICORN_WORKER_CONNECTIONS') or 'default'}",
@@ -387,7 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="baclofen-bench-") as tmp:
         workdir = Path(tmp)
         print(f"\nconcurrency sweep, {args.workers} workers", flush=True)
-        runs = sweep(wrk, workdir, args.workers, levels, args.duration, args.warmup, args.repeat)
+        runs = sweep(
+            wrk, workdir, args.workers, levels, args.duration, args.warmup, args.repeat, request
+        )
         scaled_runs: list[Point] = []
         if scaling:
             print(f"\nscaling sweep, {args.scaling_concurrency} connections", flush=True)
@@ -400,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.duration,
                     args.warmup,
                     args.repeat,
+                    request,
                 )
     points, scaled = medians(runs), medians(scaled_runs)
 
