@@ -494,13 +494,15 @@ def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]
             continue
         try:
             # Of a drug that cannot be baclofen the engine reads only the drug: only that is read.
-            yield fhir.medication_order(
+            order = fhir.medication_order(
                 resource,
                 contained_or_bundled=bundled,
                 drug_only=triage is not None and not triage.could_be_baclofen,
             )
         except Exception as exc:
             _skipped(resource, exc)
+            continue
+        yield order
 
 
 def _text(node: Mapping[str, Any], key: str) -> str | None:
