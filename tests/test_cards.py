@@ -167,6 +167,19 @@ def test_stale_low_egfr_still_flags_a_dose_above_its_ceiling(client: FlaskClient
     assert "or over" not in card["detail"]
 
 
+def test_a_stale_result_in_kidney_failure_is_held_to_the_kidney_failure_ceiling(
+    client: FlaskClient,
+) -> None:
+    """The stale, current and no-birth-date readings band kidney function alike: R4a first."""
+    stale = EGFR_24 | {"value": 10, "days_ago": 400}
+    card = by_topic(post(client, build_request(scenario(labs=[stale]), date.today())))[
+        "renal-function-unknown"
+    ]
+    assert "60 mg/day exceeds 5 mg/day" in card["summary"]
+    # 10 mg tablets cannot make 5 mg/day: no one-click dose, and never the severe band's 20.
+    assert [s["actions"][0]["type"] for s in card["suggestions"]] == ["create"]
+
+
 @pytest.mark.parametrize(
     ("patient", "reason"),
     [

@@ -524,7 +524,7 @@ def _renal_unknown(
     facts = {"lookback": str(s.renal.lookback_days)}
     actions = {Action.ORDER_CREATININE}
     proposal = None
-    stale_band = _band(s.renal.stale, k)
+    stale_band = _worst_band(s.renal.stale, k)
     if s.renal.labs_unavailable:
         variant = "unavailable"
     elif s.renal.without_age:
