@@ -144,9 +144,7 @@ def server_command(
 
 
 @contextmanager
-def server(
-    kind: str, workers: int, workdir: Path, request: Path = REQUEST
-) -> Iterator[tuple[str, int]]:
+def server(kind: str, workers: int, workdir: Path, request: Path) -> Iterator[tuple[str, int]]:
     """Start ``ours`` or ``bare`` on a free loopback port; yield its base URL and pid."""
     port = free_port()
     command, env = server_command(kind, port, workers, workdir)
@@ -167,7 +165,7 @@ def server(
 
 
 def wait_until_answering(
-    base: str, process: subprocess.Popen[bytes], log: Path, request: Path = REQUEST
+    base: str, process: subprocess.Popen[bytes], log: Path, request: Path
 ) -> None:
     body = request.read_bytes()
     deadline = time.monotonic() + 60
@@ -195,8 +193,8 @@ def run_wrk(
     url: str,
     concurrency: int,
     seconds: float,
+    request: Path,
     server_pid: int | None = None,
-    request: Path = REQUEST,
 ) -> dict[str, Any]:
     """Run wrk once; with ``server_pid``, also note how its connections sit on the workers."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -268,10 +266,10 @@ def measure(
     concurrency: int,
     seconds: float,
     repeat: int,
-    request: Path = REQUEST,
+    request: Path,
 ) -> Point:
     cpu_before = tree_cpu_seconds(pid)
-    raw = run_wrk(wrk, base + HOOK_PATH, concurrency, seconds, server_pid=pid, request=request)
+    raw = run_wrk(wrk, base + HOOK_PATH, concurrency, seconds, request, server_pid=pid)
     server_cpu = tree_cpu_seconds(pid) - cpu_before
     elapsed = raw["duration_us"] / 1e6
     count = int(raw["requests"])
@@ -313,7 +311,7 @@ def sweep(
     seconds: float,
     warmup: float,
     repeats: int,
-    request: Path = REQUEST,
+    request: Path,
 ) -> list[Point]:
     points = []
     with (
@@ -323,7 +321,7 @@ def sweep(
         servers = {"ours": ours, "bare": bare}
         for base, _ in servers.values():
             # lazy imports, caches
-            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup, request=request)
+            run_wrk(wrk, base + HOOK_PATH, max(levels), warmup, request)
         for repeat in range(1, repeats + 1):
             for concurrency in levels:
                 for kind, (base, pid) in servers.items():
