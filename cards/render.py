@@ -21,9 +21,9 @@ from importlib import resources
 from typing import Any
 
 from cards.card_uuid import topic_code, topic_tail, with_topic
-from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
+from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder
+from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder, Topic
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,12 @@ def _worker_app() -> Any:
     """The app for one gunicorn worker, warmed so the first hook call is not the slow one."""
     from cds_hooks import fhir
     from cds_hooks.app import create_app
-    from cds_hooks.knowledge.drugs import medication_of_interest
+    from cds_hooks.knowledge.drugs import triage_medication
+    from cds_hooks.model import Concept
 
     app = create_app()
     fhir.warm_up()
-    medication_of_interest({"resourceType": "MedicationRequest"})
+    triage_medication(Concept(text="warm-up"))
     # What is built by now (models, validators, knowledge: ~126k objects) lives as long
     # as the worker; frozen, it is no longer re-walked by every full garbage collection.
     gc.freeze()

@@ -56,8 +56,7 @@ from prometheus_client import (
 
 from cds_hooks import fhir_client
 from cds_hooks.discovery import SERVICES_BY_ID
-from cds_hooks.engine.findings import Topic
-from cds_hooks.model import DataKind, Indicator
+from cds_hooks.model import DataKind, Indicator, Topic
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,27 @@ class FhirVersion(StrEnum):
     R4 = "R4"
 
 
+class Topic(StrEnum):
+    """One code per rule family (``source.topic``); EHRs filter and report on these."""
+
+    RENAL_DOSE = "renal-dose"
+    RENAL_FUNCTION_UNKNOWN = "renal-function-unknown"
+    DIALYSIS = "dialysis"
+    MAX_DAILY_DOSE = "max-daily-dose"
+    TITRATION = "titration"
+    PEDIATRIC = "pediatric"
+    GERIATRIC = "geriatric"
+    AGE_UNKNOWN = "age-unknown"
+    CNS_DEPRESSANT = "cns-depressant"
+    INTERACTION = "interaction"
+    ROUTE = "route"
+    INTRATHECAL_DOSE = "intrathecal-dose"
+    WITHDRAWAL = "withdrawal"
+    DUPLICATE_THERAPY = "duplicate-therapy"
+    DOSE_UNKNOWN = "dose-unknown"
+    CONDITION_CAUTION = "condition-caution"
+
+
 class Indicator(StrEnum):
     """CDS Hooks card indicator; the order of ``SEVERITY`` ranks them."""
 
@@ -207,7 +228,8 @@ class PatientSnapshot:
 
     ``unavailable`` names the kinds of data that could be obtained neither from
     prefetch nor from the FHIR server. The engine must treat those as unknown, never
-    as normal (no eGFR is not a normal eGFR).
+    as normal (no eGFR is not a normal eGFR). ``unidentified_medications`` counts current
+    orders whose drug could not be identified: the list is known, but not all of it.
     """
 
     patient: Patient
@@ -215,6 +237,7 @@ class PatientSnapshot:
     medications: tuple[MedicationOrder, ...] = ()
     conditions: tuple[Condition, ...] = ()
     unavailable: frozenset[DataKind] = frozenset()
+    unidentified_medications: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,16 +36,9 @@ import orjson
 
 from cds_hooks import fhir
 from cds_hooks.config import Settings
-from cds_hooks.engine.renal import (
-    UNUSABLE_STATUSES,
-    clearance_ml_min,
-    code_ranks,
-    creatinine_mg_dl,
-    weight_kg,
-)
+from cds_hooks.engine.renal import lab_kinds
 from cds_hooks.errors import PreconditionFailed
 from cds_hooks.fhir.values import JSON_OBJECT, Reader
-from cds_hooks.fhir.versions import memo_key
 from cds_hooks.fhir_client import (
     FetchJob,
     FetchResult,
@@ -54,9 +47,10 @@ from cds_hooks.fhir_client import (
     host_of,
     search_url,
 )
-from cds_hooks.knowledge import MEMO_SIZE, observation_codes
+from cds_hooks.knowledge import observation_codes
 from cds_hooks.knowledge.conditions import condition_index
 from cds_hooks.knowledge.drugs import triage_medication
+from cds_hooks.memo import MEMO_SIZE, memo_key
 from cds_hooks.model import (
     LOINC,
     DataKind,
@@ -66,7 +60,6 @@ from cds_hooks.model import (
     Observation,
     Patient,
     PatientSnapshot,
-    Quantity,
 )
 from cds_hooks.prefetch import (
     Entry,
@@ -146,10 +139,12 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
         for kind in CLINICAL_KINDS
         if not _available(kind, prefetched.value(kind), results.get(kind), found[kind])
     )
+    medications, unidentified = _medications(pool, request)
     return PatientSnapshot(
         patient=patient,
         observations=_observations(pool.labs, version),
-        medications=tuple(_medications(pool, request)),
+        medications=tuple(medications),
+        unidentified_medications=unidentified,
         conditions=tuple(
             _normalise(
                 lambda r: fhir.condition(r, version),
@@ -393,15 +388,7 @@ def _kind_ranks(lab_codes: frozenset[str]) -> tuple[tuple[int, int], ...]:
 
 @cache
 def _lab_kinds() -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
-    """Per kind of lab ``renal.assess`` reads (eGFR, CrCl, serum creatinine, body weight):
-    each of its codes with its preference rank, and whether the engine would use a value."""
-    codes = observation_codes()
-    return (
-        (code_ranks(codes.egfr), _reported_usable),
-        (code_ranks(codes.creatinine_clearance), _reported_usable),
-        (code_ranks(codes.serum_creatinine), _converted_usable(creatinine_mg_dl)),
-        (code_ranks(codes.body_weight), _converted_usable(weight_kg)),
-    )
+    return lab_kinds(observation_codes())
 
 
 def _day(entry: Entry) -> date:
@@ -416,35 +403,6 @@ def _day(entry: Entry) -> date:
             pass
     effective = fhir.observation_effective(resource)
     return effective.date() if effective else date.min
-
-
-def _usable_value(observation: Observation) -> Quantity | None:
-    """The value, when ``renal.assess`` would consider the observation at all."""
-    value = observation.value
-    if value is None or value.value < 0 or (observation.status or "final") in UNUSABLE_STATUSES:
-        return None
-    return value
-
-
-def _reported_usable(observation: Observation) -> bool:
-    """Would ``renal.assess`` take this reported eGFR or CrCl (in or before the look-back)?"""
-    value = _usable_value(observation)
-    return value is not None and clearance_ml_min(value) is not None
-
-
-def _converted_usable(
-    convert: Callable[[Quantity], float | None],
-) -> Callable[[Observation], bool]:
-    """Would ``renal.assess`` take this creatinine or weight, were it recent enough?"""
-
-    def decides(observation: Observation) -> bool:
-        value = _usable_value(observation)
-        if value is None or observation.effective is None:
-            return False
-        converted = convert(value)
-        return converted is not None and converted > 0
-
-    return decides
 
 
 def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
@@ -466,14 +424,23 @@ def _code_may_flag(code_json: bytes) -> bool:
 
 
 def _may_flag(code: Any) -> bool:
-    concept = Reader().concept_of(code, "code")
+    concept = Reader().concept_of(code, "", "code")
     return concept is not None and condition_index().may_flag(concept)
 
 
-def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]:
-    """Current medications other than this hook's drafts; only those that may matter."""
+def _medications(pool: _Pool, request: HookRequest) -> tuple[list[MedicationOrder], int]:
+    """Current medications other than this hook's drafts that may matter, and how many
+    current orders name a drug that cannot be identified (no code, no name, or a
+    ``medicationReference`` to a Medication found nowhere): those are counted, never
+    dropped in silence, as one of them may be the opioid that makes a combination deadly.
+
+    Each order's drug is read first and triaged; of a drug that cannot be baclofen the
+    engine reads only the drug, so only that is validated.
+    """
     drafts = {order.reference for order in request.draft_orders}
     bundled = pool.bundled
+    orders: list[MedicationOrder] = []
+    unidentified = 0
     for entry in pool.medications:
         resource = entry.resource
         status = resource.get("status")
@@ -483,63 +450,29 @@ def _medications(pool: _Pool, request: HookRequest) -> Iterable[MedicationOrder]
         if drafts and f"{resource['resourceType']}/{resource.get('id')}" in drafts:
             continue
         # _safely written out: this loop runs for every current order of the list.
-        triage = None
-        view = _coded_view(resource, bundled)
-        if view is not None:
-            try:
-                triage = triage_medication(view)
-            except Exception as exc:
-                _skipped(view, exc)
-        if triage is not None and not triage.of_interest:
-            continue
         try:
-            # Of a drug that cannot be baclofen the engine reads only the drug: only that is read.
-            order = fhir.medication_order(
-                resource,
-                contained_or_bundled=bundled,
-                drug_only=triage is not None and not triage.could_be_baclofen,
+            drug = fhir.medication_concept(resource, bundled)
+            if drug is None:
+                unidentified += 1
+                continue
+            triage = triage_medication(drug)
+            if not triage.of_interest:
+                continue
+            orders.append(
+                fhir.medication_order(
+                    resource, contained_or_bundled=bundled, drug_only=not triage.could_be_baclofen
+                )
             )
         except Exception as exc:
             _skipped(resource, exc)
-            continue
-        yield order
+            unidentified += 1
+    return orders, unidentified
 
 
 def _text(node: Mapping[str, Any], key: str) -> str | None:
     """A string field, or None (a list where a code belongs must not raise)."""
     value = node.get(key)
     return value if isinstance(value, str) else None
-
-
-def _coded_view(
-    resource: Mapping[str, Any], bundled: Mapping[str, Mapping[str, Any]]
-) -> Mapping[str, Any] | None:
-    """The order with its drug as a code, for the cheap relevance check.
-
-    A ``medicationReference`` is resolved (contained or bundled Medication); when it
-    cannot be, None: the drug is unknown, so the order is normalised rather than dropped.
-    """
-    if "medicationCodeableConcept" in resource or "medicationReference" not in resource:
-        return resource
-    link = resource.get("medicationReference")
-    reference = link.get("reference") if isinstance(link, JSON_OBJECT) else None
-    if not isinstance(reference, str):
-        return None
-    target = bundled.get(reference)
-    if target is None and reference.startswith("#"):
-        contained = resource.get("contained")
-        target = next(
-            (
-                item
-                for item in (contained if isinstance(contained, list) else ())
-                if isinstance(item, JSON_OBJECT) and item.get("id") == reference[1:]
-            ),
-            None,
-        )
-    code = target.get("code") if isinstance(target, JSON_OBJECT) else None
-    if not isinstance(code, JSON_OBJECT):
-        return None
-    return {**resource, "medicationCodeableConcept": code}
 
 
 def _normalise(

@@ -19,7 +19,7 @@ from cards.card_uuid import topic_tail, with_topic
 from cards.render import _uuid_texts, catalogue, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
-from cds_hooks.engine.findings import ProposedRegimen, Topic
+from cds_hooks.engine.findings import ProposedRegimen
 from cds_hooks.engine.proposals import propose
 from cds_hooks.engine.situation import BaclofenOrder
 from cds_hooks.knowledge import KNOWLEDGE_VERSION, load_knowledge
@@ -32,6 +32,7 @@ from cds_hooks.model import (
     MedicationOrder,
     Quantity,
     Timing,
+    Topic,
 )
 from tests.scenario_requests import build_request, post
 

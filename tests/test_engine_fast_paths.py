@@ -107,6 +107,7 @@ def _situation(*comedications: CoMedication) -> Situation:
         conditions={},
         renal=RenalStatus(values=(), stale=(), lookback_days=90, labs_unavailable=False),
         medications_unavailable=False,
+        unidentified_medications=0,
         conditions_unavailable=False,
         totals={},
         previous_totals={},

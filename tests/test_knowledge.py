@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cds_hooks.engine.findings import Topic
+from cds_hooks.fhir import medication_concept
 from cds_hooks.knowledge import (
     KNOWLEDGE_VERSION,
     Knowledge,
@@ -20,8 +20,8 @@ from cds_hooks.knowledge import (
 )
 from cds_hooks.knowledge.conditions import condition_index
 from cds_hooks.knowledge.drugs import (
+    MedicationTriage,
     drug_index,
-    medication_of_interest,
     parse_strength,
     triage_medication,
 )
@@ -35,6 +35,7 @@ from cds_hooks.model import (
     MedicationProduct,
     Quantity,
     Ratio,
+    Topic,
 )
 
 CONTRACT_RULES = [
@@ -369,25 +370,34 @@ def _request(concept: dict) -> dict:
     }
 
 
-def test_medication_of_interest() -> None:
-    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "197391"}]}))
-    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "1049621"}]}))
-    assert medication_of_interest(_request({"text": "Baclofen 10mg tab"}))
-    assert medication_of_interest(_request({"text": "Gabapentin 300 mg"}))
-    assert medication_of_interest(
+def _triage(resource: dict) -> MedicationTriage:
+    """The judgement on an order's drug, read as the snapshot reads it."""
+    return triage_medication(medication_concept(resource))
+
+
+def _of_interest(resource: dict) -> bool:
+    return _triage(resource).of_interest
+
+
+def test__of_interest() -> None:
+    assert _of_interest(_request({"coding": [{"system": RXNORM, "code": "197391"}]}))
+    assert _of_interest(_request({"coding": [{"system": RXNORM, "code": "1049621"}]}))
+    assert _of_interest(_request({"text": "Baclofen 10mg tab"}))
+    assert _of_interest(_request({"text": "Gabapentin 300 mg"}))
+    assert _of_interest(
         {"resourceType": "MedicationRequest", "medicationReference": {"reference": "Medication/1"}}
     )
-    assert not medication_of_interest(
+    assert not _of_interest(
         _request({"coding": [{"system": RXNORM, "code": "161", "display": "acetaminophen"}]})
     )
     # A code we do not know, with no name: cannot be ruled out (e.g. a gabapentin SCD).
-    assert medication_of_interest(_request({"coding": [{"system": RXNORM, "code": "310431"}]}))
+    assert _of_interest(_request({"coding": [{"system": RXNORM, "code": "310431"}]}))
     contained = {
         "resourceType": "MedicationRequest",
         "medicationReference": {"reference": "#m"},
         "contained": [{"resourceType": "Medication", "id": "m", "code": {"text": "Lioresal"}}],
     }
-    assert medication_of_interest(contained)
+    assert _of_interest(contained)
 
 
 @pytest.mark.parametrize(
@@ -409,7 +419,7 @@ def test_medication_of_interest() -> None:
 def test_triage_says_what_a_raw_medication_could_be(
     concept: dict, of_interest: bool, baclofen: bool
 ) -> None:
-    triage = triage_medication(_request(concept))
+    triage = _triage(_request(concept))
     assert (triage.of_interest, triage.could_be_baclofen) == (of_interest, baclofen)
 
 
@@ -418,11 +428,11 @@ def test_triage_never_rules_out_what_the_engine_calls_baclofen(knowledge: Knowle
     for name in (*index.brands, "Baclofen", "baclofene"):
         label = f"{name.upper()} 10 mg tablet"
         assert knowledge.baclofen_product(text(label)) is not None, name
-        assert triage_medication(_request({"text": label})).could_be_baclofen, name
+        assert _triage(_request({"text": label})).could_be_baclofen, name
     for code in (*index.products, index.ingredient_rxcui):
         concept = {"coding": [{"system": RXNORM, "code": code}], "text": "tablet"}
         assert knowledge.baclofen_product(rx(code, "tablet")) is not None, code
-        assert triage_medication(_request(concept)).could_be_baclofen, code
+        assert _triage(_request(concept)).could_be_baclofen, code
 
 
 # --- conditions ---------------------------------------------------------------------------
@@ -485,10 +495,10 @@ def test_conditions_without_flags(knowledge: Knowledge, concept: Concept) -> Non
     assert flags == frozenset()
 
 
-def test_every_known_name_makes_a_medication_of_interest() -> None:
+def test_every_known_name_makes_a__of_interest() -> None:
     index = drug_index()
     for name in (*index.brands, *index.class_names, "Baclofen"):
-        assert medication_of_interest(_request({"text": f"{name.upper()} 10 mg tablet"})), name
+        assert _of_interest(_request({"text": f"{name.upper()} 10 mg tablet"})), name
 
 
 @pytest.mark.parametrize(
@@ -514,7 +524,7 @@ def test_every_known_name_makes_a_medication_of_interest() -> None:
     ],
 )
 def test_medication_of_interest_survives_malformed_resources(resource: dict) -> None:
-    assert medication_of_interest(resource) is True  # names no drug: kept, never dropped
+    assert _of_interest(resource) is True  # names no drug: never ruled out
 
 
 def test_every_condition_flag_names_existing_rules(knowledge: Knowledge) -> None:
@@ -534,7 +544,7 @@ def test_every_condition_flag_names_existing_rules(knowledge: Knowledge) -> None
 )
 def test_ehr_spellings(knowledge: Knowledge, name: str, expected: str) -> None:
     assert expected in knowledge.drug_classes(text(name))
-    assert medication_of_interest(_request({"text": name}))
+    assert _of_interest(_request({"text": name}))
 
 
 @given(

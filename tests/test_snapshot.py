@@ -229,7 +229,7 @@ def test_bundled_medication_resources_resolve_references() -> None:
     assert order.medication.codes(RXNORM) == ("1049621",)
 
 
-def test_an_unresolvable_reference_is_kept_not_dropped() -> None:
+def test_an_unresolvable_reference_is_counted_not_dropped_in_silence() -> None:
     unknown = {
         "resourceType": "MedicationRequest",
         "id": "mystery",
@@ -239,7 +239,8 @@ def test_an_unresolvable_reference_is_kept_not_dropped() -> None:
     }
     prefetch = full_prefetch(activeMedications=searchset([unknown]))
     snapshot = assemble_snapshot(request_with(prefetch), NO_SERVER)
-    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/mystery"]
+    assert snapshot.medications == ()
+    assert snapshot.unidentified_medications == 1
 
 
 def test_malformed_resources_do_not_fail_the_call() -> None:

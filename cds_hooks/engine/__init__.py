@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import date
 from operator import itemgetter
 
-from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Topic
+from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
 from cds_hooks.engine.rules import FAMILIES, Hit
 from cds_hooks.engine.situation import Situation, build
 from cds_hooks.knowledge import Knowledge, RuleSpec
-from cds_hooks.model import HookRequest, Indicator, PatientSnapshot
+from cds_hooks.model import HookRequest, Indicator, PatientSnapshot, Topic
 
 
 def evaluate(

@@ -11,28 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cds_hooks.model import Indicator
-
-
-class Topic(StrEnum):
-    """One code per rule family (``source.topic``); EHRs filter and report on these."""
-
-    RENAL_DOSE = "renal-dose"
-    RENAL_FUNCTION_UNKNOWN = "renal-function-unknown"
-    DIALYSIS = "dialysis"
-    MAX_DAILY_DOSE = "max-daily-dose"
-    TITRATION = "titration"
-    PEDIATRIC = "pediatric"
-    GERIATRIC = "geriatric"
-    AGE_UNKNOWN = "age-unknown"
-    CNS_DEPRESSANT = "cns-depressant"
-    INTERACTION = "interaction"
-    ROUTE = "route"
-    INTRATHECAL_DOSE = "intrathecal-dose"
-    WITHDRAWAL = "withdrawal"
-    DUPLICATE_THERAPY = "duplicate-therapy"
-    DOSE_UNKNOWN = "dose-unknown"
-    CONDITION_CAUTION = "condition-caution"
+from cds_hooks.model import Indicator, Topic
 
 
 class Action(StrEnum):

@@ -218,6 +218,42 @@ def code_ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
     return {code: i for i, code in enumerate(codes)}
 
 
+def lab_kinds(
+    codes: ObservationCodes,
+) -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
+    """Per kind of lab ``assess`` reads (eGFR, CrCl, serum creatinine, body weight): each of
+    its codes with its preference rank, and whether ``assess`` would use an observation
+    of it. The snapshot reads labs in this order until this says one would be used, so the
+    choice of lab is made here alone."""
+    return (
+        (code_ranks(codes.egfr), _reported_usable),
+        (code_ranks(codes.creatinine_clearance), _reported_usable),
+        (code_ranks(codes.serum_creatinine), _converted_usable(creatinine_mg_dl)),
+        (code_ranks(codes.body_weight), _converted_usable(weight_kg)),
+    )
+
+
+def _reported_usable(observation: Observation) -> bool:
+    """Would ``assess`` take this reported eGFR or CrCl (in or before the look-back)?"""
+    value = observation.value
+    return value is not None and _usable(observation) and clearance_ml_min(value) is not None
+
+
+def _converted_usable(
+    convert: Callable[[Quantity], float | None],
+) -> Callable[[Observation], bool]:
+    """Would ``assess`` take this creatinine or weight, were it recent enough?"""
+
+    def decides(observation: Observation) -> bool:
+        value = observation.value
+        if value is None or observation.effective is None or not _usable(observation):
+            return False
+        converted = convert(value)
+        return converted is not None and converted > 0
+
+    return decides
+
+
 def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, str]]:
     """Matching observations, newest first; on equal dates the preferred code first."""
     rank = code_ranks(codes)

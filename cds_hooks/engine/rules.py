@@ -693,12 +693,19 @@ def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) 
 
 
 def medications_unknown(s: Situation, k: Knowledge) -> list[Hit]:
-    """R6i: without the medication list an opioid + benzodiazepine combination could go
-    unseen, so say what was not checked instead of staying silent."""
+    """R6i: without the medication list, or with orders on it whose drug cannot be
+    identified, an opioid + benzodiazepine combination could go unseen, so say what was
+    not checked instead of staying silent. The count is named on the interaction cards
+    when they fire, and here otherwise."""
     del k
-    if not s.medications_unavailable or not s.reviewed:
+    if not s.reviewed:
         return []
-    return [Hit("R6i", {}, inputs=_med_inputs(s))]
+    if s.medications_unavailable:
+        return [Hit("R6i", {}, inputs=_med_inputs(s))]
+    if s.unidentified_medications and not (s.comedication_classes & DEPRESSANTS):
+        facts = {"count": str(s.unidentified_medications)}
+        return [Hit("R6i", facts, variant="unidentified", inputs=_med_inputs(s))]
+    return []
 
 
 def _med_inputs(s: Situation) -> tuple[str, ...]:
@@ -706,6 +713,11 @@ def _med_inputs(s: Situation) -> tuple[str, ...]:
         return (
             "Active medication list could not be obtained: "
             "only the orders in this session were checked",
+        )
+    if s.unidentified_medications:
+        return (
+            f"Active medication orders not identified, so not checked: "
+            f"{s.unidentified_medications}",
         )
     return ()
 

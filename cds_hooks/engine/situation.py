@@ -88,6 +88,8 @@ class Situation:
     """Condition flag → labels of the conditions that raised it."""
     renal: renal.RenalStatus
     medications_unavailable: bool
+    unidentified_medications: int
+    """Current orders whose drug could not be identified (the list is known, not all of it)."""
     conditions_unavailable: bool
     totals: Mapping[Route, DailyDose]
     """Daily total of ``current`` per route present (several rules read the same total)."""
@@ -255,6 +257,7 @@ def build(
         conditions=conditions,
         renal=status,
         medications_unavailable=DataKind.MEDICATIONS in snapshot.unavailable,
+        unidentified_medications=snapshot.unidentified_medications,
         conditions_unavailable=DataKind.CONDITIONS in snapshot.unavailable,
         totals=_totals(current),
         previous_totals=_totals(previous),

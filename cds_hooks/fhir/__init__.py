@@ -6,7 +6,7 @@ The snapshot and hook-context code call only what is exported here.
 from __future__ import annotations
 
 from cds_hooks.fhir.bundles import bundle_entries, bundle_resources, medication_index
-from cds_hooks.fhir.medication import ORDER_TYPES, medication_order
+from cds_hooks.fhir.medication import ORDER_TYPES, medication_concept, medication_order
 from cds_hooks.fhir.resources import condition, observation, observation_effective, patient
 from cds_hooks.model import FhirVersion
 
@@ -32,16 +32,9 @@ def warm_up() -> None:
             "dosageInstruction": [{"doseQuantity": {"value": 1}}],
         }
     )
-    tells: tuple[dict[str, object], ...] = ({"doseAndRate": []}, {"doseQuantity": {"value": 1}})
-    for version_tell in tells:
-        medication_order(
-            {
-                "resourceType": "MedicationRequest",
-                "medicationCodeableConcept": drug,
-                "dosageInstruction": [version_tell],
-            },
-            drug_only=True,
-        )
+    medication_order(
+        {"resourceType": "MedicationRequest", "medicationCodeableConcept": drug}, drug_only=True
+    )
     for version in (FhirVersion.R4, FhirVersion.STU3):
         patient({"resourceType": "Patient", "id": "warm-up"}, version)
         observation({"resourceType": "Observation", "status": "final", "code": drug}, version)
@@ -56,6 +49,7 @@ __all__ = [
     "bundle_entries",
     "bundle_resources",
     "condition",
+    "medication_concept",
     "medication_index",
     "medication_order",
     "observation",

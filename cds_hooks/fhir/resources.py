@@ -1,9 +1,11 @@
 """Patient, Observation and Condition of any FHIR version, read into the internal model.
 
-Each function validates with the matching ``fhir.resources`` model when the version is
-known or guessable, falls back to reading the raw JSON when validation fails, and
-returns None (never raises) for a resource too broken to use, so the caller can skip it
-and, if nothing usable is left, report the data as unavailable rather than normal.
+Each is validated with the matching ``fhir.resources`` model when the version is known
+or guessable (the projection the engine uses, memoised) and read from its JSON by the one
+``Reader``; one that fails validation is still read for what it says, leniently: a
+malformed eGFR of 12 or a malformed dialysis condition is evidence, and skipping it would
+read the patient as normal. A resource too broken to use gives None (never raises), so
+the caller can skip it and, if nothing usable is left, report the data as unavailable.
 """
 
 from __future__ import annotations
@@ -12,19 +14,15 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
-
 from cds_hooks.fhir.values import (
     JSON_OBJECT,
     Reader,
     get,
     parse_instant,
     parse_partial_date,
-    regular_concept,
-    regular_quantity,
 )
 from cds_hooks.fhir.versions import resource_version, validate
-from cds_hooks.model import Concept, Condition, FhirVersion, Observation, Patient, Quantity
+from cds_hooks.model import Condition, FhirVersion, Observation, Patient, Quantity
 
 _VALIDATED = (FhirVersion.R4, FhirVersion.STU3)
 _COMPARATORS = {"≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
@@ -34,14 +32,13 @@ _NUMERIC_TEXT = re.compile(
 
 
 def _read_node(resource: Any, resource_type: str, version: FhirVersion | None) -> Any:
-    """The validated model when the resource validates, else the raw JSON; None if unusable."""
+    """The resource, after its validation; None when it is not a resource of that type."""
     if not isinstance(resource, JSON_OBJECT) or resource.get("resourceType") != resource_type:
         return None
     version = version or resource_version(resource)
-    if version is FhirVersion.DSTU2:
-        return resource
-    outcome = validate(resource, (version,) if version else _VALIDATED)
-    return outcome.model if outcome.model is not None else resource
+    if version is not FhirVersion.DSTU2:
+        validate(resource, (version,) if version else _VALIDATED)
+    return resource
 
 
 def patient(resource: Any, version: FhirVersion | None = None) -> Patient | None:
@@ -65,15 +62,10 @@ def observation(resource: Any, version: FhirVersion | None = None) -> Observatio
     node = _read_node(resource, "Observation", version)
     if node is None:
         return None
-    if node is not resource:
-        regular = _validated_observation(node)
-        if regular is not None:
-            return regular
     return _observation(node)
 
 
 def _observation(node: Any) -> Observation | None:
-    """An Observation, validated or raw, read with ``Reader``'s checks of every element."""
     reader = Reader()
     code = reader.concept(node, "code", "")
     if code is None:
@@ -87,48 +79,6 @@ def _observation(node: Any) -> Observation | None:
         status=reader.text(node, "status", ""),
         value_text=value_text,
     )
-
-
-def _validated_observation(model: BaseModel) -> Observation | None:
-    """A validated Observation read in one pass, or None: read it with ``_observation``.
-
-    The labs the engine uses are read on every hook call, nearly always with a coded
-    value quantity, and validation has already given every element its type; so such an
-    Observation skips ``Reader`` and the generic lookups. Any other value goes the
-    careful way; the result is the same as ``_observation``'s.
-    """
-    fields = model.__dict__
-    code = regular_concept(fields.get("code"))
-    if type(code) is not Concept:
-        return None
-    value: Quantity | None = None
-    if fields.get("dataAbsentReason") is None:
-        quantity = fields.get("valueQuantity")
-        if quantity is not None:
-            value = regular_quantity(quantity)
-            if value is None:
-                return None
-            value = _canonical_comparator(value)
-        elif any(fields.get(key) is not None for key in _OTHER_VALUES):
-            return None
-    effective = fields.get("effectiveDateTime")
-    if type(effective) is not datetime or effective.tzinfo is None:
-        effective = observation_effective(model)
-    return Observation(
-        id=_text(fields.get("id")),
-        code=code,
-        value=value,
-        effective=effective,
-        status=_text(fields.get("status")),
-    )
-
-
-_OTHER_VALUES = ("valueInteger", "valueString", "valueCodeableConcept")
-
-
-def _text(value: Any) -> str | None:
-    """As ``Reader.text``, whose problems an Observation does not keep."""
-    return value if isinstance(value, str) and value else None
 
 
 def condition(resource: Any, version: FhirVersion | None = None) -> Condition | None:

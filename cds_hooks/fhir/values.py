@@ -1,9 +1,8 @@
-"""Reading FHIR datatypes into model values, from a raw dict or a validated model alike.
+"""Reading FHIR datatypes from raw JSON into model values: the one reading path.
 
-One reader serves both paths: a resource that validated with ``fhir.resources`` is read
-through its pydantic model (types already guaranteed), one that did not is read from the
-raw JSON, where every element may have the wrong shape. Problems are recorded as element
-paths only, never values, so they can be shown and logged without leaking patient data.
+Every resource is read from the JSON the client sent, whether or not it passed
+``fhir.resources`` validation (which decides whether the resource is trusted, see
+``versions``), so there is one reader to follow from a dosage to its daily dose.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from typing import Any
-
-from pydantic import BaseModel
 
 from cds_hooks.model import Coding, Concept, Quantity, Ratio
 
@@ -22,42 +18,16 @@ JSON_OBJECT = dict | Mapping
 """``isinstance`` target for a JSON object: dict first, as parsed JSON is a dict and a bare
 ``Mapping`` check goes through ABC machinery."""
 
-_MODEL, _MAPPING, _LEAF = "model", "mapping", "leaf"
-_KINDS: dict[type, str] = {list: _LEAF, str: _LEAF, int: _LEAF, float: _LEAF, bool: _LEAF}
-"""What each type of element is, worked out once per type: ``isinstance`` against
-BaseModel or Mapping goes through metaclass and ABC hooks written in Python, which cost
-more than the lookup they guard, and elements are looked up hundreds of times a call."""
-
-
-def _kind(value: Any) -> str:
-    kind = _KINDS.get(type(value))
-    if kind is None:
-        kind = _KINDS[type(value)] = (
-            _MODEL
-            if isinstance(value, BaseModel)
-            else _MAPPING
-            if isinstance(value, Mapping)
-            else _LEAF
-        )
-    return kind
-
 
 def get(node: Any, key: str) -> Any:
-    """An element of a JSON object or of a validated model; None when absent."""
-    if type(node) is dict:  # parsed JSON
+    """An element of a JSON object; None when absent or when ``node`` is not an object."""
+    if type(node) is dict:
         return node.get(key)
-    if node is None:
-        return None
-    kind = _KINDS.get(type(node)) or _kind(node)
-    if kind is _MODEL:
-        return getattr(node, key, None)
-    if kind is _MAPPING:
-        return node.get(key)
-    return None
+    return node.get(key) if isinstance(node, Mapping) else None
 
 
 def is_node(value: Any) -> bool:
-    return type(value) is dict or (value is not None and _kind(value) is not _LEAF)
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def reference_parts(reference: str) -> tuple[str, str] | None:
@@ -72,7 +42,16 @@ def reference_parts(reference: str) -> tuple[str, str] | None:
 
 
 class Reader:
-    """Collects what could not be read while turning elements into model values."""
+    """Reads elements of raw FHIR JSON into model values, naming what could not be read.
+
+    Every element may have the wrong shape. What can be read is kept; what cannot is
+    recorded in ``problems`` as an element path (``dosageInstruction[0].timing is not a
+    Timing``), never a value, so problems can be shown and logged without leaking patient
+    data. Paths are only formatted when a problem is met: nearly every element is well
+    formed, and building paths for all of them would cost more than reading them.
+    """
+
+    __slots__ = ("problems",)
 
     def __init__(self) -> None:
         self.problems: list[str] = []
@@ -100,6 +79,11 @@ class Reader:
 
     def text(self, node: Any, key: str, path: str) -> str | None:
         value = get(node, key)
+        if type(value) is str:
+            return value or None
+        return self._not_text(value, path, key)
+
+    def _not_text(self, value: Any, path: str, key: str) -> str | None:
         if value is None or value == "":
             return None
         if isinstance(value, str):
@@ -110,10 +94,12 @@ class Reader:
     def code(self, node: Any, key: str, path: str) -> str | None:
         """A code or identifier; whole numbers are accepted (RxCUIs often arrive as such)."""
         value = get(node, key)
+        if type(value) is str:
+            return value or None
         if isinstance(value, int) and not isinstance(value, bool):
             self.problem(f"{path}{key} is a number, not a string")
             return str(value)
-        return self.text(node, key, path)
+        return self._not_text(value, path, key)
 
     def number(self, node: Any, key: str, path: str) -> float | None:
         value = get(node, key)
@@ -142,77 +128,79 @@ class Reader:
         return None
 
     def date_text(self, node: Any, key: str, path: str) -> str | None:
-        """A FHIR date/dateTime as its ISO text (validated models hold date objects)."""
-        value = get(node, key)
-        if isinstance(value, date):
-            return value.isoformat()
+        """A FHIR date/dateTime as its text."""
         return self.text(node, key, path)
 
-    def coding(self, node: Any, path: str) -> Coding | None:
-        system = self.text(node, "system", path)
-        code = self.code(node, "code", path)
-        display = self.text(node, "display", path)
-        if system is None and code is None and display is None:
-            return None
-        return Coding(system=system, code=code, display=display)
-
     def concept(self, node: Any, key: str, path: str) -> Concept | None:
-        return self.concept_of(get(node, key), f"{path}{key}")
+        value = get(node, key)
+        return None if value is None else self.concept_of(value, path, key)
 
-    def concept_of(self, value: Any, where: str) -> Concept | None:
-        """As ``concept``, for an element already taken from its node."""
+    def concept_of(self, value: Any, path: str, key: str = "") -> Concept | None:
+        """A CodeableConcept already taken from its node (``path`` + ``key`` name it)."""
         if value is None:
             return None
-        regular = regular_concept(value)
-        if regular is not IRREGULAR:
-            return regular  # type: ignore[return-value]
-        return self.irregular_concept(value, where)
-
-    def irregular_concept(self, value: Any, where: str) -> Concept | None:
-        """Whatever can be read of a concept of unexpected shape, and where it went wrong."""
-        if isinstance(value, str):
-            self.problem(f"{where} is text, not a CodeableConcept")
-            return Concept(text=value) if value else None
-        if isinstance(value, list | tuple):
-            self.problem(f"{where} is a list, not a CodeableConcept")
-            value = next((item for item in value if is_node(item)), None)
         if not is_node(value):
-            self.problem(f"{where} is not a CodeableConcept")
+            if isinstance(value, str):
+                self.problem(f"{path}{key} is text, not a CodeableConcept")
+                return Concept(text=value) if value else None
+            if isinstance(value, list | tuple):
+                self.problem(f"{path}{key} is a list, not a CodeableConcept")
+                value = next((item for item in value if is_node(item)), None)
+            if value is None or not is_node(value):
+                self.problem(f"{path}{key} is not a CodeableConcept")
+                return None
+        codings: list[Coding] = []
+        for coding_path, item in self.items(value, "coding", f"{path}{key}."):
+            coding = self.coding(item, coding_path)
+            if coding is not None:
+                codings.append(coding)
+        text = value.get("text")
+        if type(text) is not str:
+            text = self._not_text(text, f"{path}{key}.", "text")
+        if not codings and not text:
             return None
-        codings = tuple(
-            coding
-            for coding_path, item in self.items(value, "coding", f"{where}.")
-            if (coding := self.coding(item, f"{coding_path}.")) is not None
-        )
-        text = self.text(value, "text", f"{where}.")
-        if not codings and text is None:
+        return Concept(codings=tuple(codings), text=text or None)
+
+    def coding(self, node: Mapping[str, Any], path: str) -> Coding | None:
+        """One Coding (``path`` names it, as ``items`` yields it)."""
+        system, code, display = node.get("system"), node.get("code"), node.get("display")
+        if not (type(system) is str or system is None):
+            system = self.text(node, "system", f"{path}.")
+        if not (type(code) is str or code is None):
+            code = self.code(node, "code", f"{path}.")
+        if not (type(display) is str or display is None):
+            display = self.text(node, "display", f"{path}.")
+        if not (system or code or display):
             return None
-        return Concept(codings=codings, text=text)
+        return Coding(system=system or None, code=code or None, display=display or None)
 
     def quantity(self, node: Any, key: str, path: str) -> Quantity | None:
         value = get(node, key)
         if value is None:
             return None
-        regular = regular_quantity(value)
-        if regular is not None:
-            return regular
-        return self.irregular_quantity(value, f"{path}{key}")
-
-    def irregular_quantity(self, value: Any, where: str) -> Quantity | None:
-        """Whatever can be read of a quantity of unexpected shape, and where it went wrong."""
         if not is_node(value):
-            self.problem(f"{where} is not a Quantity")
+            self.problem(f"{path}{key} is not a Quantity")
             return None
-        amount = self.number(value, "value", f"{where}.")
+        amount = finite_number(value.get("value"))
         if amount is None:
-            self.problem(f"{where} has no numeric value")
+            where = f"{path}{key}."
+            self.number(value, "value", where)
+            self.problem(f"{path}{key} has no numeric value")
             return None
+        unit, code = value.get("unit"), value.get("code")
+        system, comparator = value.get("system"), value.get("comparator")
+        if not all(type(t) is str or t is None for t in (unit, code, system, comparator)):
+            where = f"{path}{key}."
+            unit = self.text(value, "unit", where)
+            code = self.code(value, "code", where)
+            system = self.text(value, "system", where)
+            comparator = self.text(value, "comparator", where)
         return Quantity(
             value=amount,
-            unit=self.text(value, "unit", f"{where}."),
-            code=self.code(value, "code", f"{where}."),
-            system=self.text(value, "system", f"{where}."),
-            comparator=self.text(value, "comparator", f"{where}."),
+            unit=unit or None,
+            code=code or None,
+            system=system or None,
+            comparator=comparator or None,
         )
 
     def ratio(self, node: Any, key: str, path: str) -> Ratio | None:
@@ -240,89 +228,18 @@ class Reader:
         return self.text(value, "reference", f"{path}{key}.")
 
 
-IRREGULAR = object()
-
-
-def regular_concept(value: Any) -> Concept | object | None:
-    """A well-formed CodeableConcept read in one pass, or ``IRREGULAR``.
-
-    Concepts are read for every drug, lab and condition of a request, and nearly all are
-    well formed (every validated one is), so they skip the element-path bookkeeping of
-    ``Reader.concept``; anything of an unexpected shape (``IRREGULAR``) goes that way,
-    which records where it is. The result is the same as ``Reader.concept``'s.
-    """
-    if isinstance(value, dict):
-        codings, text = value.get("coding"), value.get("text")
-    elif (_KINDS.get(type(value)) or _kind(value)) is _MODEL:
-        codings, text = getattr(value, "coding", None), getattr(value, "text", None)
-    else:
-        return IRREGULAR
-    if text is not None and not isinstance(text, str):
-        return IRREGULAR
-    read: list[Coding] = []
-    if codings is not None:
-        if not isinstance(codings, list):
-            return IRREGULAR
-        for item in codings:
-            if isinstance(item, dict):
-                system, code, display = item.get("system"), item.get("code"), item.get("display")
-            elif (_KINDS.get(type(item)) or _kind(item)) is _MODEL:
-                system = getattr(item, "system", None)
-                code = getattr(item, "code", None)
-                display = getattr(item, "display", None)
-            else:
-                return IRREGULAR
-            if not (
-                (system is None or isinstance(system, str))
-                and (code is None or isinstance(code, str))
-                and (display is None or isinstance(display, str))
-            ):
-                return IRREGULAR
-            if system or code or display:
-                read.append(
-                    Coding(system=system or None, code=code or None, display=display or None)
-                )
-    if not read and not text:
-        return None
-    return Concept(codings=tuple(read), text=text or None)
-
-
 def finite_number(value: Any) -> float | None:
-    """A JSON number (or a validated Decimal) as a finite float; None for anything else,
-    NaN and infinities included (a signalling NaN Decimal cannot even be converted)."""
-    if isinstance(value, Decimal):
-        return float(value) if value.is_finite() else None
+    """A JSON number as a finite float; None for anything else, NaN and infinities included
+    (``bool`` is not a number, though Python makes it an ``int``)."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            return None
         return result if math.isfinite(result) else None
     return None
-
-
-def regular_quantity(value: Any) -> Quantity | None:
-    """A well-formed Quantity read in one pass, or None for ``Reader.quantity`` to read
-    carefully (as for concepts, see ``regular_concept``); the same result when not None."""
-    if isinstance(value, dict):
-        amount, unit, code = value.get("value"), value.get("unit"), value.get("code")
-        system, comparator = value.get("system"), value.get("comparator")
-    elif (_KINDS.get(type(value)) or _kind(value)) is _MODEL:
-        amount = getattr(value, "value", None)
-        unit, code = getattr(value, "unit", None), getattr(value, "code", None)
-        system, comparator = getattr(value, "system", None), getattr(value, "comparator", None)
-    else:
-        return None
-    number = finite_number(amount)
-    if number is None:
-        return None
-    for text in (unit, code, system, comparator):
-        if text is not None and not isinstance(text, str):
-            return None
-    return Quantity(
-        value=number,
-        unit=unit or None,
-        code=code or None,
-        system=system or None,
-        comparator=comparator or None,
-    )
 
 
 def parse_instant(value: Any) -> datetime | None:

@@ -40,7 +40,7 @@ from cds_hooks.fhir.quirks import (
     repair_for_validation,
 )
 from cds_hooks.fhir.values import JSON_OBJECT
-from cds_hooks.knowledge import MEMO_SIZE
+from cds_hooks.memo import MEMO_SIZE, memo_key
 from cds_hooks.model import FhirVersion
 
 _PACKAGES = {FhirVersion.R4: "fhir.resources.R4B", FhirVersion.STU3: "fhir.resources.STU3"}
@@ -66,13 +66,6 @@ _MEMOISED_DATATYPES = frozenset({"CodeableConcept", "Quantity", "Dosage"})
 """Datatypes whose validation is memoised: drug and lab concepts, quantities and dose
 instructions recur across patients, and none of them identifies a patient on its own
 (References and dates are left out for that reason)."""
-_KEY_OPTIONS = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-"""Anything but plain JSON types makes ``orjson.dumps`` raise, so such input is not memoised."""
-
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
     "Patient": frozenset({"resourceType", "id", "birthDate", "gender"}),
     "Observation": frozenset(
@@ -228,19 +221,6 @@ def _memoised_element(
     key: bytes, type_name: str, path: str, versions: tuple[FhirVersion, ...]
 ) -> Validation:
     return _validate_as(orjson.loads(key), type_name, path, versions)
-
-
-def memo_key(value: Any) -> bytes | None:
-    """The exact JSON as bytes, to memoise a pure function of a code or datatype on; None
-    when that would not tell inputs apart.
-
-    ``null`` is excluded because orjson writes NaN and infinities as ``null`` too.
-    """
-    try:
-        key = orjson.dumps(value, option=_KEY_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-    return None if b"null" in key else key
 
 
 @cache

@@ -16,10 +16,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from cds_hooks.config import ConfigError
-from cds_hooks.model import Concept, Indicator, MedicationProduct
+from cds_hooks.memo import MEMO_SIZE
+from cds_hooks.model import Concept, Indicator, MedicationProduct, Topic
 
 if TYPE_CHECKING:
-    from cds_hooks.engine.findings import Topic
     from cds_hooks.knowledge.conditions import ConditionFlag, ConditionIndex
     from cds_hooks.knowledge.drugs import BaclofenProduct, DrugClass, DrugIndex
 
@@ -34,8 +34,6 @@ def read_data(name: str) -> dict[str, Any]:
 
 
 KNOWLEDGE_VERSION: str = read_data("manifest.toml")["version"]
-MEMO_SIZE = 4096
-"""Concepts remembered per lookup (least recently used dropped first)."""
 
 
 @dataclass(frozen=True, slots=True)

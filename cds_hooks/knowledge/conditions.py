@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from types import MappingProxyType
 
-from cds_hooks.knowledge import MEMO_SIZE, read_data
+from cds_hooks.knowledge import read_data
+from cds_hooks.memo import MEMO_SIZE
 from cds_hooks.model import ICD10CM, SNOMED, Concept
 
 ICD10_SYSTEMS = frozenset(

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from types import MappingProxyType
-from typing import Any, TypeGuard
+from typing import Any
 
-import orjson
-
-from cds_hooks.knowledge import MEMO_SIZE, read_data
+from cds_hooks.knowledge import read_data
+from cds_hooks.memo import MAX_KEY_BYTES, MEMO_SIZE
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
 
 MASS_TO_MG = {"mg": 1.0, "g": 1000.0, "mcg": 0.001}
@@ -362,70 +361,9 @@ def drug_index() -> DrugIndex:
     return DrugIndex()
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
-    """Parsed JSON is a dict, and an absent element None: both are answered before the
-    general Mapping check, whose ABC machinery costs more than the rest of a lookup."""
-    if type(value) is dict:
-        return True
-    return value is not None and isinstance(value, Mapping)
-
-
-def _raw_concepts(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """CodeableConcepts naming the drug of a raw MedicationRequest/Order/Statement (any version)."""
-    found: list[Mapping[str, Any]] = []
-    for key in ("medicationCodeableConcept", "medication"):
-        value = resource.get(key)
-        if _is_map(value):
-            concept = value.get("concept", value)  # R5 CodeableReference
-            if _is_map(concept):
-                found.append(concept)
-            reference = value.get("reference")
-            if _is_map(reference):
-                found.append({"text": reference.get("display")})
-    reference = resource.get("medicationReference")
-    if _is_map(reference):
-        found.append({"text": reference.get("display")})
-    for contained in _list(resource.get("contained")):
-        if _is_map(contained) and contained.get("resourceType") == "Medication":
-            code = contained.get("code")
-            if _is_map(code):
-                found.append(code)
-            for ingredient in _list(contained.get("ingredient")):
-                if _is_map(ingredient):
-                    item = ingredient.get("itemCodeableConcept") or ingredient.get("item")
-                    if _is_map(item):
-                        concept = item.get("concept", item)
-                        if _is_map(concept):
-                            found.append(concept)
-    return found
-
-
-def _evidence(resource: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """Codes and names (text, displays) of the drug of a raw medication resource."""
-    codes: list[str] = []
-    texts: list[str] = []
-    for concept in _raw_concepts(resource):
-        for coding in _list(concept.get("coding")):
-            if _is_map(coding):
-                code = coding.get("code")
-                if isinstance(code, str | int):
-                    codes.append(str(code))
-                display = coding.get("display")
-                if isinstance(display, str) and display.strip():
-                    texts.append(display)
-        text = concept.get("text")
-        if isinstance(text, str) and text.strip():
-            texts.append(text)
-    return codes, texts
-
-
 @dataclass(frozen=True, slots=True)
 class MedicationTriage:
-    """What a raw medication resource could be, judged before it is validated."""
+    """What a drug could be, judged before the order naming it is validated."""
 
     of_interest: bool
     """Could be baclofen or an interacting drug: worth normalising at all."""
@@ -433,49 +371,27 @@ class MedicationTriage:
     """Could be baclofen: its dosage matters, so the whole order is validated."""
 
 
-def triage_medication(resource: Mapping[str, Any]) -> MedicationTriage:
+def triage_medication(drug: Concept | None) -> MedicationTriage:
     """Cheap enough for every entry of a long medication list: set lookups of its codes,
     then of the word n-grams of its names.
 
     A known code proves interest, but an unknown code does not disprove it (the class lists
-    hold ingredient codes, not every clinical drug), so only names can rule a resource
-    out; one with no name at all is kept, and may be baclofen. Baclofen is ruled out with
-    the evidence ``DrugIndex.baclofen_product`` uses (product or ingredient code, baclofen
-    or brand name), so a resource it would call baclofen is never ruled out.
+    hold ingredient codes, not every clinical drug), so only names can rule a drug out; one
+    with no name at all is kept, and may be baclofen. Baclofen is ruled out with the
+    evidence ``DrugIndex.baclofen_product`` uses (product or ingredient code, baclofen or
+    brand name), so a drug it would call baclofen is never ruled out.
     """
-    if type(resource) is not dict and not _is_map(resource):
+    if drug is None:
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
-    concept = resource.get("medicationCodeableConcept")
-    # The keys view looks up the few other elements rather than walking every key.
-    if type(concept) is dict and resource.keys().isdisjoint(_OTHER_DRUG_ELEMENTS):
-        try:
-            key = orjson.dumps(concept)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
-        else:
-            return _triage_drug(key)
-    codes, texts = _evidence(resource)
-    return _triage(tuple(codes), tuple(texts))
+    codes = tuple(coding.code for coding in drug.codings if coding.code)
+    texts = tuple(text for text in _concept_texts(drug) if text.strip())
+    if sum(map(len, texts)) > MAX_KEY_BYTES:
+        return _judge(codes, texts)
+    return _triage(codes, texts)
 
 
-_OTHER_DRUG_ELEMENTS = frozenset({"medication", "medicationReference", "contained"})
-"""Elements besides ``medicationCodeableConcept`` that ``_raw_concepts`` takes evidence from."""
-
-
-@lru_cache(maxsize=MEMO_SIZE)
-def _triage_drug(concept_json: bytes) -> MedicationTriage:
-    """The judgement for an order whose only evidence is its drug concept, by that
-    concept's exact JSON: the usual order, and the same drugs recur across patients, so
-    the evidence is gathered once per distinct drug rather than once per order."""
-    concept = orjson.loads(concept_json)
-    codes, texts = _evidence({"medicationCodeableConcept": concept})
-    return _triage(tuple(codes), tuple(texts))
-
-
-@lru_cache(maxsize=MEMO_SIZE)
-def _triage(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
-    """The judgement from a drug's codes and names alone, memoised: the same drugs recur
-    across patients, and their names are the costly part (tokens, n-grams, a regex)."""
+def _judge(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
+    """The judgement from a drug's codes and names alone."""
     if not texts:
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
     baclofen_codes, words = _baclofen_evidence()
@@ -493,9 +409,9 @@ def _triage(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
     return MedicationTriage(of_interest=of_interest, could_be_baclofen=baclofen)
 
 
-def medication_of_interest(resource: Mapping[str, Any]) -> bool:
-    """Could this raw medication resource be baclofen or an interacting drug?"""
-    return triage_medication(resource).of_interest
+_triage = lru_cache(maxsize=MEMO_SIZE)(_judge)
+"""``_judge`` memoised: the same drugs recur across patients, and their names are the
+costly part (tokens, n-grams, a regex)."""
 
 
 @cache

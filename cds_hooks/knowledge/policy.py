@@ -28,7 +28,7 @@ from typing import Any
 
 from cds_hooks.config import ConfigError
 from cds_hooks.knowledge import KNOWLEDGE_VERSION, RuleSpec, Source, Threshold, read_data
-from cds_hooks.model import Indicator
+from cds_hooks.model import Indicator, Topic
 
 RULE_KEYS = frozenset({"enabled", "tier", "thresholds"})
 TOP_LEVEL_KEYS = frozenset({"rules", "name", "description", "version"})
@@ -95,8 +95,6 @@ def sources() -> Mapping[str, Source]:
 @cache
 def default_rules() -> Mapping[str, RuleSpec]:
     """The shipped rule table, checked like a policy (so the data itself cannot drift)."""
-    from cds_hooks.engine.findings import Topic
-
     data = read_data("rules.toml")
     where = "rules.toml"
     if data.get("version") != KNOWLEDGE_VERSION:

@@ -1,0 +1,40 @@
+"""How much the service remembers of pure lookups, so memory stays bounded whatever it is sent.
+
+Drug and lab concepts, quantities and dose instructions recur across patients, so their
+validation and classification are memoised on their exact JSON. A memo is bounded in
+entries (least recently used dropped first) and in the size of what one entry can hold:
+JSON longer than ``MAX_KEY_BYTES`` is not remembered at all. Real codes and doses are a
+few hundred bytes; a unique 500 kB drug name, sent over and over, would otherwise grow a
+worker by megabytes a request until it is killed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MEMO_SIZE = 4096
+"""Entries remembered per lookup."""
+MAX_KEY_BYTES = 2048
+"""Longest JSON remembered; longer input is worked out afresh each time."""
+
+_KEY_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+"""Anything but plain JSON types makes ``orjson.dumps`` raise, so such input is not memoised."""
+
+
+def memo_key(value: Any) -> bytes | None:
+    """The exact JSON as bytes, to memoise a pure function of a code or datatype on; None
+    when that would not tell inputs apart or is too long to remember.
+
+    ``null`` is excluded because orjson writes NaN and infinities as ``null`` too.
+    """
+    try:
+        key = orjson.dumps(value, option=_KEY_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return None if len(key) > MAX_KEY_BYTES or b"null" in key else key
