@@ -63,6 +63,8 @@ def medication_request(spec: dict[str, Any], status: str) -> dict[str, Any]:
             **({"coding": [{**coding, "display": spec["name"]}]} if coding else {}),
             "text": spec["name"],
         }
+    if "medication" in spec:
+        resource["medicationReference"] = {"reference": f"Medication/{spec['medication']}"}
     if "replaces" in spec:
         resource["priorPrescription"] = {"reference": f"MedicationRequest/{spec['replaces']}"}
     dosage: dict[str, Any] = {}
@@ -84,6 +86,15 @@ def medication_request(spec: dict[str, Any], status: str) -> dict[str, Any]:
     if dosage:
         resource["dosageInstruction"] = [dosage]
     return resource
+
+
+def medication(spec: dict[str, Any]) -> dict[str, Any]:
+    coding = [{"system": RXNORM, "code": spec["rxnorm"], "display": spec["name"]}]
+    return {
+        "resourceType": "Medication",
+        "id": spec["id"],
+        "code": {**({"coding": coding} if "rxnorm" in spec else {}), "text": spec["name"]},
+    }
 
 
 def observation(spec: dict[str, Any], today: date, index: int) -> dict[str, Any]:
@@ -145,6 +156,7 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
     if scenario.get("medications_prefetch", True):
         prefetch["activeMedications"] = _bundle(
             [medication_request(m, "active") for m in scenario.get("active", [])]
+            + [medication(m) for m in scenario.get("medications", [])]
         )
     context: dict[str, Any] = {
         "patientId": PATIENT_ID,
