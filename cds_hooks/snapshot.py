@@ -28,11 +28,9 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from functools import cache, lru_cache
 from typing import Any, TypeVar
-
-import orjson
 
 from cds_hooks import fhir
 from cds_hooks.config import Settings
@@ -50,7 +48,7 @@ from cds_hooks.fhir_client import (
 from cds_hooks.knowledge import observation_codes
 from cds_hooks.knowledge.conditions import condition_index
 from cds_hooks.knowledge.drugs import triage_medication
-from cds_hooks.memo import MEMO_SIZE, memo_key
+from cds_hooks.memo import MEMO_SIZE
 from cds_hooks.model import (
     LOINC,
     DataKind,
@@ -95,14 +93,6 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
     """Renal and body-weight LOINC codes (the knowledge files are read once per process)."""
     codes = observation_codes()
     return frozenset(codes.renal), frozenset(codes.body_weight)
-
-
-@cache
-def _known_lab_codes() -> dict[str, frozenset[str]]:
-    """Each known LOINC code with the code set of a lab coded by it alone, built once:
-    labs nearly always carry one known code, so their code set need not be built."""
-    renal, weight = _lab_code_sets()
-    return {code: frozenset((code,)) for code in renal | weight}
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
@@ -267,18 +257,14 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
     """One pass over the pool; resources naming another patient are dropped (a client bug
     must not mix two charts)."""
     pool = _Pool()
-    known = _known_lab_codes()
-    # The usual subject, this very patient, needs no parsing; an id with a slash in it
-    # could parse as another patient's, so it always takes the careful way.
-    own = "" if "/" in patient_id else f"Patient/{patient_id}"
+    renal, weight = _lab_code_sets()
+    known = renal | weight
     for entry in entries:
         resource = entry.resource
+        other = _referenced_patient(resource)
+        if other is not None and other != patient_id:
+            continue
         resource_type = resource.get("resourceType")
-        subject = resource.get("subject")
-        if not (type(subject) is dict and subject.get("reference") == own):
-            other = _referenced_patient(resource)
-            if other is not None and other != patient_id:
-                continue
         if resource_type == "Observation":
             codes = _lab_codes(resource, known)
             if codes:
@@ -296,34 +282,29 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
     return pool
 
 
-def _lab_codes(resource: Mapping[str, Any], known: Mapping[str, frozenset[str]]) -> frozenset[str]:
+def _lab_codes(resource: Mapping[str, Any], known: frozenset[str]) -> frozenset[str]:
     """The known LOINC codes of a raw Observation; none when it is void."""
     if _text(resource, "status") in VOID_STATUSES:
-        return _NO_CODES
+        return frozenset()
     code = resource.get("code")
     codings = code.get("coding") if isinstance(code, JSON_OBJECT) else None
     if not isinstance(codings, list):
-        return _NO_CODES
-    found = _NO_CODES
-    for coding in codings:
-        if isinstance(coding, JSON_OBJECT) and coding.get("system") == LOINC:
-            lab_code = coding.get("code")
-            if isinstance(lab_code, str) and (single := known.get(lab_code)) is not None:
-                found = found | single if found else single
-    return found
-
-
-_NO_CODES: frozenset[str] = frozenset()
+        return frozenset()
+    return frozenset(
+        code
+        for coding in codings
+        if isinstance(coding, JSON_OBJECT)
+        and coding.get("system") == LOINC
+        and isinstance(code := coding.get("code"), str)
+        and code in known
+    )
 
 
 def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
     for field_name in ("subject", "patient"):
         ref = resource.get(field_name)
         if isinstance(ref, JSON_OBJECT) and isinstance(ref.get("reference"), str):
-            reference = ref["reference"]
-            if reference.startswith("Patient/") and reference.count("/") == 1 and reference[8:]:
-                return reference[8:]  # the usual relative form, without the regex
-            match = _PATIENT_REFERENCE.search(reference)
+            match = _PATIENT_REFERENCE.search(ref["reference"])
             return match.group(1) if match else None
     return None
 
@@ -392,39 +373,13 @@ def _lab_kinds() -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]
 
 
 def _day(entry: Entry) -> date:
-    """The day of ``fhir.observation_effective``; a plain ``effectiveDateTime``, the usual
-    case, is parsed directly: only its day is needed, not the instant in UTC."""
-    resource = entry.resource
-    effective_text = resource.get("effectiveDateTime")
-    if type(effective_text) is str and "T" in effective_text:
-        try:
-            return datetime.fromisoformat(effective_text.strip()).date()
-        except ValueError:
-            pass
-    effective = fhir.observation_effective(resource)
+    effective = fhir.observation_effective(entry.resource)
     return effective.date() if effective else date.min
 
 
 def _may_raise_flag(resource: Mapping[str, Any]) -> bool:
-    """Could this raw Condition raise a condition flag? Only those are worth validating.
-
-    The answer depends on the code alone, and condition codes recur across patients
-    like drug codes, so it is memoised on the code's exact JSON: not when that JSON has
-    a ``null``, which orjson also writes for NaN and infinities, nor for anything but
-    plain JSON types, which make it raise.
-    """
-    code = resource.get("code")
-    key = memo_key(code) if type(code) is dict else None
-    return _may_flag(code) if key is None else _code_may_flag(key)
-
-
-@lru_cache(maxsize=MEMO_SIZE)
-def _code_may_flag(code_json: bytes) -> bool:
-    return _may_flag(orjson.loads(code_json))
-
-
-def _may_flag(code: Any) -> bool:
-    concept = Reader().concept_of(code, "", "code")
+    """Could this raw Condition raise a condition flag? Only those are worth validating."""
+    concept = Reader().concept(resource, "code", "")
     return concept is not None and condition_index().may_flag(concept)
 
 
