@@ -191,12 +191,8 @@ def test_a_medications_form_and_strength(
     local = Concept(codings=(Coding("urn:local:formulary", "BAC", None),))
     product = knowledge.baclofen_product(local, medication)
     assert product is not None
-    assert (product.route, product.dose_form, product.strength, product.strength_unit) == (
-        route,
-        form,
-        strength,
-        unit,
-    )
+    expected = {"route": route, "form": form, "strength": strength, "unit": unit, "brand": None}
+    assert reading(product) == expected
 
 
 # --- properties ---------------------------------------------------------------------------
