@@ -4,14 +4,15 @@ Orders arrive coded in RxNorm at clinical/branded drug level, at ingredient leve
 system, or as text only. Codes are looked up in frozensets built once from the data files
 (``baclofen_products.json``, ``drug_classes.toml``, ``valuesets/``); anything else is matched
 by whole-word names with one precompiled regex, so a local "Baclofen 10mg tab" is still
-recognised. Strength and dose form are parsed from the name when the code does not give them.
+recognised. What a code does not say (route, dose form, strength, brand) is read from the
+product's name with the vocabulary and precedence of ``product_text.toml``.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from types import MappingProxyType
@@ -21,34 +22,12 @@ from cds_hooks.knowledge import read_data
 from cds_hooks.memo import MAX_KEY_BYTES, MEMO_SIZE
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
 
-MASS_TO_MG = {"mg": 1.0, "g": 1000.0, "mcg": 0.001}
-_MASS_ALIASES = {
-    "mg": "mg",
-    "milligram": "mg",
-    "milligrams": "mg",
-    "g": "g",
-    "gram": "g",
-    "grams": "g",
-    "mcg": "mcg",
-    "ug": "mcg",
-    "µg": "mcg",
-    "μg": "mcg",
-    "microgram": "mcg",
-    "micrograms": "mcg",
-}
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_MASS = r"(mg|milligrams?|g|grams?|mcg|ug|µg|μg|micrograms?)"
-_CONCENTRATION = re.compile(
-    _NUMBER
-    + r"\s*"
-    + _MASS
-    + r"\s*(?:/|per|in)\s*"
-    + r"(\d+(?:\.\d+)?)?\s*(?:ml|millilit(?:er|re)s?)\b"
-)
-_PER_UNIT = re.compile(_NUMBER + r"\s*" + _MASS + r"(?![a-zµμ/])")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _TOKEN = re.compile(r"[a-z0-9]+")
+_MICROGRAM_MG = 0.001
+"""A mass unit whose factor to mg is this is a microgram (how intrathecal strengths are written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,33 +54,281 @@ class DrugClass:
     source_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Strength:
+    """A product strength: mg per unit, or mg per mL, and whether it was written in micrograms."""
+
+    mg: float
+    per_ml: bool
+    micrograms: bool = False
+
+    @property
+    def unit(self) -> str:
+        return "mg/mL" if self.per_ml else "mg"
+
+
+@dataclass(frozen=True, slots=True)
+class Brand:
+    """What a brand name alone says of its product (``product_text.toml`` [brands])."""
+
+    name: str
+    route: str | None
+    dose_form: str | None
+    strength: Strength | None
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteWords:
+    route: str
+    words: re.Pattern[str] | None
+    abbreviations: re.Pattern[str] | None
+    dose_form: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _DoseForm:
+    form: str
+    route: str | None
+    words: re.Pattern[str] | None
+    codes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a product's names (and Medication form and strength) say, before the code's facts."""
+
+    brand: Brand | None
+    strength: Strength | None
+    form: _DoseForm | None
+    route_words: _RouteWords | None
+
+
+def _alternation(words: Iterable[str]) -> str:
+    """Regex alternatives for ``words``, longest first, any run of spaces in a word as one."""
+    ordered = sorted(set(words), key=len, reverse=True)
+    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in ordered)
+
+
 def _words(names: Iterable[str]) -> re.Pattern[str]:
-    """One regex matching any of ``names`` as whole words, longest first."""
-    alternatives = sorted({n.lower() for n in names}, key=len, reverse=True)
-    body = "|".join(re.escape(a).replace(r"\ ", r"\s+") for a in alternatives)
-    return re.compile(r"(?<![a-z0-9])(" + body + r")(?![a-z0-9])")
+    """One regex matching any of ``names`` as whole words of lower-case text, longest first."""
+    return re.compile(r"(?<![a-z0-9])(" + _alternation(n.lower() for n in names) + r")(?![a-z0-9])")
 
 
-def _normalise(text: str) -> str:
-    text = _THOUSANDS.sub("", text.lower())
+def _exact_words(names: Iterable[str]) -> re.Pattern[str]:
+    """Whole words in the case given: "IT" the route, not the English "it"."""
+    return re.compile(r"(?<![A-Za-z0-9])(" + _alternation(names) + r")(?![A-Za-z0-9])")
+
+
+def _clean(text: str) -> str:
+    """Numbers in one spelling (no thousands separator, a decimal point), spaces collapsed."""
+    text = _THOUSANDS.sub("", text)
     return " ".join(_DECIMAL_COMMA.sub(".", text).split())
 
 
-def parse_strength(text: str) -> tuple[float, str] | None:
-    """Strength in a product name: (mg per unit, "mg") or (mg per mL, "mg/mL").
+def _normalise(text: str) -> str:
+    return _clean(text.lower())
 
-    ``"Ozobax 5 mg/5 mL"`` gives (1.0, "mg/mL"); ``"Baclofen 10mg tab"`` gives (10.0, "mg").
+
+class ProductText:
+    """How a product is read from its name: ``product_text.toml`` compiled once.
+
+    The route comes from the first kind of evidence in the file's ``route_precedence`` that
+    names one, and is "unknown" when none does; mass and volume units are the dose units of
+    ``dosing.toml``, so a strength and a dose are read with the same table.
     """
-    text = _normalise(text)
-    match = _CONCENTRATION.search(text)
-    if match:
-        amount = float(match.group(1)) * MASS_TO_MG[_MASS_ALIASES[match.group(2)]]
-        volume = float(match.group(3)) if match.group(3) else 1.0
-        return (amount / volume, "mg/mL") if volume > 0 else None
-    match = _PER_UNIT.search(text)
-    if match:
-        return float(match.group(1)) * MASS_TO_MG[_MASS_ALIASES[match.group(2)]], "mg"
-    return None
+
+    def __init__(self, data: Mapping[str, Any], units: Mapping[str, Any]) -> None:
+        self.route_words = tuple(
+            _RouteWords(
+                route=entry["route"],
+                words=_words(entry["words"]) if entry["words"] else None,
+                abbreviations=_exact_words(entry["abbreviations"])
+                if entry["abbreviations"]
+                else None,
+                dose_form=entry.get("dose_form"),
+            )
+            for entry in data["route_words"]
+        )
+        self.dose_forms = tuple(
+            _DoseForm(
+                form=entry["form"],
+                route=entry.get("route"),
+                words=_words(entry["words"]) if entry["words"] else None,
+                codes=frozenset(entry["rxnorm"]),
+            )
+            for entry in data["dose_forms"]
+        )
+        self.brands: Mapping[str, Brand] = MappingProxyType(
+            {name: _brand(name, entry) for name, entry in data["brands"].items()}
+        )
+        self._brand_regex = _words(self.brands)
+        self._brand_by_lower = {name.lower(): brand for name, brand in self.brands.items()}
+
+        self.mass_mg: Mapping[str, float] = {k: float(v) for k, v in units["mass_mg"].items()}
+        self.volume_ml: Mapping[str, float] = {k: float(v) for k, v in units["volume_ml"].items()}
+        strength = data["strength"]
+        mass = "(" + _alternation(self.mass_mg) + ")"
+        volume = "(" + _alternation(self.volume_ml) + r")(?![a-z0-9])"
+        per = r"\s*(?:" + _alternation(strength["per"]) + r")\s*"
+        self._concentration = re.compile(
+            r"(?<![\d.])" + _NUMBER + r"\s*" + mass + per + _NUMBER + r"?\s*" + volume
+        )
+        self._per_unit = re.compile(r"(?<![\d.])" + _NUMBER + r"\s*" + mass + r"(?![a-zµμ/])")
+        between = r"\s*(?:" + _alternation(strength["alternatives"]) + r")\s*"
+        self._alternatives = re.compile(
+            r"(?<![\d.])" + _NUMBER + r"(?:" + between + _NUMBER + r")+\s*" + mass
+        )
+        intrathecal, oral = strength["intrathecal"], strength["oral"]
+        self._micrograms_intrathecal: bool = intrathecal["micrograms"]
+        self._intrathecal_below: float = float(intrathecal["below_mg_per_ml"])
+        self._oral_above: float = float(oral["above_mg_per_ml"])
+        self._per_unit_oral: bool = oral["per_unit"]
+
+        rungs: dict[str, Callable[[Reading], str | None]] = {
+            "route-words": self._by_route_words,
+            "intrathecal-strength": self._by_intrathecal_strength,
+            "brand": lambda r: r.brand.route if r.brand else None,
+            "dose-form": lambda r: r.form.route if r.form else None,
+            "oral-strength": self._by_oral_strength,
+        }
+        precedence = data["route_precedence"]
+        if sorted(precedence) != sorted(rungs):
+            raise ValueError(
+                f"product_text.toml: route_precedence must order exactly {sorted(rungs)}"
+            )
+        self._precedence = tuple(rungs[name] for name in precedence)
+
+    def strength(self, text: str) -> Strength | None:
+        """The strength a name states: a concentration first, else a strength per unit.
+
+        ``"Ozobax 5 mg/5 mL"`` is 1 mg/mL; ``"Baclofen 10mg tab"`` 10 mg; a list of
+        alternatives (``"500, 1000 or 2000 mcg/mL"``) is no single strength.
+        """
+        text = _normalise(text)
+        lists = [m.span() for m in self._alternatives.finditer(text)]
+
+        def single(match: re.Match[str]) -> bool:
+            return not any(start <= match.start() < end for start, end in lists)
+
+        for match in self._concentration.finditer(text):
+            if single(match):
+                factor = self.mass_mg[match.group(2)]
+                volume = float(match.group(3) or 1.0) * self.volume_ml[match.group(4)]
+                if volume <= 0:
+                    return None
+                mg = float(match.group(1)) * factor / volume
+                return Strength(mg, per_ml=True, micrograms=factor == _MICROGRAM_MG)
+        for match in self._per_unit.finditer(text):
+            if single(match):
+                factor = self.mass_mg[match.group(2)]
+                mg = float(match.group(1)) * factor
+                return Strength(mg, per_ml=False, micrograms=factor == _MICROGRAM_MG)
+        return None
+
+    def ratio_strength(self, ratio: Ratio) -> Strength | None:
+        """A Medication's strength (``10 mg / 1 TAB``, ``2000 ug / 1 mL``)."""
+        factor = self.mass_mg.get((ratio.numerator.units or "").lower())
+        if factor is None or ratio.denominator.value <= 0:
+            return None
+        mg = ratio.numerator.value * factor / ratio.denominator.value
+        volume = self.volume_ml.get((ratio.denominator.units or "").lower())
+        micrograms = factor == _MICROGRAM_MG
+        if volume is not None:
+            return Strength(mg / volume, per_ml=True, micrograms=micrograms)
+        return Strength(mg, per_ml=False, micrograms=micrograms)
+
+    def read(self, texts: Iterable[str], product: MedicationProduct | None) -> Reading:
+        joined = " ".join(texts)
+        cased, lower = _clean(joined), _normalise(joined)
+        strength = None
+        if product is not None and product.strength is not None:
+            strength = self.ratio_strength(product.strength)
+        brand_match = self._brand_regex.search(lower)
+        return Reading(
+            brand=self._brand_by_lower[" ".join(brand_match.group(1).split())]
+            if brand_match
+            else None,
+            strength=strength or self.strength(lower),
+            form=self._dose_form(lower, product),
+            route_words=next(
+                (
+                    entry
+                    for entry in self.route_words
+                    if (entry.words and entry.words.search(lower))
+                    or (entry.abbreviations and entry.abbreviations.search(cased))
+                ),
+                None,
+            ),
+        )
+
+    def route(self, reading: Reading) -> str:
+        for rung in self._precedence:
+            route = rung(reading)
+            if route is not None:
+                return route
+        return "unknown"
+
+    def dose_form(self, reading: Reading, route: str) -> str:
+        """The form every product of the route has, else the name's, else the brand's."""
+        for entry in self.route_words:
+            if entry.route == route and entry.dose_form:
+                return entry.dose_form
+        if reading.form is not None:
+            return reading.form.form
+        return (reading.brand.dose_form if reading.brand else None) or "unknown"
+
+    def brand_strength(self, reading: Reading, route: str) -> Strength | None:
+        """The brand's own strength, unless the name puts the product on another route."""
+        brand = reading.brand
+        if brand is None or brand.route not in (None, route):
+            return None
+        return brand.strength
+
+    def _dose_form(self, lower: str, product: MedicationProduct | None) -> _DoseForm | None:
+        if product is not None and product.form is not None:
+            codes = product.form.codes(RXNORM)
+            for entry in self.dose_forms:
+                if not entry.codes.isdisjoint(codes):
+                    return entry
+        for entry in self.dose_forms:
+            if entry.words is not None and entry.words.search(lower):
+                return entry
+        return None
+
+    def _by_route_words(self, reading: Reading) -> str | None:
+        return reading.route_words.route if reading.route_words else None
+
+    def _by_intrathecal_strength(self, reading: Reading) -> str | None:
+        strength = reading.strength
+        if strength is None:
+            return None
+        if strength.micrograms and self._micrograms_intrathecal:
+            return "intrathecal"
+        if strength.per_ml and strength.mg < self._intrathecal_below:
+            return "intrathecal"
+        return None
+
+    def _by_oral_strength(self, reading: Reading) -> str | None:
+        strength = reading.strength
+        if strength is None:
+            return None
+        if strength.per_ml and strength.mg > self._oral_above:
+            return "oral"
+        if not strength.per_ml and self._per_unit_oral:
+            return "oral"
+        return None
+
+
+def _brand(name: str, entry: Mapping[str, Any]) -> Brand:
+    strength = None
+    if "strength" in entry:
+        strength = Strength(float(entry["strength"]), per_ml=entry["strength_unit"] == "mg/mL")
+    return Brand(name, entry.get("route"), entry.get("dose_form"), strength)
+
+
+def parse_strength(text: str) -> Strength | None:
+    """The strength a product name states (see ``ProductText.strength``)."""
+    return drug_index().text.strength(text)
 
 
 def _concept_texts(concept: Concept) -> Iterator[str]:
@@ -135,14 +362,9 @@ class DrugIndex:
                 for p in products["products"]
             }
         )
-        self.brands: Mapping[str, Mapping[str, Any]] = products["brands"]
-        self._brand_names = sorted(self.brands, key=len, reverse=True)
-        self._brand_regex = _words(self._brand_names)
+        self.text = ProductText(read_data("product_text.toml"), read_data("dosing.toml")["units"])
+        self.brands: Mapping[str, Brand] = self.text.brands
         self.baclofen_regex = _words([*products["names"], *self.brands])
-        self.dose_form_codes: Mapping[str, str] = products["dose_form_codes"]
-        self._form_regexes = tuple(
-            (form, _words(keywords)) for form, keywords in products["dose_forms"].items()
-        )
 
         self._classes = MappingProxyType(
             {
@@ -269,43 +491,19 @@ class DrugIndex:
     def _complete(
         self, found: BaclofenProduct, texts: list[str], product: MedicationProduct | None
     ) -> BaclofenProduct:
-        """Fill what the code did not say (brand, dose form, strength, route) from the names."""
-        joined = _normalise(" ".join(texts))
-        brand = found.brand
-        brand_info: Mapping[str, Any] = {}
-        if brand is None:
-            match = self._brand_regex.search(joined)
-            if match:
-                brand = next(
-                    b for b in self._brand_names if b.lower() == " ".join(match.group(1).split())
-                )
-        if brand is not None:
-            brand_info = self.brands.get(brand, {})
+        """Fill what the code did not say (brand, route, dose form, strength) from the names."""
+        reading = self.text.read(texts, product)
+        if found.brand is not None:  # the code's brand, not one its names happen to mention
+            reading = replace(reading, brand=self.brands.get(found.brand))
+        route = found.route if found.route != "unknown" else self.text.route(reading)
         dose_form = found.dose_form
         if dose_form == "unknown":
-            dose_form = self._dose_form(joined, product) or brand_info.get("dose_form") or "unknown"
+            dose_form = self.text.dose_form(reading, route)
         strength, unit = found.strength, found.strength_unit
         if strength is None:
-            parsed = _ratio_strength(product.strength) if product and product.strength else None
-            parsed = parsed or parse_strength(joined)
-            if parsed is None and "strength" in brand_info:
-                parsed = (float(brand_info["strength"]), str(brand_info["strength_unit"]))
-            if parsed is not None:
-                strength, unit = parsed
-        route = found.route
-        if route == "unknown":
-            route = brand_info.get("route") or (
-                "intrathecal" if dose_form == "injection" else "oral"
-            )
-            if (
-                dose_form == "unknown"
-                and unit == "mg/mL"
-                and strength is not None
-                and strength < 0.1
-            ):
-                route = "intrathecal"  # oral liquids are 1-5 mg/mL; 0.05-2 mg/mL are IT
-        if route == "intrathecal" and dose_form == "unknown":
-            dose_form = "injection"
+            read = reading.strength or self.text.brand_strength(reading, route)
+            if read is not None:
+                strength, unit = read.mg, read.unit
         if route == "intrathecal" and strength is not None and unit == "mg/mL":
             strength, unit = strength * 1000.0, "mcg/mL"
         return replace(
@@ -314,28 +512,8 @@ class DrugIndex:
             dose_form=dose_form,
             strength=strength,
             strength_unit=unit,
-            brand=brand,
+            brand=found.brand or (reading.brand.name if reading.brand else None),
         )
-
-    def _dose_form(self, joined: str, product: MedicationProduct | None) -> str | None:
-        if product is not None and product.form is not None:
-            for code in product.form.codes(RXNORM):
-                if code in self.dose_form_codes:
-                    return self.dose_form_codes[code]
-        for form, regex in self._form_regexes:
-            if regex.search(joined):
-                return form
-        return None
-
-
-def _ratio_strength(ratio: Ratio) -> tuple[float, str] | None:
-    numerator_unit = _MASS_ALIASES.get((ratio.numerator.units or "").lower())
-    if numerator_unit is None or ratio.denominator.value <= 0:
-        return None
-    amount = ratio.numerator.value * MASS_TO_MG[numerator_unit] / ratio.denominator.value
-    if (ratio.denominator.units or "").lower() in ("ml", "milliliter", "millilitre"):
-        return amount, "mg/mL"
-    return amount, "mg"
 
 
 @cache
