@@ -134,7 +134,11 @@ def _concept_route(concept: Concept) -> Route:
 
 
 def route_of(order: MedicationOrder, product: BaclofenProduct | None) -> Route:
-    """The route written on the order; else the product's (an injection is intrathecal).
+    """The route written on the order; else the product's (an injection is intrathecal);
+    else, for a baclofen product whose name says no route on an order that says none
+    either, oral: nearly every such order is tablets or an oral liquid, an intrathecal one
+    names its route or its product, and leaving the route unknown would leave the dose
+    unchecked in silence.
 
     With conflicting routes on several instructions, the most dangerous one is returned,
     so an intravenous line is never hidden behind an intrathecal one.
@@ -145,7 +149,7 @@ def route_of(order: MedicationOrder, product: BaclofenProduct | None) -> Route:
             return route
     if product is not None and product.route in (Route.ORAL, Route.INTRATHECAL):
         return Route(product.route)
-    return Route.UNKNOWN
+    return Route.ORAL if product is not None else Route.UNKNOWN
 
 
 def _num(value: float) -> str:
