@@ -10,9 +10,13 @@ worker by megabytes a request until it is killed.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import orjson
+
+from cds_hooks.model import Concept, MedicationProduct
 
 MEMO_SIZE = 4096
 """Entries remembered per lookup."""
@@ -25,6 +29,7 @@ _KEY_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 """Anything but plain JSON types makes ``orjson.dumps`` raise, so such input is not memoised."""
+_R = TypeVar("_R")
 
 
 def memo_key(value: Any) -> bytes | None:
@@ -38,3 +43,30 @@ def memo_key(value: Any) -> bytes | None:
     except (TypeError, orjson.JSONEncodeError):
         return None
     return None if len(key) > MAX_KEY_BYTES or b"null" in key else key
+
+
+def concept_memo(function: Callable[..., _R]) -> Callable[..., _R]:
+    """``function`` of concepts (and an optional product) memoised while their text is short.
+
+    The same few hundred drug and condition concepts recur across patients, so answers are
+    remembered; a concept whose codes and names together run over ``MAX_KEY_BYTES`` is
+    answered afresh every time, as ``memo_key`` refuses long JSON.
+    """
+    cached = lru_cache(maxsize=MEMO_SIZE)(function)
+
+    def lookup(*args: Any) -> _R:
+        if sum(_size(arg) for arg in args) > MAX_KEY_BYTES:
+            return function(*args)
+        return cached(*args)
+
+    return lookup
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, Concept):
+        return len(value.text or "") + sum(
+            len(c.system or "") + len(c.code or "") + len(c.display or "") for c in value.codings
+        )
+    if isinstance(value, MedicationProduct):
+        return _size(value.code) + _size(value.form)
+    return 0

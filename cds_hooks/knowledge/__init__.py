@@ -16,7 +16,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from cds_hooks.config import ConfigError
-from cds_hooks.memo import MEMO_SIZE
+from cds_hooks.memo import MEMO_SIZE, concept_memo
 from cds_hooks.model import Concept, Indicator, MedicationProduct, Topic
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class Knowledge:
     Built once at start-up (``load_knowledge``) and shared read-only by every request.
     Concept matching (names by regex) is the engine's main cost and its answer depends only
     on the concept, so answers are memoised: the same few hundred drugs and conditions recur
-    across patients. Each memo holds at most ``MEMO_SIZE`` concepts, so a stream of unique
-    free text cannot grow it without bound.
+    across patients. Each memo holds at most ``MEMO_SIZE`` concepts, and none with long text
+    (``memo.concept_memo``), so a stream of unique free text cannot grow it without bound.
     """
 
     drug: Callable[
@@ -131,10 +131,8 @@ class Knowledge:
         self.policy_file = policy_file
         self._drugs = drugs
         self._conditions = conditions
-        # The memos are the lookups themselves: a memo hit then runs no Python code at all
-        # (the engine asks them ~30 times a call).
-        self.drug = lru_cache(maxsize=MEMO_SIZE)(self._drug_of)
-        self.condition_flags = lru_cache(maxsize=MEMO_SIZE)(conditions.flags)
+        self.drug = concept_memo(self._drug_of)
+        self.condition_flags = concept_memo(conditions.flags)
         self.class_labels = lru_cache(maxsize=MEMO_SIZE)(self._labels_of)
         self.any_beers_cns = lru_cache(maxsize=MEMO_SIZE)(self._beers_cns_of)
         self.thresholds = {

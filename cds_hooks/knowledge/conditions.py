@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from types import MappingProxyType
 
 from cds_hooks.knowledge import read_data
-from cds_hooks.memo import MEMO_SIZE
+from cds_hooks.memo import concept_memo
 from cds_hooks.model import ICD10CM, SNOMED, Concept
 
 ICD10_SYSTEMS = frozenset(
@@ -57,7 +57,7 @@ class ConditionIndex:
         self._icd_prefixes = tuple(prefixes)
         self._any_text = _phrases([p for f in data["flags"].values() for p in f["text"]])
         # Condition concepts recur across patients like drug concepts (see Knowledge).
-        self._may_flag = lru_cache(maxsize=MEMO_SIZE)(self._search)
+        self._may_flag = concept_memo(self._search)
 
     def may_flag(self, concept: Concept) -> bool:
         """Could ``flags`` find any flag? One regex instead of one per flag, exclusions
