@@ -17,9 +17,9 @@ normalised: the newest usable lab of each kind (``_observations``), medications 
 could be baclofen (the whole order) or an interacting drug (its drug alone, the only
 element the engine reads of it), and conditions that could raise a flag. A long
 medication list or lab history then costs little, and a malformed resource that does
-not matter can neither fail the call nor slow it. The lab triage mirrors what
-``engine.renal.assess`` reads (it imports its unit converters and unusable statuses);
-if the engine ever reads more than the newest usable value per kind, widen it here.
+not matter can neither fail the call nor slow it. Which labs are read is asked of
+``engine.renal.lab_kinds``, which decides what ``assess`` would use; current orders whose
+drug cannot be identified are counted, never dropped in silence.
 """
 
 from __future__ import annotations

@@ -336,7 +336,7 @@ def test_baclofen_is_not_in_any_class(knowledge: Knowledge) -> None:
     assert knowledge.drug_classes(rx("197391", "baclofen 10 MG Oral Tablet")) == frozenset()
 
 
-# --- medication_of_interest --------------------------------------------------------------
+# --- triage of a medication's drug --------------------------------------------------------
 
 
 def _request(concept: dict) -> dict:
@@ -500,7 +500,7 @@ def test_every_known_name_makes_a__of_interest() -> None:
         },
     ],
 )
-def test_medication_of_interest_survives_malformed_resources(resource: dict) -> None:
+def test_triage_survives_malformed_resources(resource: dict) -> None:
     assert _of_interest(resource) is True  # names no drug: never ruled out
 
 
