@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import requests
 
-from cds_hooks.auth.network import address_refusal, is_loopback_host
 from cds_hooks.config import Settings
 from cds_hooks.discovery import PATIENT, prefetch_templates
 from cds_hooks.model import DataKind, FhirVersion
+from cds_hooks.network import Endpoint, address_refusal, is_loopback_host
 from cds_hooks.prefetch import Entry, PrefetchState, read_bundle
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ FHIR_JSON = "application/fhir+json"
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK_BYTES = 16 * 1024
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,60 +83,12 @@ class FetchError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class _Base:
-    """A URL reduced to what decides where a request (and the token) goes."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Base | None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return None
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname:
-            return None
-        if parts.username is not None or parts.password is not None:
-            return None
-        segments = [unquote(s) for s in parts.path.split("/")]
-        if any(s in (".", "..") for s in segments):
-            return None
-        return cls(
-            scheme=scheme,
-            host=parts.hostname.lower(),
-            port=port if port is not None else DEFAULT_PORTS[scheme],
-            path=parts.path.rstrip("/"),
-        )
-
-    def contains(self, other: _Base) -> bool:
-        if (self.scheme, self.host, self.port) != (other.scheme, other.host, other.port):
-            return False
-        return other.path == self.path or other.path.startswith(self.path + "/")
-
-    def same_origin(self, other: _Base) -> bool:
-        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
-
-
-def host_of(url: str) -> str:
-    """Host only, for logs."""
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
-
-
 def check_fhir_server(url: str, settings: Settings) -> str | None:
     """Why we must not call this fhirServer, or None when it is fine.
 
     One place for every refusal so later checks (e.g. private addresses) slot in here.
     """
-    base = _Base.parse(url)
+    base = Endpoint.parse(url)
     if base is None:
         return "not an absolute http(s) URL without credentials"
     https_required = not settings.development or (
@@ -146,7 +97,7 @@ def check_fhir_server(url: str, settings: Settings) -> str | None:
     if base.scheme != "https" and https_required:
         return "https required"
     for entry in settings.fhir_allowlist:
-        allowed = _Base.parse(entry)
+        allowed = Endpoint.parse(entry)
         if allowed is not None and allowed.contains(base):
             return address_refusal(base.host, named_by_allowlist=True)
     return "not allowlisted"
@@ -200,7 +151,7 @@ class _Fetcher:
     def __init__(
         self, base_url: str, access_token: str | None, settings: Settings, deadline: float
     ) -> None:
-        base = _Base.parse(base_url)
+        base = Endpoint.parse(base_url)
         if base is None:
             raise ValueError("fhirServer must be checked with check_fhir_server first")
         self.base = base
@@ -270,7 +221,7 @@ class _Fetcher:
         )
 
     def _within_base(self, url: str) -> bool:
-        target = _Base.parse(url)
+        target = Endpoint.parse(url)
         return target is not None and self.base.contains(target)
 
     def _get_json(self, session: requests.Session, url: str, kind: DataKind) -> dict[str, Any]:
@@ -320,7 +271,7 @@ class _Fetcher:
     def _redirect_target(self, url: str, location: str, kind: DataKind) -> str:
         """Only redirects to the same scheme, host and port; the token goes nowhere else."""
         target = urljoin(url, location) if location else None
-        parsed = _Base.parse(target) if target else None
+        parsed = Endpoint.parse(target) if target else None
         if target is None or parsed is None or not self.base.same_origin(parsed):
             log.warning(
                 "FHIR redirect to another origin refused",

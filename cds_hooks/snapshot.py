@@ -51,7 +51,6 @@ from cds_hooks.fhir_client import (
     FetchResult,
     check_fhir_server,
     fetch,
-    host_of,
     search_url,
 )
 from cds_hooks.knowledge import MEMO_SIZE, observation_codes
@@ -68,6 +67,7 @@ from cds_hooks.model import (
     PatientSnapshot,
     Quantity,
 )
+from cds_hooks.network import host_of
 from cds_hooks.prefetch import (
     Entry,
     Prefetch,

@@ -1,4 +1,4 @@
-"""Where outbound calls (FHIR server, JWKS) may never go.
+"""Where outbound calls (FHIR server, JWKS) may go, and where they may never go.
 
 A hook request names the FHIR server we should call and lends us a token for it, so a
 forged or careless request could aim us at a cloud metadata service or an internal
@@ -7,15 +7,74 @@ multicast and reserved addresses are refused whatever the allowlist says. Privat
 loopback addresses are reachable only when the allowlist names that address itself; a
 host name on the allowlist is trusted to resolve inside the network the administrator
 chose, except to the always-refused ranges above.
+
+A URL is compared with another (an allowlist entry, a next link, a redirect) only as an
+``Endpoint``: what decides where a request, and the token with it, goes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A URL reduced to what decides where a request (and the token) goes."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint | None:
+        """None for anything but an absolute http(s) URL without credentials or dot segments."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return None
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return None
+        if parts.username is not None or parts.password is not None:
+            return None
+        segments = [unquote(s) for s in parts.path.split("/")]
+        if any(s in (".", "..") for s in segments):
+            return None
+        return cls(
+            scheme=scheme,
+            host=parts.hostname.lower(),
+            port=port if port is not None else DEFAULT_PORTS[scheme],
+            path=parts.path.rstrip("/"),
+        )
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    def contains(self, other: Endpoint) -> bool:
+        if self.origin != other.origin:
+            return False
+        return other.path == self.path or other.path.startswith(self.path + "/")
+
+    def same_origin(self, other: Endpoint) -> bool:
+        return self.origin == other.origin
+
+
+def host_of(url: str) -> str:
+    """Host only, for logs."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
 
 
 def ip_literal(host: str) -> IPAddress | None:
