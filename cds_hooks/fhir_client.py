@@ -25,7 +25,15 @@ from cds_hooks.config import Settings
 from cds_hooks.discovery import PATIENT, prefetch_templates
 from cds_hooks.model import DataKind, FhirVersion
 from cds_hooks.network import Endpoint, address_refusal, is_loopback_host
-from cds_hooks.prefetch import Entry, PrefetchState, read_bundle
+from cds_hooks.prefetch import (
+    NOT_AN_ANSWER,
+    Entry,
+    Irregularity,
+    PrefetchState,
+    PrefetchValue,
+    read_bundle,
+    whole_search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +66,17 @@ class FetchJob:
     kind: DataKind
     url: str
     follow_next: bool = False
+    matched_before: int = 0
+    """Search matches already read (a prefetched first page) that ``total`` counts."""
 
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """``ok`` False: nothing usable came back. ``complete`` False: later pages are missing.
 
-    ``error`` is a short, loggable reason for either.
+    ``error`` is a short, loggable reason for either. ``problems``: irregularities in
+    what was read (entries that could not be read, fewer than ``total``...), so the
+    entries are not the whole list even when every page was read.
     """
 
     kind: DataKind
@@ -72,6 +84,7 @@ class FetchResult:
     entries: tuple[Entry, ...] = ()
     complete: bool = True
     error: str | None = None
+    problems: tuple[Irregularity, ...] = ()
 
 
 class FetchError(Exception):
@@ -117,15 +130,17 @@ def fetch(
     access_token: str | None,
     jobs: Sequence[FetchJob],
     settings: Settings,
+    patient_id: str | None = None,
 ) -> dict[DataKind, FetchResult]:
     """Run ``jobs`` in parallel; whatever is unfinished at the deadline counts as failed.
 
-    The caller has already passed ``base_url`` through ``check_fhir_server``.
+    The caller has already passed ``base_url`` through ``check_fhir_server``. A page
+    whose ``self`` link shows a search not for ``patient_id`` is not an answer.
     """
     if not jobs:
         return {}
     deadline = time.monotonic() + settings.fhir_total_timeout
-    fetcher = _Fetcher(base_url, access_token, settings, deadline)
+    fetcher = _Fetcher(base_url, access_token, settings, deadline, patient_id)
     executor = ThreadPoolExecutor(
         max_workers=min(settings.fhir_fetch_workers, len(jobs)), thread_name_prefix="fhir-fetch"
     )
@@ -149,7 +164,12 @@ def fetch(
 
 class _Fetcher:
     def __init__(
-        self, base_url: str, access_token: str | None, settings: Settings, deadline: float
+        self,
+        base_url: str,
+        access_token: str | None,
+        settings: Settings,
+        deadline: float,
+        patient_id: str | None,
     ) -> None:
         base = Endpoint.parse(base_url)
         if base is None:
@@ -159,6 +179,7 @@ class _Fetcher:
         self.host = base.host
         self.settings = settings
         self.deadline = deadline
+        self.patient_id = patient_id
         self.headers = {"Accept": FHIR_JSON}
         if access_token:
             self.headers["Authorization"] = f"Bearer {access_token}"
@@ -169,14 +190,20 @@ class _Fetcher:
             result = self._run(job)
         except Exception as exc:
             result = FetchResult(job.kind, ok=False, error=type(exc).__name__)
-        if not result.ok or not result.complete:
+        if not result.ok or not result.complete or result.problems:
+            problems = ",".join(result.problems) or None
             log.warning(
                 "FHIR %s from %s %s: %s",
                 job.kind.value,
                 self.host,
                 "failed" if not result.ok else "incomplete",
-                result.error,
-                extra={"data_kind": job.kind.value, "host": self.host, "error": result.error},
+                result.error or problems,
+                extra={
+                    "data_kind": job.kind.value,
+                    "host": self.host,
+                    "error": result.error,
+                    "problems": problems,
+                },
             )
         return result
 
@@ -195,6 +222,8 @@ class _Fetcher:
 
     def _search(self, session: requests.Session, job: FetchJob) -> FetchResult:
         entries: list[Entry] = []
+        problems: list[Irregularity] = []
+        matched = job.matched_before
         url: str | None = job.url
         pages = 0
         error: str | None = None
@@ -205,19 +234,26 @@ class _Fetcher:
                 break
             try:
                 body = self._get_json(session, url, job.kind)
-                page = _searchset(body)
+                page = whole_search(_searchset(body, self.patient_id), matched)
             except FetchError as exc:
                 if not pages:
                     return FetchResult(job.kind, ok=False, error=exc.reason)
                 error = exc.reason
                 break
             pages += 1
+            matched += page.matched
             entries.extend(page.entries)
+            problems.extend(page.problems)
             url = page.next_url if job.follow_next else None
         if url is not None and error is None:
             error = "page_limit"
         return FetchResult(
-            job.kind, ok=True, entries=tuple(entries), complete=url is None, error=error
+            job.kind,
+            ok=True,
+            entries=tuple(entries),
+            complete=url is None,
+            error=error,
+            problems=tuple(dict.fromkeys(problems)),
         )
 
     def _within_base(self, url: str) -> bool:
@@ -328,19 +364,15 @@ class _Fetcher:
                 log.exception("FHIR fetch observer failed")
 
 
-@dataclass(frozen=True, slots=True)
-class _Page:
-    entries: tuple[Entry, ...]
-    next_url: str | None
-
-
-def _searchset(body: Mapping[str, Any]) -> _Page:
+def _searchset(body: Mapping[str, Any], patient_id: str | None) -> PrefetchValue:
+    """One page; a page that is not an answer for this patient, or an error, fails."""
     if body.get("resourceType") != "Bundle":
         raise FetchError("unexpected_resource")
-    value = read_bundle(body)
+    value = read_bundle(body, patient_id)
     if value.state is not PrefetchState.RESOURCES:
-        raise FetchError("operation_outcome")
-    return _Page(value.entries, value.next_url)
+        refusal = NOT_AN_ANSWER.intersection(value.problems)
+        raise FetchError(next(iter(refusal)).value if refusal else "operation_outcome")
+    return value
 
 
 def _json_resource(body: bytes) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def _known_lab_codes() -> dict[str, frozenset[str]]:
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
-    prefetched = read_prefetch(request.prefetch)
+    prefetched = read_prefetch(request.prefetch, request.patient_id)
     version = _fhir_version(request)
     patient = _prefetched_patient(prefetched, request.patient_id, version)
 
@@ -122,7 +122,8 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     if base is not None:
         jobs = _fetch_jobs(prefetched, base, request.patient_id, version, patient is None)
         auth = request.fhir_authorization
-        results = fetch(base, auth.access_token if auth else None, jobs, settings)
+        token = auth.access_token if auth else None
+        results = fetch(base, token, jobs, settings, request.patient_id)
 
     if patient is None:
         patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id, version)
@@ -144,7 +145,12 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     unavailable = frozenset(
         kind
         for kind in CLINICAL_KINDS
-        if not _available(kind, prefetched.value(kind), results.get(kind), found[kind])
+        if not _available(
+            kind,
+            prefetched.value(kind),
+            results.get(kind),
+            found[kind] and kind not in prefetched.doubtful,
+        )
     )
     return PatientSnapshot(
         patient=patient,
@@ -167,7 +173,7 @@ def _fetch_jobs(
     version: FhirVersion | None,
     need_patient: bool,
 ) -> list[FetchJob]:
-    """Searches for kinds the client did not answer, and the rest of paginated answers.
+    """Searches for kinds the client did not answer whole, and the rest of paginated answers.
 
     A ``null`` patient means the client has no such patient: nothing to fetch.
     """
@@ -183,24 +189,25 @@ def _fetch_jobs(
             url = search_url(base, kind, patient_id, version)
             jobs.append(FetchJob(kind, url, follow_next=paged))
         elif value.next_url and paged:
-            jobs.append(FetchJob(kind, value.next_url, follow_next=True))
+            jobs.append(
+                FetchJob(kind, value.next_url, follow_next=True, matched_before=value.matched)
+            )
     return jobs
 
 
 def _available(
     kind: DataKind, value: PrefetchValue, result: FetchResult | None, found: bool
 ) -> bool:
-    fetched_ok = result is not None and result.ok
-    if not (value.answered or fetched_ok or found):
-        return False
-    return kind not in PAGED_KINDS or _complete(value.next_url, result)
+    """Known, and whole: a list with an irregularity, or (where every page matters) a
+    page known to exist but not read, is not a list of the patient's data.
 
-
-def _complete(prefetch_next: str | None, result: FetchResult | None) -> bool:
-    """False when a page of the list is known to exist but could not be read."""
+    ``found``: resources of the kind are in the pool and came from no irregular value.
+    """
     if result is not None and result.ok:
-        return result.complete
-    return prefetch_next is None
+        return not result.problems and (kind not in PAGED_KINDS or result.complete)
+    if value.answered:
+        return kind not in PAGED_KINDS or value.next_url is None
+    return found
 
 
 def _fhir_version(request: HookRequest) -> FhirVersion | None:
