@@ -3,8 +3,10 @@
 The hook call must answer within a few seconds whatever the EHR's server does, and the
 bearer token it lends us must reach that server and nothing else. Hence: an allowlist,
 no automatic redirects, next links only on the same base, one deadline for the whole
-fan-out, bounded response size, and failures returned as values (the caller decides
-whether a missing kind is a gap or a 412). Logs carry kind, host, status, time and error
+fan-out (at which every connection still reading is cut, so no thread outlives the
+call holding the token's socket), bounded response size, and failures returned as
+values (the caller decides whether a missing kind is a gap or a 412). Connections to
+each server are pooled across calls (``SESSIONS``). Logs carry kind, host, status, time and error
 class only: never URLs (they hold patient ids), tokens or bodies.
 """
 
@@ -24,7 +26,7 @@ import requests
 from cds_hooks.config import Settings
 from cds_hooks.discovery import PATIENT, prefetch_templates
 from cds_hooks.model import DataKind, FhirVersion
-from cds_hooks.network import Endpoint, address_refusal, is_loopback_host
+from cds_hooks.network import Cutoff, Endpoint, SessionPool, address_refusal, is_loopback_host
 from cds_hooks.prefetch import (
     NOT_AN_ANSWER,
     Entry,
@@ -41,6 +43,9 @@ FHIR_JSON = "application/fhir+json"
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK_BYTES = 16 * 1024
+SESSIONS = SessionPool(max_origins=16, connections=10)
+"""Pooled connections per FHIR server, for the process: a deployment talks to one EHR or
+a few; 10 idle connections cover two hook calls fetching at once (5 workers each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,7 @@ def fetch(
         futures = {executor.submit(fetcher.run, job): job for job in jobs}
         done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
     finally:
+        fetcher.cutoff.cut()
         executor.shutdown(wait=False, cancel_futures=True)
     results: dict[DataKind, FetchResult] = {}
     for future, job in futures.items():
@@ -180,6 +186,8 @@ class _Fetcher:
         self.settings = settings
         self.deadline = deadline
         self.patient_id = patient_id
+        self.session = SESSIONS.session(base)
+        self.cutoff = Cutoff()
         self.headers = {"Accept": FHIR_JSON}
         if access_token:
             self.headers["Authorization"] = f"Bearer {access_token}"
@@ -187,7 +195,8 @@ class _Fetcher:
     def run(self, job: FetchJob) -> FetchResult:
         """Never raises: a worker exception would otherwise surface in the hook call."""
         try:
-            result = self._run(job)
+            with self.cutoff.active():
+                result = self._run(job)
         except Exception as exc:
             result = FetchResult(job.kind, ok=False, error=type(exc).__name__)
         if not result.ok or not result.complete or result.problems:
@@ -208,19 +217,17 @@ class _Fetcher:
         return result
 
     def _run(self, job: FetchJob) -> FetchResult:
-        with requests.Session() as session:
-            session.trust_env = False
-            if job.kind is DataKind.PATIENT:
-                try:
-                    body = self._get_json(session, job.url, job.kind)
-                except FetchError as exc:
-                    return FetchResult(job.kind, ok=False, error=exc.reason)
-                if body.get("resourceType") != "Patient":
-                    return FetchResult(job.kind, ok=False, error="unexpected_resource")
-                return FetchResult(job.kind, ok=True, entries=(Entry(body),))
-            return self._search(session, job)
+        if job.kind is DataKind.PATIENT:
+            try:
+                body = self._get_json(job.url, job.kind)
+            except FetchError as exc:
+                return FetchResult(job.kind, ok=False, error=exc.reason)
+            if body.get("resourceType") != "Patient":
+                return FetchResult(job.kind, ok=False, error="unexpected_resource")
+            return FetchResult(job.kind, ok=True, entries=(Entry(body),))
+        return self._search(job)
 
-    def _search(self, session: requests.Session, job: FetchJob) -> FetchResult:
+    def _search(self, job: FetchJob) -> FetchResult:
         entries: list[Entry] = []
         problems: list[Irregularity] = []
         matched = job.matched_before
@@ -233,7 +240,7 @@ class _Fetcher:
                 error = "link_leaves_server"
                 break
             try:
-                body = self._get_json(session, url, job.kind)
+                body = self._get_json(url, job.kind)
                 page = whole_search(_searchset(body, self.patient_id), matched)
             except FetchError as exc:
                 if not pages:
@@ -260,13 +267,13 @@ class _Fetcher:
         target = Endpoint.parse(url)
         return target is not None and self.base.contains(target)
 
-    def _get_json(self, session: requests.Session, url: str, kind: DataKind) -> dict[str, Any]:
+    def _get_json(self, url: str, kind: DataKind) -> dict[str, Any]:
         for _ in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
             status: int | None = None
             error: str | None = None
             try:
-                status, location, body = self._exchange(session, url)
+                status, location, body = self._exchange(url)
                 if location is not None:
                     url = self._redirect_target(url, location, kind)
                     continue
@@ -279,13 +286,13 @@ class _Fetcher:
                 self._record(kind, status, _ms(started), error)
         raise FetchError("too_many_redirects")
 
-    def _exchange(self, session: requests.Session, url: str) -> tuple[int, str | None, bytes]:
+    def _exchange(self, url: str) -> tuple[int, str | None, bytes]:
         """One GET: (status, redirect location or None, body)."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("deadline")
         try:
-            response = session.get(
+            response = self.session.get(
                 url,
                 headers=self.headers,
                 timeout=(min(self.settings.fhir_connect_timeout, remaining), remaining),
