@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -73,6 +74,9 @@ class FetchJob:
     follow_next: bool = False
     matched_before: int = 0
     """Search matches already read (a prefetched first page) that ``total`` counts."""
+    reference: str | None = None
+    """Set for a read that resolves a reference an order makes (``Medication/{id}``): the
+    answer must be that resource, and is reported under the reference."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,30 @@ class FetchResult:
     complete: bool = True
     error: str | None = None
     problems: tuple[Irregularity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a fan-out brought back: the searches (and the Patient read) by kind, and the
+    reads of referenced resources by the reference as the order wrote it."""
+
+    by_kind: Mapping[DataKind, FetchResult]
+    by_reference: Mapping[str, FetchResult]
+
+    def entries(self) -> list[Entry]:
+        """Every resource that came back in a usable answer."""
+        results = (*self.by_kind.values(), *self.by_reference.values())
+        return [entry for result in results if result.ok for entry in result.entries]
+
+
+NOTHING_FETCHED = Fetched({}, {})
+FollowUp = Callable[[FetchJob, FetchResult], Iterable[FetchJob]]
+"""Given a finished job and its result, the further jobs it calls for (run at once,
+within the same deadline)."""
+_LITERAL_REFERENCE = re.compile(
+    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+"""``Type/id``, optionally versioned, at the end of a relative or absolute reference."""
 
 
 class FetchError(Exception):
@@ -125,9 +153,19 @@ def search_url(base: str, kind: DataKind, patient_id: str, fhir_version: FhirVer
     """The discovery template for ``kind``, expanded for this patient, as an absolute URL."""
     template = prefetch_templates()[kind.value]
     if fhir_version is FhirVersion.DSTU2 and kind is DataKind.MEDICATIONS:
-        template = template.replace("MedicationRequest?", "MedicationOrder?", 1)
+        template = template.replace("MedicationRequest", "MedicationOrder")
     relative = template.replace(PATIENT, quote(patient_id, safe=""))
     return base.rstrip("/") + "/" + relative
+
+
+def reference_read(base: str, kind: DataKind, reference: str) -> FetchJob | None:
+    """The read that resolves a literal reference on this server, or None when it cannot
+    be read there (contained ``#id``, ``urn:``, not ``Type/id``); an absolute reference
+    to another server is refused when run."""
+    if reference.startswith(("#", "urn:")) or not _LITERAL_REFERENCE.search(reference):
+        return None
+    url = reference if "://" in reference else f"{base.rstrip('/')}/{reference}"
+    return FetchJob(kind, url, reference=reference)
 
 
 def fetch(
@@ -136,36 +174,54 @@ def fetch(
     jobs: Sequence[FetchJob],
     settings: Settings,
     patient_id: str | None = None,
-) -> dict[DataKind, FetchResult]:
-    """Run ``jobs`` in parallel; whatever is unfinished at the deadline counts as failed.
+    follow_up: FollowUp | None = None,
+) -> Fetched:
+    """Run ``jobs`` in parallel, and the jobs ``follow_up`` asks for as each one ends;
+    whatever is unfinished at the deadline counts as failed, its connection cut.
 
     The caller has already passed ``base_url`` through ``check_fhir_server``. A page
     whose ``self`` link shows a search not for ``patient_id`` is not an answer.
     """
     if not jobs:
-        return {}
+        return NOTHING_FETCHED
     deadline = time.monotonic() + settings.fhir_total_timeout
     fetcher = _Fetcher(base_url, access_token, settings, deadline, patient_id)
     executor = ThreadPoolExecutor(
-        max_workers=min(settings.fhir_fetch_workers, len(jobs)), thread_name_prefix="fhir-fetch"
+        max_workers=settings.fhir_fetch_workers, thread_name_prefix="fhir-fetch"
     )
+    pending: dict[Future[FetchResult], FetchJob] = {}
+    by_kind: dict[DataKind, FetchResult] = {}
+    by_reference: dict[str, FetchResult] = {}
+
+    def report(job: FetchJob, result: FetchResult) -> None:
+        if job.reference is None:
+            by_kind[job.kind] = result
+        else:
+            by_reference[job.reference] = result
+
     try:
-        futures = {executor.submit(fetcher.run, job): job for job in jobs}
-        done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        for job in jobs:
+            pending[executor.submit(fetcher.run, job)] = job
+        while pending:
+            remaining = max(0.0, deadline - time.monotonic())
+            done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                job = pending.pop(future)
+                report(job, future.result())
+                for extra in follow_up(job, future.result()) if follow_up else ():
+                    pending[executor.submit(fetcher.run, extra)] = extra
     finally:
         fetcher.cutoff.cut()
         executor.shutdown(wait=False, cancel_futures=True)
-    results: dict[DataKind, FetchResult] = {}
-    for future, job in futures.items():
-        if future in done:
-            results[job.kind] = future.result()
-        else:
-            log.warning(
-                "FHIR fetch abandoned at deadline",
-                extra={"data_kind": job.kind.value, "host": fetcher.host, "error": "deadline"},
-            )
-            results[job.kind] = FetchResult(job.kind, ok=False, error="deadline")
-    return results
+    for job in pending.values():
+        log.warning(
+            "FHIR fetch abandoned at deadline",
+            extra={"data_kind": job.kind.value, "host": fetcher.host, "error": "deadline"},
+        )
+        report(job, FetchResult(job.kind, ok=False, error="deadline"))
+    return Fetched(by_kind, by_reference)
 
 
 class _Fetcher:
@@ -217,6 +273,8 @@ class _Fetcher:
         return result
 
     def _run(self, job: FetchJob) -> FetchResult:
+        if job.reference is not None:
+            return self._resolve(job, job.reference)
         if job.kind is DataKind.PATIENT:
             try:
                 body = self._get_json(job.url, job.kind)
@@ -226,6 +284,21 @@ class _Fetcher:
                 return FetchResult(job.kind, ok=False, error="unexpected_resource")
             return FetchResult(job.kind, ok=True, entries=(Entry(body),))
         return self._search(job)
+
+    def _resolve(self, job: FetchJob, reference: str) -> FetchResult:
+        """Read the resource a reference names; the answer must be that very resource."""
+        if not self._within_base(job.url):
+            return FetchResult(job.kind, ok=False, error="link_leaves_server")
+        try:
+            body = self._get_json(job.url, job.kind)
+        except FetchError as exc:
+            return FetchResult(job.kind, ok=False, error=exc.reason)
+        target = _LITERAL_REFERENCE.search(reference)
+        if target is None or (body.get("resourceType"), body.get("id")) != target.group(
+            "type", "id"
+        ):
+            return FetchResult(job.kind, ok=False, error="unexpected_resource")
+        return FetchResult(job.kind, ok=True, entries=(Entry(body, reference),))
 
     def _search(self, job: FetchJob) -> FetchResult:
         entries: list[Entry] = []

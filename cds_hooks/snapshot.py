@@ -47,10 +47,12 @@ from cds_hooks.errors import PreconditionFailed
 from cds_hooks.fhir.values import JSON_OBJECT, Reader
 from cds_hooks.fhir.versions import memo_key
 from cds_hooks.fhir_client import (
+    NOTHING_FETCHED,
     FetchJob,
     FetchResult,
     check_fhir_server,
     fetch,
+    reference_read,
     search_url,
 )
 from cds_hooks.knowledge import MEMO_SIZE, observation_codes
@@ -88,6 +90,9 @@ CLINICAL_KINDS = (
     DataKind.CONDITIONS,
 )
 PAGED_KINDS = frozenset({DataKind.MEDICATIONS, DataKind.CONDITIONS})
+MAX_MEDICATION_READS = 50
+"""Medications read one by one per call at most: beyond that the EHR's server should
+answer ``_include``, and what is left unresolved is counted on the cards."""
 """Kinds whose every page matters; lab searches are newest-first, so page one suffices."""
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 CURRENT_MEDICATION_STATUSES = frozenset({"active", "on-hold", "draft"})
@@ -117,20 +122,23 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     version = _fhir_version(request)
     patient = _prefetched_patient(prefetched, request.patient_id, version)
 
-    results: dict[DataKind, FetchResult] = {}
+    answers = NOTHING_FETCHED
     base = _usable_server(request, settings)
     if base is not None:
+        reads = _MedicationReads(base)
         jobs = _fetch_jobs(prefetched, base, request.patient_id, version, patient is None)
+        jobs += reads.jobs(prefetched.pool)
         auth = request.fhir_authorization
         token = auth.access_token if auth else None
-        results = fetch(base, token, jobs, settings, request.patient_id)
+        answers = fetch(base, token, jobs, settings, request.patient_id, reads.follow_up)
+    results = answers.by_kind
 
     if patient is None:
         patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id, version)
     if patient is None:
         raise PreconditionFailed(PATIENT_UNOBTAINABLE)
 
-    fetched = [e for r in results.values() if r.ok for e in r.entries]
+    fetched = answers.entries()
     pool = _sort_pool(
         dedupe([*prefetched.pool, *fetched]) if fetched else prefetched.pool,
         request.patient_id,
@@ -193,6 +201,50 @@ def _fetch_jobs(
                 FetchJob(kind, value.next_url, follow_next=True, matched_before=value.matched)
             )
     return jobs
+
+
+class _MedicationReads:
+    """Reads of the Medications that current orders name by reference and nothing at hand
+    holds (not contained, not among the Medications prefetched or fetched), so an opioid
+    written as a reference is still seen. Asked for the prefetched orders at the start,
+    and for fetched ones as their search ends (servers that ignore ``_include``).
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.at_hand: set[str] = set()
+        """References resolvable from what arrived, or already asked for."""
+        self.budget = MAX_MEDICATION_READS
+
+    def jobs(self, entries: Iterable[Entry]) -> list[FetchJob]:
+        orders: list[Mapping[str, Any]] = []
+        for entry in entries:
+            resource = entry.resource
+            if entry.resource_type == "Medication":
+                rid = resource.get("id")
+                self.at_hand.update(k for k in (f"Medication/{rid}", entry.full_url) if k)
+            elif entry.resource_type in MEDICATION_TYPES:
+                orders.append(resource)
+        jobs: list[FetchJob] = []
+        for order in orders:
+            status = order.get("status")
+            link = order.get("medicationReference")
+            reference = link.get("reference") if isinstance(link, JSON_OBJECT) else None
+            if not (isinstance(status, str) and status in CURRENT_MEDICATION_STATUSES):
+                continue
+            if not isinstance(reference, str) or reference in self.at_hand or not self.budget:
+                continue
+            job = reference_read(self.base, DataKind.MEDICATIONS, reference)
+            if job is not None:
+                self.at_hand.add(reference)
+                self.budget -= 1
+                jobs.append(job)
+        return jobs
+
+    def follow_up(self, job: FetchJob, result: FetchResult) -> list[FetchJob]:
+        if job.kind is not DataKind.MEDICATIONS or job.reference is not None or not result.ok:
+            return []
+        return self.jobs(result.entries)
 
 
 def _available(

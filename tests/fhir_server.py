@@ -128,23 +128,36 @@ def searchset(
     return bundle
 
 
-def serve_chart(server: FhirServer, resources: Sequence[Mapping[str, Any]]) -> None:
+def serve_chart(
+    server: FhirServer, resources: Sequence[Mapping[str, Any]], include: bool = True
+) -> None:
     """Answer reads and simple searches over ``resources`` like a small FHIR server.
 
-    Supports ``Patient/{id}`` reads and ``{Type}?patient=&code=&status=&_count=&_sort=-date``
-    searches (``code`` as ``system|code`` lists), paging with absolute ``next`` links.
+    Supports ``{Type}/{id}`` reads and ``{Type}?patient=&code=&status=&_count=&_sort=-date``
+    searches (``code`` as ``system|code`` lists), paging with absolute ``next`` links, and
+    ``_include=...:medication`` (the Medications that orders on the page reference) unless
+    ``include`` is False, as on servers that ignore it.
     """
     by_type: dict[str, list[Mapping[str, Any]]] = {}
+    by_reference: dict[str, Mapping[str, Any]] = {}
     for resource in resources:
-        by_type.setdefault(str(resource.get("resourceType")), []).append(resource)
-        if resource.get("resourceType") == "Patient":
-            server.route(f"Patient/{resource['id']}", ok(resource))
+        resource_type = str(resource.get("resourceType"))
+        by_type.setdefault(resource_type, []).append(resource)
+        if "id" in resource:
+            by_reference[f"{resource_type}/{resource['id']}"] = resource
+            server.route(f"{resource_type}/{resource['id']}", ok(resource))
     for resource_type, items in by_type.items():
-        server.route(resource_type, _searcher(server, resource_type, items))
+        server.route(
+            resource_type,
+            _searcher(server, resource_type, items, by_reference if include else {}),
+        )
 
 
 def _searcher(
-    server: FhirServer, resource_type: str, items: Sequence[Mapping[str, Any]]
+    server: FhirServer,
+    resource_type: str,
+    items: Sequence[Mapping[str, Any]],
+    by_reference: Mapping[str, Mapping[str, Any]],
 ) -> Callable[[Recorded], Reply]:
     def search(request: Recorded) -> Reply:
         query = {k: v[0] for k, v in request.query.items()}
@@ -161,6 +174,12 @@ def _searcher(
             next_url = f"{server.base_url}/{resource_type}?" + urlencode(rest)
         bundle = searchset(page, next_url)
         bundle["total"] = len(found)
+        if query.get("_include", "").endswith(":medication"):
+            references = {(r.get("medicationReference") or {}).get("reference") for r in page}
+            bundle["entry"] += [
+                {"resource": dict(by_reference[ref]), "search": {"mode": "include"}}
+                for ref in sorted(r for r in references if r in by_reference)
+            ]
         return ok(bundle)
 
     return search
