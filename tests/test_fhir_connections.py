@@ -31,14 +31,8 @@ def ehr() -> Iterator[FhirServer]:
 
 
 @pytest.fixture
-def app_config(tmp_path: Any, ehr: FhirServer) -> dict[str, Any]:
-    return {
-        "TESTING": True,
-        "ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
-        "FHIR_ALLOWLIST": [ehr.base_url],
-        "FHIR_TOTAL_TIMEOUT": 1.0,
-    }
+def app_config(app_config: dict[str, Any], ehr: FhirServer) -> dict[str, Any]:
+    return {**app_config, "FHIR_ALLOWLIST": [ehr.base_url], "FHIR_TOTAL_TIMEOUT": 1.0}
 
 
 def fetch_threads() -> list[threading.Thread]:

@@ -26,6 +26,7 @@ from cds_hooks.app import create_app
 from tests.fhir_server import FhirServer, Recorded, Reply, ok, operation_outcome, serve_chart
 from tests.fhir_server import status as http_status
 from tests.scenario_requests import PATIENT_ID, build_request, post
+from tests.test_fuzz import json_values
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 TOKEN = "lent-token-13"
@@ -132,14 +133,8 @@ def ehr() -> Iterator[FhirServer]:
 
 
 @pytest.fixture
-def app_config(tmp_path: Any, ehr: FhirServer) -> dict[str, Any]:
-    return {
-        "TESTING": True,
-        "ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
-        "FHIR_ALLOWLIST": [ehr.base_url],
-        "FHIR_TOTAL_TIMEOUT": 2.0,
-    }
+def app_config(app_config: dict[str, Any], ehr: FhirServer) -> dict[str, Any]:
+    return {**app_config, "FHIR_ALLOWLIST": [ehr.base_url], "FHIR_TOTAL_TIMEOUT": 2.0}
 
 
 def test_the_whole_list_gives_the_critical_card(client: FlaskClient) -> None:
@@ -325,16 +320,6 @@ def test_a_medication_on_another_server_is_never_asked_for_with_the_token(
 
 # --- property: a mangled list never ends in silence ---------------------------------------
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=8,
-)
 not_a_resource_entry = json_values.filter(
     lambda v: (
         not (
