@@ -90,10 +90,10 @@ CLINICAL_KINDS = (
     DataKind.CONDITIONS,
 )
 PAGED_KINDS = frozenset({DataKind.MEDICATIONS, DataKind.CONDITIONS})
+"""Kinds whose every page matters; lab searches are newest-first, so page one suffices."""
 MAX_MEDICATION_READS = 50
 """Medications read one by one per call at most: beyond that the EHR's server should
 answer ``_include``, and what is left unresolved is counted on the cards."""
-"""Kinds whose every page matters; lab searches are newest-first, so page one suffices."""
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 CURRENT_MEDICATION_STATUSES = frozenset({"active", "on-hold", "draft"})
 VOID_STATUSES = frozenset({"entered-in-error", "cancelled"})
