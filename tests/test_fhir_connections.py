@@ -71,7 +71,9 @@ def test_connections_to_a_server_are_reused_across_hook_calls(
     assert second.status_code == 200
     used_second = {r.connection for r in ehr.requests[count_first:]}
     assert len(ehr.requests) == 2 * count_first == 10
-    assert used_second <= used_first
+    # Fetches run in parallel, so a call may open one more connection than the last left
+    # idle; but it starts on those, and far fewer connections than requests are made.
+    assert used_second & used_first
     assert len(used_first | used_second) < len(ehr.requests)
 
 
