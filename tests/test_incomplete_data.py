@@ -134,7 +134,7 @@ def ehr() -> Iterator[FhirServer]:
 
 @pytest.fixture
 def app_config(app_config: dict[str, Any], ehr: FhirServer) -> dict[str, Any]:
-    return {**app_config, "FHIR_ALLOWLIST": [ehr.base_url], "FHIR_TOTAL_TIMEOUT": 2.0}
+    return {**app_config, "FHIR_ALLOWLIST": [ehr.base_url], "FHIR_TOTAL_TIMEOUT": 10.0}
 
 
 def test_the_whole_list_gives_the_critical_card(client: FlaskClient) -> None:
@@ -438,7 +438,7 @@ def property_app(tmp_path_factory: pytest.TempPathFactory, property_ehr: FhirSer
             "ENV": "development",
             "DATABASE_URL": f"sqlite:///{db}",
             "FHIR_ALLOWLIST": [property_ehr.base_url],
-            "FHIR_TOTAL_TIMEOUT": 2.0,
+            "FHIR_TOTAL_TIMEOUT": 10.0,
         }
     )
 
