@@ -91,8 +91,11 @@ def prefetch_templates() -> dict[str, str]:
         DataKind.WEIGHT.value: (
             f"Observation?patient={PATIENT}&code={_code_list(codes.body_weight)}&_sort=-date&_count=1"
         ),
+        # The Medications that orders name by reference come along, so an opioid written
+        # as medicationReference is not lost (FHIR R4 search: _include).
         DataKind.MEDICATIONS.value: (
             f"MedicationRequest?patient={PATIENT}&status=active&_count={MEDICATION_COUNT}"
+            "&_include=MedicationRequest:medication"
         ),
         DataKind.CONDITIONS.value: f"Condition?patient={PATIENT}&_count={CONDITION_COUNT}",
     }

@@ -3,8 +3,10 @@
 The hook call must answer within a few seconds whatever the EHR's server does, and the
 bearer token it lends us must reach that server and nothing else. Hence: an allowlist,
 no automatic redirects, next links only on the same base, one deadline for the whole
-fan-out, bounded response size, and failures returned as values (the caller decides
-whether a missing kind is a gap or a 412). Logs carry kind, host, status, time and error
+fan-out (at which every connection still reading is cut, so no thread outlives the
+call holding the token's socket), bounded response size, and failures returned as
+values (the caller decides whether a missing kind is a gap or a 412). Connections to
+each server are pooled across calls (``SESSIONS``). Logs carry kind, host, status, time and error
 class only: never URLs (they hold patient ids), tokens or bodies.
 """
 
@@ -12,20 +14,29 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import requests
 
-from cds_hooks.auth.network import address_refusal, is_loopback_host
 from cds_hooks.config import Settings
 from cds_hooks.discovery import PATIENT, prefetch_templates
 from cds_hooks.model import DataKind, FhirVersion
-from cds_hooks.prefetch import Entry, PrefetchState, read_bundle
+from cds_hooks.network import Cutoff, Endpoint, SessionPool, address_refusal, is_loopback_host
+from cds_hooks.prefetch import (
+    NOT_AN_ANSWER,
+    Entry,
+    Irregularity,
+    PrefetchState,
+    PrefetchValue,
+    read_bundle,
+    whole_search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +44,9 @@ FHIR_JSON = "application/fhir+json"
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK_BYTES = 16 * 1024
-DEFAULT_PORTS = {"http": 80, "https": 443}
+SESSIONS = SessionPool(max_origins=16, connections=10)
+"""Pooled connections per FHIR server, for the process: a deployment talks to one EHR or
+a few; 10 idle connections cover two hook calls fetching at once (5 workers each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +72,20 @@ class FetchJob:
     kind: DataKind
     url: str
     follow_next: bool = False
+    matched_before: int = 0
+    """Search matches already read (a prefetched first page) that ``total`` counts."""
+    reference: str | None = None
+    """Set for a read that resolves a reference an order makes (``Medication/{id}``): the
+    answer must be that resource, and is reported under the reference."""
 
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """``ok`` False: nothing usable came back. ``complete`` False: later pages are missing.
 
-    ``error`` is a short, loggable reason for either.
+    ``error`` is a short, loggable reason for either. ``problems``: irregularities in
+    what was read (entries that could not be read, fewer than ``total``...), so the
+    entries are not the whole list even when every page was read.
     """
 
     kind: DataKind
@@ -73,6 +93,31 @@ class FetchResult:
     entries: tuple[Entry, ...] = ()
     complete: bool = True
     error: str | None = None
+    problems: tuple[Irregularity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a fan-out brought back: the searches (and the Patient read) by kind, and the
+    reads of referenced resources by the reference as the order wrote it."""
+
+    by_kind: Mapping[DataKind, FetchResult]
+    by_reference: Mapping[str, FetchResult]
+
+    def entries(self) -> list[Entry]:
+        """Every resource that came back in a usable answer."""
+        results = (*self.by_kind.values(), *self.by_reference.values())
+        return [entry for result in results if result.ok for entry in result.entries]
+
+
+NOTHING_FETCHED = Fetched({}, {})
+FollowUp = Callable[[FetchJob, FetchResult], Iterable[FetchJob]]
+"""Given a finished job and its result, the further jobs it calls for (run at once,
+within the same deadline)."""
+_LITERAL_REFERENCE = re.compile(
+    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+"""``Type/id``, optionally versioned, at the end of a relative or absolute reference."""
 
 
 class FetchError(Exception):
@@ -84,60 +129,12 @@ class FetchError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class _Base:
-    """A URL reduced to what decides where a request (and the token) goes."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    @classmethod
-    def parse(cls, url: str) -> _Base | None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return None
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname:
-            return None
-        if parts.username is not None or parts.password is not None:
-            return None
-        segments = [unquote(s) for s in parts.path.split("/")]
-        if any(s in (".", "..") for s in segments):
-            return None
-        return cls(
-            scheme=scheme,
-            host=parts.hostname.lower(),
-            port=port if port is not None else DEFAULT_PORTS[scheme],
-            path=parts.path.rstrip("/"),
-        )
-
-    def contains(self, other: _Base) -> bool:
-        if (self.scheme, self.host, self.port) != (other.scheme, other.host, other.port):
-            return False
-        return other.path == self.path or other.path.startswith(self.path + "/")
-
-    def same_origin(self, other: _Base) -> bool:
-        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
-
-
-def host_of(url: str) -> str:
-    """Host only, for logs."""
-    try:
-        return urlsplit(url).hostname or "?"
-    except ValueError:
-        return "?"
-
-
 def check_fhir_server(url: str, settings: Settings) -> str | None:
     """Why we must not call this fhirServer, or None when it is fine.
 
     One place for every refusal so later checks (e.g. private addresses) slot in here.
     """
-    base = _Base.parse(url)
+    base = Endpoint.parse(url)
     if base is None:
         return "not an absolute http(s) URL without credentials"
     https_required = not settings.development or (
@@ -146,7 +143,7 @@ def check_fhir_server(url: str, settings: Settings) -> str | None:
     if base.scheme != "https" and https_required:
         return "https required"
     for entry in settings.fhir_allowlist:
-        allowed = _Base.parse(entry)
+        allowed = Endpoint.parse(entry)
         if allowed is not None and allowed.contains(base):
             return address_refusal(base.host, named_by_allowlist=True)
     return "not allowlisted"
@@ -156,9 +153,19 @@ def search_url(base: str, kind: DataKind, patient_id: str, fhir_version: FhirVer
     """The discovery template for ``kind``, expanded for this patient, as an absolute URL."""
     template = prefetch_templates()[kind.value]
     if fhir_version is FhirVersion.DSTU2 and kind is DataKind.MEDICATIONS:
-        template = template.replace("MedicationRequest?", "MedicationOrder?", 1)
+        template = template.replace("MedicationRequest", "MedicationOrder")
     relative = template.replace(PATIENT, quote(patient_id, safe=""))
     return base.rstrip("/") + "/" + relative
+
+
+def reference_read(base: str, kind: DataKind, reference: str) -> FetchJob | None:
+    """The read that resolves a literal reference on this server, or None when it cannot
+    be read there (contained ``#id``, ``urn:``, not ``Type/id``); an absolute reference
+    to another server is refused when run."""
+    if reference.startswith(("#", "urn:")) or not _LITERAL_REFERENCE.search(reference):
+        return None
+    url = reference if "://" in reference else f"{base.rstrip('/')}/{reference}"
+    return FetchJob(kind, url, reference=reference)
 
 
 def fetch(
@@ -166,41 +173,67 @@ def fetch(
     access_token: str | None,
     jobs: Sequence[FetchJob],
     settings: Settings,
-) -> dict[DataKind, FetchResult]:
-    """Run ``jobs`` in parallel; whatever is unfinished at the deadline counts as failed.
+    patient_id: str | None = None,
+    follow_up: FollowUp | None = None,
+) -> Fetched:
+    """Run ``jobs`` in parallel, and the jobs ``follow_up`` asks for as each one ends;
+    whatever is unfinished at the deadline counts as failed, its connection cut.
 
-    The caller has already passed ``base_url`` through ``check_fhir_server``.
+    The caller has already passed ``base_url`` through ``check_fhir_server``. A page
+    whose ``self`` link shows a search not for ``patient_id`` is not an answer.
     """
     if not jobs:
-        return {}
+        return NOTHING_FETCHED
     deadline = time.monotonic() + settings.fhir_total_timeout
-    fetcher = _Fetcher(base_url, access_token, settings, deadline)
+    fetcher = _Fetcher(base_url, access_token, settings, deadline, patient_id)
     executor = ThreadPoolExecutor(
-        max_workers=min(settings.fhir_fetch_workers, len(jobs)), thread_name_prefix="fhir-fetch"
+        max_workers=settings.fhir_fetch_workers, thread_name_prefix="fhir-fetch"
     )
-    try:
-        futures = {executor.submit(fetcher.run, job): job for job in jobs}
-        done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-    results: dict[DataKind, FetchResult] = {}
-    for future, job in futures.items():
-        if future in done:
-            results[job.kind] = future.result()
+    pending: dict[Future[FetchResult], FetchJob] = {}
+    by_kind: dict[DataKind, FetchResult] = {}
+    by_reference: dict[str, FetchResult] = {}
+
+    def report(job: FetchJob, result: FetchResult) -> None:
+        if job.reference is None:
+            by_kind[job.kind] = result
         else:
-            log.warning(
-                "FHIR fetch abandoned at deadline",
-                extra={"data_kind": job.kind.value, "host": fetcher.host, "error": "deadline"},
-            )
-            results[job.kind] = FetchResult(job.kind, ok=False, error="deadline")
-    return results
+            by_reference[job.reference] = result
+
+    try:
+        for job in jobs:
+            pending[executor.submit(fetcher.run, job)] = job
+        while pending:
+            remaining = max(0.0, deadline - time.monotonic())
+            done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                job = pending.pop(future)
+                report(job, future.result())
+                for extra in follow_up(job, future.result()) if follow_up else ():
+                    pending[executor.submit(fetcher.run, extra)] = extra
+    finally:
+        fetcher.cutoff.cut()
+        executor.shutdown(wait=False, cancel_futures=True)
+    for job in pending.values():
+        log.warning(
+            "FHIR fetch abandoned at deadline",
+            extra={"data_kind": job.kind.value, "host": fetcher.host, "error": "deadline"},
+        )
+        report(job, FetchResult(job.kind, ok=False, error="deadline"))
+    return Fetched(by_kind, by_reference)
 
 
 class _Fetcher:
     def __init__(
-        self, base_url: str, access_token: str | None, settings: Settings, deadline: float
+        self,
+        base_url: str,
+        access_token: str | None,
+        settings: Settings,
+        deadline: float,
+        patient_id: str | None,
     ) -> None:
-        base = _Base.parse(base_url)
+        base = Endpoint.parse(base_url)
         if base is None:
             raise ValueError("fhirServer must be checked with check_fhir_server first")
         self.base = base
@@ -208,6 +241,9 @@ class _Fetcher:
         self.host = base.host
         self.settings = settings
         self.deadline = deadline
+        self.patient_id = patient_id
+        self.session = SESSIONS.session(base)
+        self.cutoff = Cutoff()
         self.headers = {"Accept": FHIR_JSON}
         if access_token:
             self.headers["Authorization"] = f"Bearer {access_token}"
@@ -215,35 +251,59 @@ class _Fetcher:
     def run(self, job: FetchJob) -> FetchResult:
         """Never raises: a worker exception would otherwise surface in the hook call."""
         try:
-            result = self._run(job)
+            with self.cutoff.active():
+                result = self._run(job)
         except Exception as exc:
             result = FetchResult(job.kind, ok=False, error=type(exc).__name__)
-        if not result.ok or not result.complete:
+        if not result.ok or not result.complete or result.problems:
+            problems = ",".join(result.problems) or None
             log.warning(
                 "FHIR %s from %s %s: %s",
                 job.kind.value,
                 self.host,
                 "failed" if not result.ok else "incomplete",
-                result.error,
-                extra={"data_kind": job.kind.value, "host": self.host, "error": result.error},
+                result.error or problems,
+                extra={
+                    "data_kind": job.kind.value,
+                    "host": self.host,
+                    "error": result.error,
+                    "problems": problems,
+                },
             )
         return result
 
     def _run(self, job: FetchJob) -> FetchResult:
-        with requests.Session() as session:
-            session.trust_env = False
-            if job.kind is DataKind.PATIENT:
-                try:
-                    body = self._get_json(session, job.url, job.kind)
-                except FetchError as exc:
-                    return FetchResult(job.kind, ok=False, error=exc.reason)
-                if body.get("resourceType") != "Patient":
-                    return FetchResult(job.kind, ok=False, error="unexpected_resource")
-                return FetchResult(job.kind, ok=True, entries=(Entry(body),))
-            return self._search(session, job)
+        if job.reference is not None:
+            return self._resolve(job, job.reference)
+        if job.kind is DataKind.PATIENT:
+            try:
+                body = self._get_json(job.url, job.kind)
+            except FetchError as exc:
+                return FetchResult(job.kind, ok=False, error=exc.reason)
+            if body.get("resourceType") != "Patient":
+                return FetchResult(job.kind, ok=False, error="unexpected_resource")
+            return FetchResult(job.kind, ok=True, entries=(Entry(body),))
+        return self._search(job)
 
-    def _search(self, session: requests.Session, job: FetchJob) -> FetchResult:
+    def _resolve(self, job: FetchJob, reference: str) -> FetchResult:
+        """Read the resource a reference names; the answer must be that very resource."""
+        if not self._within_base(job.url):
+            return FetchResult(job.kind, ok=False, error="link_leaves_server")
+        try:
+            body = self._get_json(job.url, job.kind)
+        except FetchError as exc:
+            return FetchResult(job.kind, ok=False, error=exc.reason)
+        target = _LITERAL_REFERENCE.search(reference)
+        if target is None or (body.get("resourceType"), body.get("id")) != target.group(
+            "type", "id"
+        ):
+            return FetchResult(job.kind, ok=False, error="unexpected_resource")
+        return FetchResult(job.kind, ok=True, entries=(Entry(body, reference),))
+
+    def _search(self, job: FetchJob) -> FetchResult:
         entries: list[Entry] = []
+        problems: list[Irregularity] = []
+        matched = job.matched_before
         url: str | None = job.url
         pages = 0
         error: str | None = None
@@ -253,33 +313,40 @@ class _Fetcher:
                 error = "link_leaves_server"
                 break
             try:
-                body = self._get_json(session, url, job.kind)
-                page = _searchset(body)
+                body = self._get_json(url, job.kind)
+                page = whole_search(_searchset(body, self.patient_id), matched)
             except FetchError as exc:
                 if not pages:
                     return FetchResult(job.kind, ok=False, error=exc.reason)
                 error = exc.reason
                 break
             pages += 1
+            matched += page.matched
             entries.extend(page.entries)
+            problems.extend(page.problems)
             url = page.next_url if job.follow_next else None
         if url is not None and error is None:
             error = "page_limit"
         return FetchResult(
-            job.kind, ok=True, entries=tuple(entries), complete=url is None, error=error
+            job.kind,
+            ok=True,
+            entries=tuple(entries),
+            complete=url is None,
+            error=error,
+            problems=tuple(dict.fromkeys(problems)),
         )
 
     def _within_base(self, url: str) -> bool:
-        target = _Base.parse(url)
+        target = Endpoint.parse(url)
         return target is not None and self.base.contains(target)
 
-    def _get_json(self, session: requests.Session, url: str, kind: DataKind) -> dict[str, Any]:
+    def _get_json(self, url: str, kind: DataKind) -> dict[str, Any]:
         for _ in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
             status: int | None = None
             error: str | None = None
             try:
-                status, location, body = self._exchange(session, url)
+                status, location, body = self._exchange(url)
                 if location is not None:
                     url = self._redirect_target(url, location, kind)
                     continue
@@ -292,13 +359,13 @@ class _Fetcher:
                 self._record(kind, status, _ms(started), error)
         raise FetchError("too_many_redirects")
 
-    def _exchange(self, session: requests.Session, url: str) -> tuple[int, str | None, bytes]:
+    def _exchange(self, url: str) -> tuple[int, str | None, bytes]:
         """One GET: (status, redirect location or None, body)."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("deadline")
         try:
-            response = session.get(
+            response = self.session.get(
                 url,
                 headers=self.headers,
                 timeout=(min(self.settings.fhir_connect_timeout, remaining), remaining),
@@ -320,7 +387,7 @@ class _Fetcher:
     def _redirect_target(self, url: str, location: str, kind: DataKind) -> str:
         """Only redirects to the same scheme, host and port; the token goes nowhere else."""
         target = urljoin(url, location) if location else None
-        parsed = _Base.parse(target) if target else None
+        parsed = Endpoint.parse(target) if target else None
         if target is None or parsed is None or not self.base.same_origin(parsed):
             log.warning(
                 "FHIR redirect to another origin refused",
@@ -377,19 +444,15 @@ class _Fetcher:
                 log.exception("FHIR fetch observer failed")
 
 
-@dataclass(frozen=True, slots=True)
-class _Page:
-    entries: tuple[Entry, ...]
-    next_url: str | None
-
-
-def _searchset(body: Mapping[str, Any]) -> _Page:
+def _searchset(body: Mapping[str, Any], patient_id: str | None) -> PrefetchValue:
+    """One page; a page that is not an answer for this patient, or an error, fails."""
     if body.get("resourceType") != "Bundle":
         raise FetchError("unexpected_resource")
-    value = read_bundle(body)
+    value = read_bundle(body, patient_id)
     if value.state is not PrefetchState.RESOURCES:
-        raise FetchError("operation_outcome")
-    return _Page(value.entries, value.next_url)
+        refusal = NOT_AN_ANSWER.intersection(value.problems)
+        raise FetchError(next(iter(refusal)).value if refusal else "operation_outcome")
+    return value
 
 
 def _json_resource(body: bytes) -> dict[str, Any]:

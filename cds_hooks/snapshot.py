@@ -38,11 +38,12 @@ from cds_hooks.engine.renal import lab_kinds
 from cds_hooks.errors import PreconditionFailed
 from cds_hooks.fhir.values import JSON_OBJECT, Reader
 from cds_hooks.fhir_client import (
+    NOTHING_FETCHED,
     FetchJob,
     FetchResult,
     check_fhir_server,
     fetch,
-    host_of,
+    reference_read,
     search_url,
 )
 from cds_hooks.knowledge import observation_codes
@@ -59,6 +60,7 @@ from cds_hooks.model import (
     Patient,
     PatientSnapshot,
 )
+from cds_hooks.network import host_of
 from cds_hooks.prefetch import (
     Entry,
     Prefetch,
@@ -80,6 +82,9 @@ CLINICAL_KINDS = (
 )
 PAGED_KINDS = frozenset({DataKind.MEDICATIONS, DataKind.CONDITIONS})
 """Kinds whose every page matters; lab searches are newest-first, so page one suffices."""
+MAX_MEDICATION_READS = 50
+"""Medications read one by one per call at most: beyond that the EHR's server should
+answer ``_include``, and what is left unresolved is counted on the cards."""
 MEDICATION_TYPES = frozenset({"MedicationRequest", "MedicationOrder"})
 CURRENT_MEDICATION_STATUSES = frozenset({"active", "on-hold", "draft"})
 VOID_STATUSES = frozenset({"entered-in-error", "cancelled"})
@@ -96,23 +101,27 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
-    prefetched = read_prefetch(request.prefetch)
+    prefetched = read_prefetch(request.prefetch, request.patient_id)
     version = _fhir_version(request)
     patient = _prefetched_patient(prefetched, request.patient_id, version)
 
-    results: dict[DataKind, FetchResult] = {}
+    answers = NOTHING_FETCHED
     base = _usable_server(request, settings)
     if base is not None:
+        reads = _MedicationReads(base)
         jobs = _fetch_jobs(prefetched, base, request.patient_id, version, patient is None)
+        jobs += reads.jobs(prefetched.pool)
         auth = request.fhir_authorization
-        results = fetch(base, auth.access_token if auth else None, jobs, settings)
+        token = auth.access_token if auth else None
+        answers = fetch(base, token, jobs, settings, request.patient_id, reads.follow_up)
+    results = answers.by_kind
 
     if patient is None:
         patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id, version)
     if patient is None:
         raise PreconditionFailed(PATIENT_UNOBTAINABLE)
 
-    fetched = [e for r in results.values() if r.ok for e in r.entries]
+    fetched = answers.entries()
     pool = _sort_pool(
         dedupe([*prefetched.pool, *fetched]) if fetched else prefetched.pool,
         request.patient_id,
@@ -127,7 +136,12 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     unavailable = frozenset(
         kind
         for kind in CLINICAL_KINDS
-        if not _available(kind, prefetched.value(kind), results.get(kind), found[kind])
+        if not _available(
+            kind,
+            prefetched.value(kind),
+            results.get(kind),
+            found[kind] and kind not in prefetched.doubtful,
+        )
     )
     medications, unidentified = _medications(pool, request)
     return PatientSnapshot(
@@ -152,7 +166,7 @@ def _fetch_jobs(
     version: FhirVersion | None,
     need_patient: bool,
 ) -> list[FetchJob]:
-    """Searches for kinds the client did not answer, and the rest of paginated answers.
+    """Searches for kinds the client did not answer whole, and the rest of paginated answers.
 
     A ``null`` patient means the client has no such patient: nothing to fetch.
     """
@@ -168,24 +182,69 @@ def _fetch_jobs(
             url = search_url(base, kind, patient_id, version)
             jobs.append(FetchJob(kind, url, follow_next=paged))
         elif value.next_url and paged:
-            jobs.append(FetchJob(kind, value.next_url, follow_next=True))
+            jobs.append(
+                FetchJob(kind, value.next_url, follow_next=True, matched_before=value.matched)
+            )
     return jobs
+
+
+class _MedicationReads:
+    """Reads of the Medications that current orders name by reference and nothing at hand
+    holds (not contained, not among the Medications prefetched or fetched), so an opioid
+    written as a reference is still seen. Asked for the prefetched orders at the start,
+    and for fetched ones as their search ends (servers that ignore ``_include``).
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.at_hand: set[str] = set()
+        """References resolvable from what arrived, or already asked for."""
+        self.budget = MAX_MEDICATION_READS
+
+    def jobs(self, entries: Iterable[Entry]) -> list[FetchJob]:
+        orders: list[Mapping[str, Any]] = []
+        for entry in entries:
+            resource = entry.resource
+            if entry.resource_type == "Medication":
+                rid = resource.get("id")
+                self.at_hand.update(k for k in (f"Medication/{rid}", entry.full_url) if k)
+            elif entry.resource_type in MEDICATION_TYPES:
+                orders.append(resource)
+        jobs: list[FetchJob] = []
+        for order in orders:
+            status = order.get("status")
+            link = order.get("medicationReference")
+            reference = link.get("reference") if isinstance(link, JSON_OBJECT) else None
+            if not (isinstance(status, str) and status in CURRENT_MEDICATION_STATUSES):
+                continue
+            if not isinstance(reference, str) or reference in self.at_hand or not self.budget:
+                continue
+            job = reference_read(self.base, DataKind.MEDICATIONS, reference)
+            if job is not None:
+                self.at_hand.add(reference)
+                self.budget -= 1
+                jobs.append(job)
+        return jobs
+
+    def follow_up(self, job: FetchJob, result: FetchResult) -> list[FetchJob]:
+        if job.kind is not DataKind.MEDICATIONS or job.reference is not None or not result.ok:
+            return []
+        return self.jobs(result.entries)
 
 
 def _available(
     kind: DataKind, value: PrefetchValue, result: FetchResult | None, found: bool
 ) -> bool:
-    fetched_ok = result is not None and result.ok
-    if not (value.answered or fetched_ok or found):
-        return False
-    return kind not in PAGED_KINDS or _complete(value.next_url, result)
+    """Known, and whole: a list with an irregularity, or (where every page matters) a
+    page known to exist but not read, is not a list of the patient's data.
 
-
-def _complete(prefetch_next: str | None, result: FetchResult | None) -> bool:
-    """False when a page of the list is known to exist but could not be read."""
+    ``found``: resources of the kind are in the pool and came from no irregular value.
+    """
     if result is not None and result.ok:
-        return result.complete
-    return prefetch_next is None
+        return not result.problems and (kind not in PAGED_KINDS or result.complete)
+    if value.answered:
+        return kind not in PAGED_KINDS or value.next_url is None
+    return found
 
 
 def _fhir_version(request: HookRequest) -> FhirVersion | None:

@@ -13,13 +13,20 @@ assert where the bearer token went. Usage::
 Routes are matched on the decoded path below ``base_url`` without the query string; the most
 specific route wins (``Patient/p1`` before ``Patient``). Unrouted paths get a 404
 OperationOutcome, as a FHIR server would.
+
+``FhirServer(keep_alive=True)`` keeps connections open between requests as real servers
+do; each recorded request names its connection, and ``open_connections`` names the
+connections still open, so tests can see reuse and see a client hang up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +44,8 @@ class Recorded:
     path: str
     """Path and query exactly as received."""
     headers: Mapping[str, str]
+    connection: int = 0
+    """Serial number of the TCP connection the request came on."""
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -52,6 +61,8 @@ class Reply:
     """Seconds to wait before answering (a slow server)."""
     declare_length: bool = True
     """False: no Content-Length, the body ends when the connection closes."""
+    trickle: float = 0.0
+    """Seconds between single bytes of the body (a server that never quite stops)."""
 
 
 Behaviour = Reply | Callable[[Recorded], Reply]
@@ -68,6 +79,11 @@ def ok(resource: Any, status: int = 200) -> Reply:
 def slow(seconds: float, resource: Any) -> Reply:
     reply = ok(resource)
     return Reply(status=reply.status, body=reply.body, headers=reply.headers, delay=seconds)
+
+
+def trickle(resource: Any, interval: float) -> Reply:
+    reply = ok(resource)
+    return Reply(status=reply.status, body=reply.body, headers=reply.headers, trickle=interval)
 
 
 def status(code: int) -> Reply:
@@ -112,23 +128,36 @@ def searchset(
     return bundle
 
 
-def serve_chart(server: FhirServer, resources: Sequence[Mapping[str, Any]]) -> None:
+def serve_chart(
+    server: FhirServer, resources: Sequence[Mapping[str, Any]], include: bool = True
+) -> None:
     """Answer reads and simple searches over ``resources`` like a small FHIR server.
 
-    Supports ``Patient/{id}`` reads and ``{Type}?patient=&code=&status=&_count=&_sort=-date``
-    searches (``code`` as ``system|code`` lists), paging with absolute ``next`` links.
+    Supports ``{Type}/{id}`` reads and ``{Type}?patient=&code=&status=&_count=&_sort=-date``
+    searches (``code`` as ``system|code`` lists), paging with absolute ``next`` links, and
+    ``_include=...:medication`` (the Medications that orders on the page reference) unless
+    ``include`` is False, as on servers that ignore it.
     """
     by_type: dict[str, list[Mapping[str, Any]]] = {}
+    by_reference: dict[str, Mapping[str, Any]] = {}
     for resource in resources:
-        by_type.setdefault(str(resource.get("resourceType")), []).append(resource)
-        if resource.get("resourceType") == "Patient":
-            server.route(f"Patient/{resource['id']}", ok(resource))
+        resource_type = str(resource.get("resourceType"))
+        by_type.setdefault(resource_type, []).append(resource)
+        if "id" in resource:
+            by_reference[f"{resource_type}/{resource['id']}"] = resource
+            server.route(f"{resource_type}/{resource['id']}", ok(resource))
     for resource_type, items in by_type.items():
-        server.route(resource_type, _searcher(server, resource_type, items))
+        server.route(
+            resource_type,
+            _searcher(server, resource_type, items, by_reference if include else {}),
+        )
 
 
 def _searcher(
-    server: FhirServer, resource_type: str, items: Sequence[Mapping[str, Any]]
+    server: FhirServer,
+    resource_type: str,
+    items: Sequence[Mapping[str, Any]],
+    by_reference: Mapping[str, Mapping[str, Any]],
 ) -> Callable[[Recorded], Reply]:
     def search(request: Recorded) -> Reply:
         query = {k: v[0] for k, v in request.query.items()}
@@ -145,6 +174,12 @@ def _searcher(
             next_url = f"{server.base_url}/{resource_type}?" + urlencode(rest)
         bundle = searchset(page, next_url)
         bundle["total"] = len(found)
+        if query.get("_include", "").endswith(":medication"):
+            references = {(r.get("medicationReference") or {}).get("reference") for r in page}
+            bundle["entry"] += [
+                {"resource": dict(by_reference[ref]), "search": {"mode": "include"}}
+                for ref in sorted(r for r in references if r in by_reference)
+            ]
         return ok(bundle)
 
     return search
@@ -190,11 +225,14 @@ def closed_port_url() -> str:
 
 
 class FhirServer:
-    def __init__(self) -> None:
+    def __init__(self, keep_alive: bool = False) -> None:
         self.routes: dict[str, Behaviour] = {}
         self.requests: list[Recorded] = []
+        self.keep_alive = keep_alive
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._serials = itertools.count(1)
+        self._open: dict[int, socket.socket] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
@@ -216,6 +254,19 @@ class FhirServer:
     def requests_to(self, prefix: str) -> list[Recorded]:
         return [r for r in self.requests if r.path.startswith(f"{BASE_PATH}/{prefix}")]
 
+    @property
+    def open_connections(self) -> set[int]:
+        """Serial numbers of the connections still open."""
+        with self._lock:
+            return set(self._open)
+
+    def wait_until_closed(self, connections: set[int], timeout: float) -> set[int]:
+        """Those of ``connections`` still open once they are all closed or ``timeout`` passed."""
+        stop = time.monotonic() + timeout
+        while connections & self.open_connections and time.monotonic() < stop:
+            time.sleep(0.02)
+        return connections & self.open_connections
+
     def __enter__(self) -> FhirServer:
         self._thread.start()
         return self
@@ -224,6 +275,11 @@ class FhirServer:
         self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:
+            sockets = list(self._open.values())
+        for sock in sockets:  # idle keep-alive connections end their handler threads
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _reply_for(self, recorded: Recorded) -> Reply:
         path = urlsplit(recorded.path).path
@@ -240,24 +296,53 @@ class FhirServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if server.keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                self.serial = next(server._serials)
+                with server._lock:
+                    server._open[self.serial] = self.connection
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._open.pop(self.serial, None)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
             def do_GET(self) -> None:
-                recorded = Recorded("GET", self.path, dict(self.headers.items()))
+                recorded = Recorded("GET", self.path, dict(self.headers.items()), self.serial)
                 with server._lock:
                     server.requests.append(recorded)
                 reply = server._reply_for(recorded)
                 if reply.delay and server._stopping.wait(reply.delay):
+                    self.close_connection = True
                     return
+                keep_open = server.keep_alive and reply.declare_length
                 try:
                     self.send_response(reply.status)
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     if reply.declare_length:
                         self.send_header("Content-Length", str(len(reply.body)))
-                    self.send_header("Connection", "close")
+                    if not keep_open:
+                        self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if reply.trickle:
+                        self._trickle(reply)
+                    else:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    self.close_connection = True
+                self.close_connection = self.close_connection or not keep_open
+
+            def _trickle(self, reply: Reply) -> None:
+                for index in range(len(reply.body)):
+                    if server._stopping.wait(reply.trickle):
+                        self.close_connection = True
+                        return
+                    self.wfile.write(reply.body[index : index + 1])
+                    self.wfile.flush()
 
             def log_message(self, format: str, *args: Any) -> None:
                 del format, args

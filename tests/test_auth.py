@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from cds_hooks.app import create_app
 from cds_hooks.auth.issuers import configured_issuers, parse_issuers, sandbox_issuers
 from cds_hooks.auth.jwks import JwksCache, JwksPolicy
-from cds_hooks.auth.network import address_refusal
 from cds_hooks.auth.verifier import AuthError, TokenVerifier, VerifierPolicy
 from cds_hooks.config import ConfigError
+from cds_hooks.network import address_refusal
 from tests.fhir_server import FhirServer, Reply, ok
 from tests.security.tokens import ISSUER, Client, bearer
 

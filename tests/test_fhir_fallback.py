@@ -618,3 +618,51 @@ def test_app_never_contacts_a_server_off_the_allowlist(
     with_patient = hook_body(elsewhere.base_url, {"patient": PATIENT})
     assert client.post("/cds-services/baclofen-order-sign", json=with_patient).status_code == 200
     assert elsewhere.requests == []
+
+
+# Fetched answers are held to the same test as prefetched ones: a whole list or a gap.
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        {**searchset([LORAZEPAM]), "total": 4},
+        {"resourceType": "Bundle", "type": "searchset", "entry": {"resource": LORAZEPAM}},
+        {**searchset([LORAZEPAM]), "entry": [{"resource": LORAZEPAM}, {"fullUrl": "x"}]},
+        {
+            **searchset([LORAZEPAM]),
+            "link": [{"relation": "self", "url": "MedicationRequest?patient=someone-else"}],
+        },
+    ],
+    ids=["total-exceeds-entries", "entry-not-a-list", "unreadable-entry", "another-patient"],
+)
+def test_a_fetched_list_that_is_not_whole_is_a_gap(server: FhirServer, bundle: Any) -> None:
+    serve_ehr(server)
+    server.route("MedicationRequest", ok(bundle))
+    snapshot = snapshot_from(server)
+    assert snapshot.unavailable == {DataKind.MEDICATIONS}
+
+
+def test_a_total_spread_over_pages_is_a_whole_list(server: FhirServer) -> None:
+    serve_ehr(server)
+
+    def two_pages(request: Recorded) -> Reply:
+        if request.query.get("page") == ["2"]:
+            return ok({**searchset([medication(2)]), "total": 2})
+        first = searchset([medication(1)], f"{server.base_url}/MedicationRequest?page=2")
+        return ok({**first, "total": 2})
+
+    server.route("MedicationRequest", two_pages)
+    assert DataKind.MEDICATIONS not in snapshot_from(server).unavailable
+    prefetched = {**searchset([medication(1)], f"{server.base_url}/MedicationRequest?page=2")}
+    snapshot = snapshot_from(server, {"patient": PATIENT, "activeMedications": prefetched})
+    assert DataKind.MEDICATIONS not in snapshot.unavailable
+
+
+def test_a_prefetched_list_that_is_not_whole_is_fetched_again(server: FhirServer) -> None:
+    serve_ehr(server)
+    short = {**searchset([]), "total": 1}
+    snapshot = snapshot_from(server, {"patient": PATIENT, "activeMedications": short})
+    assert server.requests_to("MedicationRequest")
+    assert [m.reference for m in snapshot.medications] == ["MedicationRequest/lzp-1"]
+    assert snapshot.unavailable == frozenset()

@@ -21,7 +21,6 @@ from flask import Flask, Response, current_app, g, request
 from cds_hooks import metrics
 from cds_hooks.auth.issuers import Issuer, configured_issuers, sandbox_issuers
 from cds_hooks.auth.jwks import JwksCache, JwksPolicy
-from cds_hooks.auth.network import address_refusal, is_loopback_host
 from cds_hooks.auth.verifier import AuthError, Identity, TokenVerifier, VerifierPolicy
 from cds_hooks.config import Settings
 from cds_hooks.errors import outcome_response
@@ -31,10 +30,8 @@ __all__ = [
     "Identity",
     "Issuer",
     "TokenVerifier",
-    "address_refusal",
     "current_identity",
     "init_auth",
-    "is_loopback_host",
 ]
 
 log = logging.getLogger(__name__)

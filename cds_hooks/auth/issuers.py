@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from joserfc.jwk import KeySet
 
-from cds_hooks.auth.network import is_loopback_host
 from cds_hooks.config import ConfigError
+from cds_hooks.network import is_loopback_host
 
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"

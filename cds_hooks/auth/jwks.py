@@ -21,7 +21,7 @@ import requests
 from joserfc.jwk import KeySet
 
 from cds_hooks.auth.issuers import signing_keys
-from cds_hooks.auth.network import address_refusal, is_loopback_host
+from cds_hooks.network import address_refusal, is_loopback_host
 
 log = logging.getLogger(__name__)
 
