@@ -11,7 +11,6 @@ worker by megabytes a request until it is killed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
@@ -46,27 +45,37 @@ def memo_key(value: Any) -> bytes | None:
 
 
 def concept_memo(function: Callable[..., _R]) -> Callable[..., _R]:
-    """``function`` of concepts (and an optional product) memoised while their text is short.
+    """``function`` of a concept (and an optional product), memoised.
 
     The same few hundred drug and condition concepts recur across patients, so answers are
-    remembered; a concept whose codes and names together run over ``MAX_KEY_BYTES`` is
-    answered afresh every time, as ``memo_key`` refuses long JSON.
+    remembered: up to ``MEMO_SIZE`` of them (all forgotten at once when full, which a
+    deployment's few hundred drugs never reach), and none whose codes and names run over
+    ``MAX_KEY_BYTES``, as ``memo_key`` refuses long JSON. A remembered answer costs one
+    dictionary lookup; size is weighed only for a new one.
     """
-    cached = lru_cache(maxsize=MEMO_SIZE)(function)
+    remembered: dict[tuple[Any, ...], _R] = {}
 
     def lookup(*args: Any) -> _R:
-        if sum(_size(arg) for arg in args) > MAX_KEY_BYTES:
-            return function(*args)
-        return cached(*args)
+        try:
+            return remembered[args]
+        except KeyError:
+            pass
+        answer = function(*args)
+        if sum(_size(arg) for arg in args) <= MAX_KEY_BYTES:
+            if len(remembered) >= MEMO_SIZE:
+                remembered.clear()
+            remembered[args] = answer
+        return answer
 
     return lookup
 
 
 def _size(value: Any) -> int:
     if isinstance(value, Concept):
-        return len(value.text or "") + sum(
-            len(c.system or "") + len(c.code or "") + len(c.display or "") for c in value.codings
-        )
+        size = len(value.text) if value.text else 0
+        for coding in value.codings:
+            size += len(coding.system or "") + len(coding.code or "") + len(coding.display or "")
+        return size
     if isinstance(value, MedicationProduct):
         return _size(value.code) + _size(value.form)
     return 0

@@ -20,14 +20,20 @@ JSON_OBJECT = dict | Mapping
 
 
 def get(node: Any, key: str) -> Any:
-    """An element of a JSON object; None when absent or when ``node`` is not an object."""
+    """An element of a JSON object; None when absent or when ``node`` is not an object.
+
+    Parsed JSON is dicts, and an absent element None: both are answered before the general
+    ``Mapping`` check, whose ABC machinery costs more than the lookup it guards.
+    """
     if type(node) is dict:
         return node.get(key)
+    if node is None:
+        return None
     return node.get(key) if isinstance(node, Mapping) else None
 
 
 def is_node(value: Any) -> bool:
-    return type(value) is dict or isinstance(value, Mapping)
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
 def reference_parts(reference: str) -> tuple[str, str] | None:
@@ -78,7 +84,7 @@ class Reader:
                 self.problem(f"{path}{key}[{index}] is not an object")
 
     def text(self, node: Any, key: str, path: str) -> str | None:
-        value = get(node, key)
+        value = node.get(key) if type(node) is dict else get(node, key)
         if type(value) is str:
             return value or None
         return self._not_text(value, path, key)
@@ -132,14 +138,14 @@ class Reader:
         return self.text(node, key, path)
 
     def concept(self, node: Any, key: str, path: str) -> Concept | None:
-        value = get(node, key)
+        value = node.get(key) if type(node) is dict else get(node, key)
         return None if value is None else self.concept_of(value, path, key)
 
     def concept_of(self, value: Any, path: str, key: str = "") -> Concept | None:
         """A CodeableConcept already taken from its node (``path`` + ``key`` name it)."""
         if value is None:
             return None
-        if not is_node(value):
+        if type(value) is not dict and not is_node(value):
             if isinstance(value, str):
                 self.problem(f"{path}{key} is text, not a CodeableConcept")
                 return Concept(text=value) if value else None
@@ -150,10 +156,23 @@ class Reader:
                 self.problem(f"{path}{key} is not a CodeableConcept")
                 return None
         codings: list[Coding] = []
-        for coding_path, item in self.items(value, "coding", f"{path}{key}."):
-            coding = self.coding(item, coding_path)
-            if coding is not None:
-                codings.append(coding)
+        found = value.get("coding")
+        if type(found) is list:  # the usual shape, read without building element paths
+            for index, item in enumerate(found):
+                if type(item) is dict or is_node(item):
+                    coding = self.coding(item, f"{path}{key}.", index)
+                elif item is None:
+                    continue
+                else:
+                    self.problem(f"{path}{key}.coding[{index}] is not an object")
+                    continue
+                if coding is not None:
+                    codings.append(coding)
+        elif found is not None:
+            for coding_path, item in self.items(value, "coding", f"{path}{key}."):
+                coding = self.coding(item, coding_path)
+                if coding is not None:
+                    codings.append(coding)
         text = value.get("text")
         if type(text) is not str:
             text = self._not_text(text, f"{path}{key}.", "text")
@@ -161,15 +180,19 @@ class Reader:
             return None
         return Concept(codings=tuple(codings), text=text or None)
 
-    def coding(self, node: Mapping[str, Any], path: str) -> Coding | None:
-        """One Coding (``path`` names it, as ``items`` yields it)."""
+    def coding(self, node: Mapping[str, Any], path: str, index: int = -1) -> Coding | None:
+        """One Coding: ``path`` names it, or with ``index`` names the concept whose
+        ``coding[index]`` it is (formatted only when an element is not a string)."""
         system, code, display = node.get("system"), node.get("code"), node.get("display")
-        if not (type(system) is str or system is None):
-            system = self.text(node, "system", f"{path}.")
-        if not (type(code) is str or code is None):
-            code = self.code(node, "code", f"{path}.")
-        if not (type(display) is str or display is None):
-            display = self.text(node, "display", f"{path}.")
+        if not (
+            (type(system) is str or system is None)
+            and (type(code) is str or code is None)
+            and (type(display) is str or display is None)
+        ):
+            where = f"{path}coding[{index}]." if index >= 0 else f"{path}."
+            system = self.text(node, "system", where)
+            code = self.code(node, "code", where)
+            display = self.text(node, "display", where)
         if not (system or code or display):
             return None
         return Coding(system=system or None, code=code or None, display=display or None)

@@ -14,12 +14,12 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import cache, lru_cache
+from functools import cache
 from types import MappingProxyType
 from typing import Any
 
 from cds_hooks.knowledge import read_data
-from cds_hooks.memo import MAX_KEY_BYTES, MEMO_SIZE
+from cds_hooks.memo import concept_memo
 from cds_hooks.model import RXNORM, Concept, MedicationProduct, Ratio
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -551,7 +551,8 @@ class MedicationTriage:
 
 def triage_medication(drug: Concept | None) -> MedicationTriage:
     """Cheap enough for every entry of a long medication list: set lookups of its codes,
-    then of the word n-grams of its names.
+    then of the word n-grams of its names, memoised per concept (the same drugs recur
+    across patients, and their names are the costly part: tokens, n-grams, a regex).
 
     A known code proves interest, but an unknown code does not disprove it (the class lists
     hold ingredient codes, not every clinical drug), so only names can rule a drug out; one
@@ -561,11 +562,13 @@ def triage_medication(drug: Concept | None) -> MedicationTriage:
     """
     if drug is None:
         return MedicationTriage(of_interest=True, could_be_baclofen=True)
+    return _triage(drug)
+
+
+def _triage_concept(drug: Concept) -> MedicationTriage:
     codes = tuple(coding.code for coding in drug.codings if coding.code)
     texts = tuple(text for text in _concept_texts(drug) if text.strip())
-    if sum(map(len, texts)) > MAX_KEY_BYTES:
-        return _judge(codes, texts)
-    return _triage(codes, texts)
+    return _judge(codes, texts)
 
 
 def _judge(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
@@ -587,9 +590,7 @@ def _judge(codes: tuple[str, ...], texts: tuple[str, ...]) -> MedicationTriage:
     return MedicationTriage(of_interest=of_interest, could_be_baclofen=baclofen)
 
 
-_triage = lru_cache(maxsize=MEMO_SIZE)(_judge)
-"""``_judge`` memoised: the same drugs recur across patients, and their names are the
-costly part (tokens, n-grams, a regex)."""
+_triage = concept_memo(_triage_concept)
 
 
 @cache
