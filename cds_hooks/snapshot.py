@@ -118,11 +118,14 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     patient = _prefetched_patient(prefetched, request.patient_id, version)
 
     results: dict[DataKind, FetchResult] = {}
-    base = _usable_server(request, settings)
-    if base is not None:
+    if request.fhir_server:
+        base = request.fhir_server
         jobs = _fetch_jobs(prefetched, base, request.patient_id, version, patient is None)
-        auth = request.fhir_authorization
-        results = fetch(base, auth.access_token if auth else None, jobs, settings)
+        # The server is vetted only when something must be fetched: a complete prefetch
+        # naming a server we may not call is the usual case, not worth a warning.
+        if jobs and _usable_server(base, settings):
+            auth = request.fhir_authorization
+            results = fetch(base, auth.access_token if auth else None, jobs, settings)
 
     if patient is None:
         patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id, version)
@@ -210,18 +213,14 @@ def _fhir_version(request: HookRequest) -> FhirVersion | None:
     return None
 
 
-def _usable_server(request: HookRequest, settings: Settings) -> str | None:
-    if not request.fhir_server:
-        return None
-    reason = check_fhir_server(request.fhir_server, settings)
+def _usable_server(base: str, settings: Settings) -> bool:
+    reason = check_fhir_server(base, settings)
     if reason is not None:
         log.warning(
-            "fhirServer not used: %s",
-            reason,
-            extra={"host": host_of(request.fhir_server), "reason": reason},
+            "fhirServer not used: %s", reason, extra={"host": host_of(base), "reason": reason}
         )
-        return None
-    return request.fhir_server
+        return False
+    return True
 
 
 def _prefetched_patient(
