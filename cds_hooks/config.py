@@ -18,6 +18,9 @@ from flask import Config
 
 ENVIRONMENTS = ("development", "production")
 AUTH_MODES = ("enforce", "sandbox", "off")
+PUBLIC_SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+LOCAL_SANDBOX_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
+"""The CDS Hooks sandbox run from its source (``npm run dev`` serves it on port 8080)."""
 
 
 class ConfigError(RuntimeError):
@@ -29,11 +32,8 @@ class DefaultConfig:
     DATABASE_URL: str | None = None
     PUBLIC_BASE_URL: str | None = None
     MAX_BODY_BYTES = 2 * 1024 * 1024
-    CORS_ORIGINS: tuple[str, ...] | list[str] | str = (
-        "https://sandbox.cds-hooks.org",
-        "http://localhost:8080",
-        "http://127.0.0.1:8080",
-    )
+    # None: LOCAL_SANDBOX_ORIGINS, plus the public sandbox in sandbox auth mode.
+    CORS_ORIGINS: tuple[str, ...] | list[str] | str | None = None
     FHIR_ALLOWLIST: tuple[str, ...] | list[str] | str = ()
     FHIR_CONNECT_TIMEOUT = 1.0
     FHIR_TOTAL_TIMEOUT = 3.0
@@ -70,6 +70,16 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def _cors_origins(configured: Any, auth_mode: str) -> tuple[str, ...]:
+    """The configured origins, or the default: a local sandbox, and the public sandbox
+    only in sandbox mode, the one mode that accepts the tokens it sends; in any other mode
+    granting it would only let a public web page read the answers."""
+    if configured is not None:
+        return _as_tuple(configured)
+    public = (PUBLIC_SANDBOX_ORIGIN,) if auth_mode == "sandbox" else ()
+    return public + LOCAL_SANDBOX_ORIGINS
 
 
 def _positive(name: str, value: Any, kind: type) -> Any:
@@ -146,7 +156,7 @@ class Settings:
             database_url=str(database_url),
             public_base_url=public_base_url,
             max_body_bytes=_positive("MAX_BODY_BYTES", config.get("MAX_BODY_BYTES"), int),
-            cors_origins=_as_tuple(config.get("CORS_ORIGINS")),
+            cors_origins=_cors_origins(config.get("CORS_ORIGINS"), auth_mode),
             fhir_allowlist=tuple(e.rstrip("/") for e in allowlist),
             fhir_connect_timeout=_positive(
                 "FHIR_CONNECT_TIMEOUT", config.get("FHIR_CONNECT_TIMEOUT"), float
