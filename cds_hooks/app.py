@@ -34,7 +34,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
         app.config.from_object(config)
 
     settings = Settings.from_mapping(app.config, app.instance_path)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)

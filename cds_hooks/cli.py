@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,14 @@ def _worker_app() -> Any:
     from cds_hooks.app import create_app
     from cds_hooks.knowledge.drugs import medication_of_interest
 
-    app = create_app()
+    # The master built this app once before forking (``_serve``) and logged what that
+    # says: the migration and the auth-mode warnings. Each worker would repeat them; its
+    # errors still show.
+    logging.disable(logging.WARNING)
+    try:
+        app = create_app()
+    finally:
+        logging.disable(logging.NOTSET)
     fhir.warm_up()
     medication_of_interest({"resourceType": "MedicationRequest"})
     # What is built by now (models, validators, knowledge: ~126k objects) lives as long

@@ -18,6 +18,7 @@ from flask import Config
 
 ENVIRONMENTS = ("development", "production")
 AUTH_MODES = ("enforce", "sandbox", "off")
+LOG_FORMATS = ("json", "text")
 PUBLIC_SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 LOCAL_SANDBOX_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
 """The CDS Hooks sandbox run from its source (``npm run dev`` serves it on port 8080)."""
@@ -43,6 +44,7 @@ class DefaultConfig:
     MAX_CARDS = 6
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
+    LOG_FORMAT = "json"
     # Caller authentication (docs/trust.md). AUTH_MODE unset: "off" in development,
     # "enforce" otherwise. TRUSTED_ISSUERS: JSON list; TRUSTED_ISSUERS_FILE: JSON/TOML.
     AUTH_MODE: str | None = None
@@ -110,6 +112,7 @@ class Settings:
     max_cards: int
     policy_file: str | None
     log_level: str
+    log_format: str = "json"
     auth_mode: str = "enforce"
     auth_clock_skew: int = 60
     auth_max_token_lifetime: int = 3600
@@ -149,6 +152,10 @@ class Settings:
         if auth_mode not in AUTH_MODES:
             choices = ", ".join(AUTH_MODES)
             raise ConfigError(f"CDS_AUTH_MODE must be one of {choices}, got {auth_mode!r}")
+        log_format = str(config.get("LOG_FORMAT") or "json").lower()
+        if log_format not in LOG_FORMATS:
+            choices = ", ".join(LOG_FORMATS)
+            raise ConfigError(f"CDS_LOG_FORMAT must be one of {choices}, got {log_format!r}")
         if auth_mode == "off" and env != "development":
             raise ConfigError("CDS_AUTH_MODE=off is only allowed with CDS_ENV=development")
         return cls(
@@ -174,6 +181,7 @@ class Settings:
             max_cards=_positive("MAX_CARDS", config.get("MAX_CARDS"), int),
             policy_file=config.get("POLICY_FILE") or None,
             log_level=str(config.get("LOG_LEVEL", "INFO")).upper(),
+            log_format=log_format,
             auth_mode=auth_mode,
             auth_clock_skew=_positive("AUTH_CLOCK_SKEW", config.get("AUTH_CLOCK_SKEW", 60), int),
             auth_max_token_lifetime=_positive(
