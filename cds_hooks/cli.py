@@ -92,14 +92,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     knowledge = load_knowledge(settings.policy_file)
     today = date.fromisoformat(args.today) if args.today else date.today()
     try:
-        result: Any = evaluate_hook(service, body, settings, knowledge, today).response
-        status = 0
+        evaluation = evaluate_hook(service, body, settings, knowledge, today)
     except CdsError as error:
-        result = operation_outcome(error.message, error.issue_code, error.expression)
-        status = 1
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return status
+        if args.format == "text":
+            print(f"The request was refused: {error.message}")
+        else:
+            outcome = operation_outcome(error.message, error.issue_code, error.expression)
+            print(json.dumps(outcome, indent=2))
+        return 1
+    if args.format == "text":
+        from cds_hooks.reports import evaluation_text
+
+        sys.stdout.write(evaluation_text(evaluation))
+    else:
+        print(json.dumps(evaluation.response, indent=2))
+    return 0
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -149,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "request", help="a hook request (JSON), or a captured exchange with 'body'"
     )
     evaluate.add_argument("--today", help="evaluate as of this date (YYYY-MM-DD)")
+    evaluate.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json: the CDS Hooks response (default); text: each card's indicator, summary, "
+        "data used and suggestions, for reading",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     rules = commands.add_parser("rules", help="print the effective rule table (Markdown)")

@@ -13,10 +13,11 @@ from tests.cds_checks import assert_operation_outcome
 REQUESTS = Path(__file__).parent / "data" / "requests"
 
 
-def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {
         "CDS_ENV": "development",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        **environ,
     }
     return subprocess.run(
         [sys.executable, "-m", "cds_hooks.cli", *args],
@@ -37,6 +38,51 @@ def test_evaluate_prints_the_cds_hooks_response_for_a_captured_request(tmp_path:
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert isinstance(response["cards"], list)
+
+
+def test_evaluate_text_shows_each_card_with_its_data_and_suggestions(tmp_path: Path) -> None:
+    """What a pharmacist reads: the JSON response's cards, in order, without the JSON."""
+    request = str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json")
+    cards = json.loads(run_cli("evaluate", request, tmp_path=tmp_path).stdout)["cards"]
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith(f"{len(cards)} card(s), most severe first:\n")
+    headings = [line for line in text.splitlines() if line[:1].isdigit() and ". " in line]
+    assert headings == [
+        f"{n}. {card['indicator'].upper()}: {card['summary']}" for n, card in enumerate(cards, 1)
+    ]
+    renal = text.split("\n\n")[2]  # the kidney card: old eGFR, a creatinine order and a dose
+    assert "   topic: Kidney function unknown (rules R4f)" in renal
+    assert "   data used:\n   - Age 85 years\n" in renal
+    assert "   - Older result not used: eGFR 28 mL/min/1.73 m² (2025-01-15)" in renal
+    assert "   suggestions:\n   - Order serum creatinine (recommended)\n" in renal
+    assert "   - Change to 2 tablets (20 mg) once a day = 20 mg/day" in renal
+
+
+def test_evaluate_text_names_the_findings_beyond_the_card_limit(tmp_path: Path) -> None:
+    request = str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json")
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path, CDS_MAX_CARDS="3")
+    assert result.stdout.startswith("3 card(s)")
+    assert result.stdout.endswith(
+        "\nNot shown (more than CDS_MAX_CARDS cards): Baclofen maximum daily dose, "
+        "Baclofen titration\n"
+    )
+
+
+def test_evaluate_text_says_when_there_is_nothing_to_show(tmp_path: Path) -> None:
+    request = str(REQUESTS / "sandbox-order-select-no-medication-yet.json")
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == "No cards: no baclofen order under review, or nothing to flag.\n"
+
+
+def test_evaluate_text_states_why_a_request_is_refused(tmp_path: Path) -> None:
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps({"hook": "order-sign", "context": {}}))
+    result = run_cli("evaluate", str(request_file), "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("The request was refused: ")
 
 
 def test_evaluate_accepts_a_bare_hook_request(tmp_path: Path) -> None:
