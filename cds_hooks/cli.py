@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -121,23 +121,46 @@ def _rules(args: argparse.Namespace) -> int:
 def _feedback(args: argparse.Namespace) -> int:
     """Override and acceptance counts for pharmacists reviewing how cards are received."""
     from cds_hooks.config import settings_from_environment
+    from cds_hooks.reports import feedback_csv, feedback_text
     from cds_hooks.store import Store, create_store_engine
 
-    del args
     store = Store(create_store_engine(settings_from_environment().database_url))
-    store.migrate()
-    rows = store.feedback_summary()
-    print("| service | card topic | outcome | override reason | count |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        reason = f"{row.reason_system}#{row.reason_code}" if row.reason_code else "—"
-        topic = row.card_topic or "unknown"
-        print(f"| {row.service_id} | {topic} | {row.outcome} | {reason} | {row.count} |")
-    store.dispose()
+    try:
+        store.migrate()
+        counts = store.feedback_summary(since=args.since, service_id=args.service)
+    finally:
+        store.dispose()
+    if args.format == "csv":
+        sys.stdout.write(feedback_csv(counts))
+    elif counts:
+        sys.stdout.write(feedback_text(counts))
+    if not counts:
+        filters = (f" since {args.since.isoformat()}" if args.since else "") + (
+            f" for {args.service}" if args.service else ""
+        )
+        # Under csv, stdout keeps just the header (a valid empty table) for scripts.
+        print(f"no feedback yet{filters}", file=sys.stderr if args.format == "csv" else sys.stdout)
     return 0
 
 
+def _moment(value: str) -> datetime:
+    """``--since``: a date (midnight UTC) or an RFC 3339 date-time with its offset."""
+    from cds_hooks.feedback import parse_rfc3339
+
+    moment = parse_rfc3339(value)
+    if moment is not None:
+        return moment
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected a date (2026-11-01) or a date-time with offset (2026-11-01T08:00:00Z)"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cds_hooks.discovery import SERVICES
+
     parser = argparse.ArgumentParser(prog="baclofen-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -171,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback = commands.add_parser(
         "feedback", help="print feedback counts by service, outcome and override reason"
+    )
+    feedback.add_argument(
+        "--since",
+        type=_moment,
+        help="only feedback whose outcome came at or after this date (UTC) or date-time",
+    )
+    feedback.add_argument(
+        "--service", choices=[s.id for s in SERVICES], help="only this service's feedback"
+    )
+    feedback.add_argument(
+        "--format",
+        choices=("text", "csv"),
+        default="text",
+        help="text: a table with topics and reasons by name (default); csv: codes and names",
     )
     feedback.set_defaults(handler=_feedback)
     return parser
