@@ -111,10 +111,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _rules(args: argparse.Namespace) -> int:
     from cds_hooks.knowledge import load_knowledge
-    from cds_hooks.knowledge.table import rule_table_markdown
+    from cds_hooks.knowledge.table import rule_table_csv, rule_table_markdown
 
     policy = args.policy if args.policy is not None else os.environ.get("CDS_POLICY_FILE")
-    sys.stdout.write(rule_table_markdown(load_knowledge(policy or None)))
+    table = rule_table_csv if args.format == "csv" else rule_table_markdown
+    sys.stdout.write(table(load_knowledge(policy or None)))
     return 0
 
 
@@ -188,8 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_evaluate)
 
-    rules = commands.add_parser("rules", help="print the effective rule table (Markdown)")
+    rules = commands.add_parser("rules", help="print the effective rule table")
     rules.add_argument("--policy", help="institution policy file (default CDS_POLICY_FILE)")
+    rules.add_argument(
+        "--format",
+        choices=("markdown", "csv"),
+        default="markdown",
+        help="markdown: the table, threshold notes and sources (default); csv: one row per rule",
+    )
     rules.set_defaults(handler=_rules)
 
     feedback = commands.add_parser(
