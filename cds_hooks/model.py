@@ -169,6 +169,8 @@ class Patient:
     id: str
     birth_date: date | None = None
     gender: str | None = None
+    deceased: date | bool = False
+    """``deceased[x]``: False when not marked; the day of death, or True when no day is known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class Topic(StrEnum):
     DUPLICATE_THERAPY = "duplicate-therapy"
     DOSE_UNKNOWN = "dose-unknown"
     CONDITION_CAUTION = "condition-caution"
+    DECEASED = "deceased"
 
 
 class Action(StrEnum):

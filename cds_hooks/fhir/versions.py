@@ -74,7 +74,9 @@ _KEY_OPTIONS = (
 """Anything but plain JSON types makes ``orjson.dumps`` raise, so such input is not memoised."""
 
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
-    "Patient": frozenset({"resourceType", "id", "birthDate", "gender"}),
+    "Patient": frozenset(
+        {"resourceType", "id", "birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}
+    ),
     "Observation": frozenset(
         {
             "resourceType",
