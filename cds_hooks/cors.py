@@ -4,7 +4,8 @@ A browser refuses the service's answer when the response carries no
 ``Access-Control-Allow-Origin`` for the page's origin, yet the service has answered 200:
 its own log looks healthy while the sandbox shows "All clear!". So each refused origin
 is logged once (again after an hour), naming ``CDS_CORS_ORIGINS``; the number of origins
-logged per hour is capped, since any page can send any ``Origin``.
+logged per hour is capped, since any page can send any ``Origin``. Each worker process
+keeps its own account, so with several workers the line may come once from each.
 """
 
 from __future__ import annotations
