@@ -21,10 +21,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 # `make run`: development with caller authentication OFF (a loud warning says so), so curl
 # works. `make run AUTH=sandbox`: accept tokens from the public CDS Hooks sandbox only.
-# `make run AUTH=enforce` needs CDS_TRUSTED_ISSUERS (docs/trust.md).
+# `make run AUTH=enforce` needs CDS_TRUSTED_ISSUERS (docs/trust.md). Logs are plain text for
+# the terminal; `make run LOG_FORMAT=json` shows the JSON lines a deployment writes.
 AUTH ?= off
+LOG_FORMAT ?= text
 run: $(VENV)/.installed
-	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) $(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
+	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) CDS_LOG_FORMAT=$(LOG_FORMAT) \
+		$(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 
 # PostgreSQL server binaries for the @pytest.mark.postgres tests (the tests start their own
 # throw-away server). Installed with apt-get when running as root; otherwise those tests

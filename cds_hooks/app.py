@@ -7,18 +7,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask
-from flask_cors import CORS
 
 from cds_hooks import api, feedback_api, health, metrics
 from cds_hooks.auth import init_auth
 from cds_hooks.config import DefaultConfig, Settings
+from cds_hooks.cors import init_cors
 from cds_hooks.errors import register_error_handlers
 from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
 from cds_hooks.store import init_store
-
-CORS_HEADERS = ["Authorization", "Content-Type", "Accept"]
 
 
 def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
@@ -36,7 +34,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
         app.config.from_object(config)
 
     settings = Settings.from_mapping(app.config, app.instance_path)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = OrjsonProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -46,17 +44,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["baclofen_knowledge"] = load_knowledge(settings.policy_file)
     app.extensions["baclofen_ready_checks"] = ready_checks
 
-    # always_send=False: a call without an Origin header (an EHR's server, not a browser)
-    # gets no CORS headers. flask-cors would otherwise grant it the allowlist's first
-    # origin, the local development one included, on every response.
-    CORS(
-        app,
-        origins=list(settings.cors_origins),
-        allow_headers=CORS_HEADERS,
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=600,
-        always_send=False,
-    )
+    init_cors(app, settings)
     register_error_handlers(app)
     init_request_logging(app)
     metrics.init_app(app)

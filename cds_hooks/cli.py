@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,14 @@ def _worker_app() -> Any:
     from cds_hooks.knowledge.drugs import triage_medication
     from cds_hooks.model import Concept
 
-    app = create_app()
+    # The master built this app once before forking (``_serve``) and logged what that
+    # says: the migration and the auth-mode warnings. Each worker would repeat them; its
+    # errors still show.
+    logging.disable(logging.WARNING)
+    try:
+        app = create_app()
+    finally:
+        logging.disable(logging.NOTSET)
     fhir.warm_up()
     triage_medication(Concept(text="warm-up"))
     # What is built by now (models, validators, knowledge: ~126k objects) lives as long
@@ -85,45 +93,76 @@ def _evaluate(args: argparse.Namespace) -> int:
     knowledge = load_knowledge(settings.policy_file)
     today = date.fromisoformat(args.today) if args.today else date.today()
     try:
-        result: Any = evaluate_hook(service, body, settings, knowledge, today).response
-        status = 0
+        evaluation = evaluate_hook(service, body, settings, knowledge, today)
     except CdsError as error:
-        result = operation_outcome(error.message, error.issue_code, error.expression)
-        status = 1
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return status
+        if args.format == "text":
+            print(f"The request was refused: {error.message}")
+        else:
+            outcome = operation_outcome(error.message, error.issue_code, error.expression)
+            print(json.dumps(outcome, indent=2))
+        return 1
+    if args.format == "text":
+        from cds_hooks.reports import evaluation_text
+
+        sys.stdout.write(evaluation_text(evaluation))
+    else:
+        print(json.dumps(evaluation.response, indent=2))
+    return 0
 
 
 def _rules(args: argparse.Namespace) -> int:
     from cds_hooks.knowledge import load_knowledge
-    from cds_hooks.knowledge.table import rule_table_markdown
+    from cds_hooks.knowledge.table import rule_table_csv, rule_table_markdown
 
     policy = args.policy if args.policy is not None else os.environ.get("CDS_POLICY_FILE")
-    sys.stdout.write(rule_table_markdown(load_knowledge(policy or None)))
+    table = rule_table_csv if args.format == "csv" else rule_table_markdown
+    sys.stdout.write(table(load_knowledge(policy or None)))
     return 0
 
 
 def _feedback(args: argparse.Namespace) -> int:
     """Override and acceptance counts for pharmacists reviewing how cards are received."""
     from cds_hooks.config import settings_from_environment
+    from cds_hooks.reports import feedback_csv, feedback_text
     from cds_hooks.store import Store, create_store_engine
 
-    del args
     store = Store(create_store_engine(settings_from_environment().database_url))
-    store.migrate()
-    rows = store.feedback_summary()
-    print("| service | card topic | outcome | override reason | count |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        reason = f"{row.reason_system}#{row.reason_code}" if row.reason_code else "—"
-        topic = row.card_topic or "unknown"
-        print(f"| {row.service_id} | {topic} | {row.outcome} | {reason} | {row.count} |")
-    store.dispose()
+    try:
+        store.migrate()
+        counts = store.feedback_summary(since=args.since, service_id=args.service)
+    finally:
+        store.dispose()
+    if args.format == "csv":
+        sys.stdout.write(feedback_csv(counts))
+    elif counts:
+        sys.stdout.write(feedback_text(counts))
+    if not counts:
+        filters = (f" since {args.since.isoformat()}" if args.since else "") + (
+            f" for {args.service}" if args.service else ""
+        )
+        # Under csv, stdout keeps just the header (a valid empty table) for scripts.
+        print(f"no feedback yet{filters}", file=sys.stderr if args.format == "csv" else sys.stdout)
     return 0
 
 
+def _moment(value: str) -> datetime:
+    """``--since``: a date (midnight UTC) or an RFC 3339 date-time with its offset."""
+    from cds_hooks.feedback import parse_rfc3339
+
+    moment = parse_rfc3339(value)
+    if moment is not None:
+        return moment
+    try:
+        return datetime.combine(date.fromisoformat(value), time(), UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected a date (2026-11-01) or a date-time with offset (2026-11-01T08:00:00Z)"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cds_hooks.discovery import SERVICES
+
     parser = argparse.ArgumentParser(prog="baclofen-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -142,14 +181,41 @@ def build_parser() -> argparse.ArgumentParser:
         "request", help="a hook request (JSON), or a captured exchange with 'body'"
     )
     evaluate.add_argument("--today", help="evaluate as of this date (YYYY-MM-DD)")
+    evaluate.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json: the CDS Hooks response (default); text: each card's indicator, summary, "
+        "data used and suggestions, for reading",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
-    rules = commands.add_parser("rules", help="print the effective rule table (Markdown)")
+    rules = commands.add_parser("rules", help="print the effective rule table")
     rules.add_argument("--policy", help="institution policy file (default CDS_POLICY_FILE)")
+    rules.add_argument(
+        "--format",
+        choices=("markdown", "csv"),
+        default="markdown",
+        help="markdown: the table, threshold notes and sources (default); csv: one row per rule",
+    )
     rules.set_defaults(handler=_rules)
 
     feedback = commands.add_parser(
         "feedback", help="print feedback counts by service, outcome and override reason"
+    )
+    feedback.add_argument(
+        "--since",
+        type=_moment,
+        help="only feedback whose outcome came at or after this date (UTC) or date-time",
+    )
+    feedback.add_argument(
+        "--service", choices=[s.id for s in SERVICES], help="only this service's feedback"
+    )
+    feedback.add_argument(
+        "--format",
+        choices=("text", "csv"),
+        default="text",
+        help="text: a table with topics and reasons by name (default); csv: codes and names",
     )
     feedback.set_defaults(handler=_feedback)
     return parser

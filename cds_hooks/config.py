@@ -18,6 +18,10 @@ from flask import Config
 
 ENVIRONMENTS = ("development", "production")
 AUTH_MODES = ("enforce", "sandbox", "off")
+LOG_FORMATS = ("json", "text")
+PUBLIC_SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+LOCAL_SANDBOX_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
+"""The CDS Hooks sandbox run from its source (``npm run dev`` serves it on port 8080)."""
 
 
 class ConfigError(RuntimeError):
@@ -29,11 +33,8 @@ class DefaultConfig:
     DATABASE_URL: str | None = None
     PUBLIC_BASE_URL: str | None = None
     MAX_BODY_BYTES = 2 * 1024 * 1024
-    CORS_ORIGINS: tuple[str, ...] | list[str] | str = (
-        "https://sandbox.cds-hooks.org",
-        "http://localhost:8080",
-        "http://127.0.0.1:8080",
-    )
+    # None: LOCAL_SANDBOX_ORIGINS, plus the public sandbox in sandbox auth mode.
+    CORS_ORIGINS: tuple[str, ...] | list[str] | str | None = None
     FHIR_ALLOWLIST: tuple[str, ...] | list[str] | str = ()
     FHIR_CONNECT_TIMEOUT = 1.0
     FHIR_TOTAL_TIMEOUT = 3.0
@@ -43,6 +44,7 @@ class DefaultConfig:
     MAX_CARDS = 6
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
+    LOG_FORMAT = "json"
     # Caller authentication (docs/trust.md). AUTH_MODE unset: "off" in development,
     # "enforce" otherwise. TRUSTED_ISSUERS: JSON list; TRUSTED_ISSUERS_FILE: JSON/TOML.
     AUTH_MODE: str | None = None
@@ -70,6 +72,16 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def _cors_origins(configured: Any, auth_mode: str) -> tuple[str, ...]:
+    """The configured origins, or the default: a local sandbox, and the public sandbox
+    only in sandbox mode, the one mode that accepts the tokens it sends; in any other mode
+    granting it would only let a public web page read the answers."""
+    if configured is not None:
+        return _as_tuple(configured)
+    public = (PUBLIC_SANDBOX_ORIGIN,) if auth_mode == "sandbox" else ()
+    return public + LOCAL_SANDBOX_ORIGINS
 
 
 def _positive(name: str, value: Any, kind: type) -> Any:
@@ -100,6 +112,7 @@ class Settings:
     max_cards: int
     policy_file: str | None
     log_level: str
+    log_format: str = "json"
     auth_mode: str = "enforce"
     auth_clock_skew: int = 60
     auth_max_token_lifetime: int = 3600
@@ -139,6 +152,10 @@ class Settings:
         if auth_mode not in AUTH_MODES:
             choices = ", ".join(AUTH_MODES)
             raise ConfigError(f"CDS_AUTH_MODE must be one of {choices}, got {auth_mode!r}")
+        log_format = str(config.get("LOG_FORMAT") or "json").lower()
+        if log_format not in LOG_FORMATS:
+            choices = ", ".join(LOG_FORMATS)
+            raise ConfigError(f"CDS_LOG_FORMAT must be one of {choices}, got {log_format!r}")
         if auth_mode == "off" and env != "development":
             raise ConfigError("CDS_AUTH_MODE=off is only allowed with CDS_ENV=development")
         return cls(
@@ -146,7 +163,7 @@ class Settings:
             database_url=str(database_url),
             public_base_url=public_base_url,
             max_body_bytes=_positive("MAX_BODY_BYTES", config.get("MAX_BODY_BYTES"), int),
-            cors_origins=_as_tuple(config.get("CORS_ORIGINS")),
+            cors_origins=_cors_origins(config.get("CORS_ORIGINS"), auth_mode),
             fhir_allowlist=tuple(e.rstrip("/") for e in allowlist),
             fhir_connect_timeout=_positive(
                 "FHIR_CONNECT_TIMEOUT", config.get("FHIR_CONNECT_TIMEOUT"), float
@@ -164,6 +181,7 @@ class Settings:
             max_cards=_positive("MAX_CARDS", config.get("MAX_CARDS"), int),
             policy_file=config.get("POLICY_FILE") or None,
             log_level=str(config.get("LOG_LEVEL", "INFO")).upper(),
+            log_format=log_format,
             auth_mode=auth_mode,
             auth_clock_skew=_positive("AUTH_CLOCK_SKEW", config.get("AUTH_CLOCK_SKEW", 60), int),
             auth_max_token_lifetime=_positive(

@@ -3,7 +3,9 @@
 ``WEB_CONCURRENCY`` (workers) and ``GUNICORN_THREADS`` follow the usual conventions so
 platform defaults apply; SIGTERM gets ``graceful_timeout`` seconds to finish requests.
 The server hooks keep Prometheus metrics consistent across workers (``cds_hooks.metrics``),
-and gunicorn's own lines are JSON like the app's, so a log shipper parses every line.
+and gunicorn's own lines are JSON like the app's, so a log shipper parses every line
+(plain text with ``CDS_LOG_FORMAT=text``, like the app's). Once the master listens it
+logs one "serving on http://…" line, the line a person at a terminal looks for.
 
 Connections are not balanced across workers: the worker that wakes first accepts, and a
 gthread worker goes on accepting until it holds ``worker_connections`` (gunicorn's 1000),
@@ -40,7 +42,8 @@ from typing import Any
 
 from gunicorn import glogging
 
-from cds_hooks.logging import SafeJsonFormatter
+from cds_hooks.knowledge import KNOWLEDGE_VERSION
+from cds_hooks.logging import formatter
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _created_metrics_dir: str | None = None
@@ -71,20 +74,23 @@ def options(
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
-        "logger_class": JsonLogger,
+        "logger_class": SafeLogger,
         "on_starting": on_starting,
+        "when_ready": when_ready,
         "child_exit": child_exit,
         "on_exit": on_exit,
     }
 
 
-class JsonLogger(glogging.Logger):
-    """Gunicorn's error log (start-up, workers booting and exiting, signals) as JSON lines."""
+class SafeLogger(glogging.Logger):
+    """Gunicorn's error log (start-up, workers booting and exiting, signals) in the app's
+    format: JSON lines, or text with ``CDS_LOG_FORMAT=text``."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
+        log_format = os.environ.get("CDS_LOG_FORMAT", "json").strip().lower()
         for handler in self.error_log.handlers:
-            handler.setFormatter(SafeJsonFormatter(pid=True))
+            handler.setFormatter(formatter(log_format, pid=True))
 
 
 def ensure_metrics_dir() -> str:
@@ -117,6 +123,18 @@ def on_starting(server: Any) -> None:
     os.makedirs(directory, exist_ok=True)
     for path in glob.glob(os.path.join(directory, "*.db")):
         os.remove(path)
+
+
+def when_ready(server: Any) -> None:
+    """One line, from the master once, saying where to point a browser or curl."""
+    scheme = "https" if server.cfg.is_ssl else "http"
+    urls = ", ".join(f"{scheme}://{address}" for address in server.cfg.bind)
+    server.log.info(
+        "serving on %s (%d workers, knowledge %s; Ctrl-C stops)",
+        urls,
+        server.cfg.workers,
+        KNOWLEDGE_VERSION,
+    )
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -1,5 +1,8 @@
 """Structured logs (one JSON object per line) that are safe to ship to any log store.
 
+``CDS_LOG_FORMAT=text`` writes the same records as plain lines for a person at a
+terminal (``make run``); JSON stays the default, for log shippers.
+
 Logs leave the clinical boundary: they go to aggregators, tickets and vendors. So they
 carry what operators need (request id, hook, service, hookInstance, timings, card count
 and topics, caller issuer and tenant) and never names, birth dates, identifiers,
@@ -23,6 +26,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import IO, Any
 
+import orjson
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -51,6 +55,51 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+_BARE_WORD = re.compile(r"[\w.:/@+-]+")
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+"""What every LogRecord has; anything else on a record was passed as ``extra``."""
+
+
+def _exception_without_message(ei: Any) -> str:
+    """An exception as its type and frames: messages often quote the offending input."""
+    exc_type, _, tb = ei
+    frames = traceback.extract_tb(tb)
+    where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
+    name = exc_type.__name__ if exc_type is not None else "Exception"
+    return f"{name} (message withheld) at {where}" if where else f"{name} (message withheld)"
+
+
+def _text_value(value: Any) -> str:
+    """A field as a person reads it: bare when that is unambiguous, else as JSON (quoted,
+    so a value holding spaces or a line break cannot pass for further fields or lines)."""
+    if isinstance(value, str) and _BARE_WORD.fullmatch(value):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+class SafeTextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, with the JSON lines' fields and guards."""
+
+    def __init__(self, *, pid: bool = False) -> None:
+        """``pid``: add the process id (gunicorn's lines name the worker by it)."""
+        pid_part = " [%(process)d]" if pid else ""
+        super().__init__(f"%(asctime)s{pid_part} %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Not logging.Formatter.format: it would print the record's cached ``exc_text``,
+        # which another handler may have filled with the full traceback and its message.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        fields = [
+            f"{key}={_text_value(value)}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+        ]
+        if record.exc_info:
+            fields.append(f"exception={_text_value(_exception_without_message(record.exc_info))}")
+        return " ".join([self.formatMessage(record), *fields])
+
+
 class SafeJsonFormatter(OrjsonFormatter):
     """JSON lines; exceptions reduced to type and frames (no message, no locals).
 
@@ -73,15 +122,20 @@ class SafeJsonFormatter(OrjsonFormatter):
         )
 
     def formatException(self, ei: Any) -> str:
-        exc_type, _, tb = ei
-        frames = traceback.extract_tb(tb)
-        where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
-        name = exc_type.__name__ if exc_type is not None else "Exception"
-        return f"{name} (message withheld) at {where}" if where else f"{name} (message withheld)"
+        return _exception_without_message(ei)
 
 
-def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Send all logging to one JSON-lines handler on the root logger (replacing ours).
+def formatter(log_format: str, *, pid: bool = False) -> logging.Formatter:
+    """The formatter for ``CDS_LOG_FORMAT``: ``text``, or JSON for anything else."""
+    if log_format == "text":
+        return SafeTextFormatter(pid=pid)
+    return SafeJsonFormatter(pid=pid)
+
+
+def configure_logging(
+    level: str = "INFO", stream: IO[str] | None = None, log_format: str = "json"
+) -> logging.Handler:
+    """Send all logging to one handler on the root logger (replacing ours).
 
     Idempotent: creating several apps (tests, CLI) does not stack handlers.
     """
@@ -91,7 +145,7 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> log
             root.removeHandler(existing)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(SafeJsonFormatter())
+    handler.setFormatter(formatter(log_format))
     handler.addFilter(RequestContextFilter())
     root.addHandler(handler)
     root.setLevel(level)

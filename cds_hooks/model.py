@@ -45,6 +45,7 @@ class Topic(StrEnum):
     DUPLICATE_THERAPY = "duplicate-therapy"
     DOSE_UNKNOWN = "dose-unknown"
     CONDITION_CAUTION = "condition-caution"
+    DECEASED = "deceased"
 
 
 class Indicator(StrEnum):
@@ -190,6 +191,8 @@ class Patient:
     id: str
     birth_date: date | None = None
     gender: str | None = None
+    deceased: date | bool = False
+    """``deceased[x]``: False when not marked; the day of death, or True when no day is known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,14 +106,17 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     patient = _prefetched_patient(prefetched, request.patient_id, version)
 
     answers = NOTHING_FETCHED
-    base = _usable_server(request, settings)
-    if base is not None:
+    if request.fhir_server:
+        base = request.fhir_server
         reads = _MedicationReads(base)
         jobs = _fetch_jobs(prefetched, base, request.patient_id, version, patient is None)
         jobs += reads.jobs(prefetched.pool)
-        auth = request.fhir_authorization
-        token = auth.access_token if auth else None
-        answers = fetch(base, token, jobs, settings, request.patient_id, reads.follow_up)
+        # The server is vetted only when something must be fetched: a complete prefetch
+        # naming a server we may not call is the usual case, not worth a warning.
+        if jobs and _usable_server(base, settings):
+            auth = request.fhir_authorization
+            token = auth.access_token if auth else None
+            answers = fetch(base, token, jobs, settings, request.patient_id, reads.follow_up)
     results = answers.by_kind
 
     if patient is None:
@@ -254,18 +257,14 @@ def _fhir_version(request: HookRequest) -> FhirVersion | None:
     return None
 
 
-def _usable_server(request: HookRequest, settings: Settings) -> str | None:
-    if not request.fhir_server:
-        return None
-    reason = check_fhir_server(request.fhir_server, settings)
+def _usable_server(base: str, settings: Settings) -> bool:
+    reason = check_fhir_server(base, settings)
     if reason is not None:
         log.warning(
-            "fhirServer not used: %s",
-            reason,
-            extra={"host": host_of(request.fhir_server), "reason": reason},
+            "fhirServer not used: %s", reason, extra={"host": host_of(base), "reason": reason}
         )
-        return None
-    return request.fhir_server
+        return False
+    return True
 
 
 def _prefetched_patient(

@@ -25,6 +25,13 @@ def load_json(relative: str) -> Any:
     return json.loads((DATA / relative).read_text(encoding="utf-8"))
 
 
+def as_if_alive(patient: dict[str, Any]) -> dict[str, Any]:
+    """``patient`` without ``deceased[x]``. Synthea's Evelyn McCullough died in 1985, so her
+    record gets the deceased card alone (R9); tests of how her real, messy data is read
+    use her record as if it did not say so."""
+    return {k: v for k, v in patient.items() if not k.startswith("deceased")}
+
+
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, Any]:
     """Settings for a test app; tests override keys before ``app`` is built."""

@@ -142,6 +142,11 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
         patient["birthDate"] = _birth_date(person["age"], today)
     if "sex" in person:
         patient["gender"] = person["sex"]
+    if "deceased_days_ago" in person:
+        died = today - timedelta(days=person["deceased_days_ago"])
+        patient["deceasedDateTime"] = f"{died.isoformat()}T14:30:00+01:00"
+    if "deceased" in person:
+        patient["deceasedBoolean"] = person["deceased"]
     drafts = [medication_request(d, "draft") for d in scenario.get("drafts", [])]
     labs = [observation(o, today, i) for i, o in enumerate(scenario.get("labs", []))]
     renal = [o for o in labs if o["code"]["coding"][0]["code"] != "29463-7"]

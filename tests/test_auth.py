@@ -422,7 +422,12 @@ def test_audience_comes_from_the_request_without_a_public_base_url(
 
 def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
     app = create_app(
-        base_config(tmp_path, ENV="production", TRUSTED_ISSUERS=[ec_client.issuer_config()])
+        base_config(
+            tmp_path,
+            ENV="production",
+            TRUSTED_ISSUERS=[ec_client.issuer_config()],
+            CORS_ORIGINS="https://ehr.example.org",
+        )
     )
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
@@ -431,13 +436,13 @@ def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: C
     preflight = client.options(
         "/cds-services/baclofen-order-sign",
         headers={
-            "Origin": "https://sandbox.cds-hooks.org",
+            "Origin": "https://ehr.example.org",
             "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization,content-type",
         },
     )
     assert preflight.status_code == 200
-    assert preflight.headers["Access-Control-Allow-Origin"] == "https://sandbox.cds-hooks.org"
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
     assert client.get("/cds-services").status_code == 401
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from cards.card_uuid import topic_tail, with_topic
 from tests.cds_checks import assert_operation_outcome
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 
 
-def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {
         "CDS_ENV": "development",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        **environ,
     }
     return subprocess.run(
         [sys.executable, "-m", "cds_hooks.cli", *args],
@@ -37,6 +43,51 @@ def test_evaluate_prints_the_cds_hooks_response_for_a_captured_request(tmp_path:
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert isinstance(response["cards"], list)
+
+
+def test_evaluate_text_shows_each_card_with_its_data_and_suggestions(tmp_path: Path) -> None:
+    """What a pharmacist reads: the JSON response's cards, in order, without the JSON."""
+    request = str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json")
+    cards = json.loads(run_cli("evaluate", request, tmp_path=tmp_path).stdout)["cards"]
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith(f"{len(cards)} card(s), most severe first:\n")
+    headings = [line for line in text.splitlines() if line[:1].isdigit() and ". " in line]
+    assert headings == [
+        f"{n}. {card['indicator'].upper()}: {card['summary']}" for n, card in enumerate(cards, 1)
+    ]
+    renal = text.split("\n\n")[2]  # the kidney card: old eGFR, a creatinine order and a dose
+    assert "   topic: Kidney function unknown (rules R4f)" in renal
+    assert "   data used:\n   - Age 85 years\n" in renal
+    assert "   - Older result not used: eGFR 28 mL/min/1.73 m² (2025-01-15)" in renal
+    assert "   suggestions:\n   - Order serum creatinine (recommended)\n" in renal
+    assert "   - Change to 2 tablets (20 mg) once a day = 20 mg/day" in renal
+
+
+def test_evaluate_text_names_the_findings_beyond_the_card_limit(tmp_path: Path) -> None:
+    request = str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json")
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path, CDS_MAX_CARDS="3")
+    assert result.stdout.startswith("3 card(s)")
+    assert result.stdout.endswith(
+        "\nNot shown (more than CDS_MAX_CARDS cards): Baclofen maximum daily dose, "
+        "Baclofen titration\n"
+    )
+
+
+def test_evaluate_text_says_when_there_is_nothing_to_show(tmp_path: Path) -> None:
+    request = str(REQUESTS / "sandbox-order-select-no-medication-yet.json")
+    result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == "No cards: no baclofen order under review, or nothing to flag.\n"
+
+
+def test_evaluate_text_states_why_a_request_is_refused(tmp_path: Path) -> None:
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps({"hook": "order-sign", "context": {}}))
+    result = run_cli("evaluate", str(request_file), "--format", "text", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("The request was refused: ")
 
 
 def test_evaluate_accepts_a_bare_hook_request(tmp_path: Path) -> None:
@@ -90,28 +141,122 @@ def test_evaluate_names_the_hooks_it_answers_not_the_one_it_was_sent(tmp_path: P
     assert "order-sign" in result.stderr and "Zebulonia" not in result.stderr
 
 
-def test_feedback_command_summarises_stored_overrides(tmp_path: Path) -> None:
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+RENAL_DOSE_CARD = with_topic("1a7b3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c", topic_tail(6))
+
+
+def overridden(card: str, when: str, system: str, code: str, display: str | None = None) -> Any:
+    reason = {"system": system, "code": code} | ({"display": display} if display else {})
+    return {
+        "card": card,
+        "outcome": "overridden",
+        "overrideReason": {"reason": reason},
+        "outcomeTimestamp": when,
+    }
+
+
+def store_feedback(tmp_path: Path) -> None:
+    """Three overrides: two of our cards on two services and dates, one from the sandbox's
+    own reason list (system and code unknown to the catalogue, display sent)."""
     from cds_hooks.app import create_app
 
     database = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     client = create_app({"ENV": "development", "DATABASE_URL": database}).test_client()
-    override = {
-        "card": "1a7b3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c",
-        "outcome": "overridden",
-        "overrideReason": {
-            "reason": {
-                "system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
-                "code": "risk-benefit-ratio",
-            }
-        },
-        "outcomeTimestamp": "2026-11-22T10:05:31.123Z",
+    sent = {
+        "baclofen-order-sign": [
+            overridden(
+                RENAL_DOSE_CARD, "2026-10-02T10:05:31Z", NON_ADHERENCE, "risk-benefit-ratio"
+            ),
+            overridden(
+                "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10",
+                "2026-11-22T10:05:31.123Z",
+                "https://sandbox.example/reasons",
+                "patient-tolerating-dose",
+                "Patient is tolerating the dose",
+            ),
+        ],
+        "baclofen-order-select": [
+            overridden(RENAL_DOSE_CARD, "2026-11-23T08:00:00Z", NON_ADHERENCE, "risk-benefit-ratio")
+        ],
     }
-    response = client.post(
-        "/cds-services/baclofen-order-sign/feedback", json={"feedback": [override]}
-    )
-    assert response.status_code == 200
+    for service, items in sent.items():
+        response = client.post(f"/cds-services/{service}/feedback", json={"feedback": items})
+        assert response.status_code == 200
+
+
+def test_feedback_shows_topics_and_override_reasons_by_name(tmp_path: Path) -> None:
+    store_feedback(tmp_path)
     result = run_cli("feedback", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    # A made-up version 4 uuid carries no topic (our cards' uuids do: tests/test_feedback.py).
-    assert "| baclofen-order-sign | unknown | overridden |" in result.stdout
-    assert "#risk-benefit-ratio | 1 |" in result.stdout
+    rows = [re.split(r"\s{2,}", line) for line in result.stdout.splitlines()]
+    assert rows == [
+        ["service", "card topic", "outcome", "override reason", "count"],
+        [
+            "baclofen-order-select",
+            "Baclofen dose for kidney function",
+            "overridden",
+            "Recipient assessment of risk/benefit ratio",
+            "1",
+        ],
+        [
+            "baclofen-order-sign",
+            "Baclofen dose for kidney function",
+            "overridden",
+            "Recipient assessment of risk/benefit ratio",
+            "1",
+        ],
+        [
+            "baclofen-order-sign",
+            "unknown (card uuid carries no topic)",
+            "overridden",
+            "Patient is tolerating the dose",
+            "1",
+        ],
+    ]
+
+
+def test_feedback_since_and_service_narrow_the_counts(tmp_path: Path) -> None:
+    store_feedback(tmp_path)
+    since = run_cli("feedback", "--since", "2026-11-01", tmp_path=tmp_path).stdout
+    assert "Recipient assessment" in since and since.count("baclofen-order-sign") == 1
+    late = run_cli("feedback", "--since", "2026-11-23T07:00:00+00:00", tmp_path=tmp_path).stdout
+    assert late.splitlines()[1].startswith("baclofen-order-select ") and len(late.splitlines()) == 2
+    one = run_cli("feedback", "--service", "baclofen-order-select", tmp_path=tmp_path).stdout
+    assert [line.split()[0] for line in one.splitlines()] == ["service", "baclofen-order-select"]
+    none = run_cli(
+        "feedback", "--since", "2027-01-01", "--service", "baclofen-order-sign", tmp_path=tmp_path
+    )
+    assert (
+        none.stdout == "no feedback yet since 2027-01-01T00:00:00+00:00 for baclofen-order-sign\n"
+    )
+
+
+def test_feedback_as_csv_has_codes_and_names(tmp_path: Path) -> None:
+    store_feedback(tmp_path)
+    result = run_cli(
+        "feedback", "--format", "csv", "--service", "baclofen-order-sign", tmp_path=tmp_path
+    )
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["card_topic"], r["override_reason_code"], r["count"]) for r in rows] == [
+        ("renal-dose", "risk-benefit-ratio", "1"),
+        ("", "patient-tolerating-dose", "1"),
+    ]
+    assert rows[0]["card_topic_display"] == "Baclofen dose for kidney function"
+    assert rows[0]["override_reason_display"] == "Recipient assessment of risk/benefit ratio"
+    assert rows[0]["override_reason_system"] == NON_ADHERENCE
+    assert rows[1]["override_reason_display"] == "Patient is tolerating the dose"
+
+
+def test_feedback_says_so_when_there_is_none(tmp_path: Path) -> None:
+    text = run_cli("feedback", tmp_path=tmp_path)
+    assert text.returncode == 0 and text.stdout == "no feedback yet\n"
+    as_csv = run_cli("feedback", "--format", "csv", tmp_path=tmp_path)
+    assert as_csv.returncode == 0
+    assert as_csv.stdout.startswith("service,card_topic,") and len(as_csv.stdout.splitlines()) == 1
+    assert as_csv.stderr == "no feedback yet\n"
+
+
+def test_feedback_refuses_a_since_that_is_not_a_date(tmp_path: Path) -> None:
+    result = run_cli("feedback", "--since", "last week", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "expected a date (2026-11-01)" in result.stderr

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from cards.render import catalogue
 from cds_hooks.app import create_app
 from cds_hooks.knowledge import load_knowledge
+from tests.conftest import as_if_alive, load_json
 from tests.scenario_requests import build_request, post
 
 SCENARIOS = tomllib.loads(
@@ -48,17 +49,11 @@ def test_every_rule_of_the_table_is_exercised_by_some_scenario() -> None:
     assert enabled <= topics
 
 
+EVELYN = "requests/sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
 CAPTURED = {
     # Requests the public CDS Hooks sandbox really sent (tests/data/requests/README.md).
-    "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json": {
-        # eGFR 37.7 is from 1984: stale, so kidney function is unknown (age >= 65: warning);
-        # the active oxycodone/acetaminophen order is a CNS depressant; 3 tablets once daily
-        # is a 30 mg single dose and a 30 mg/day new start.
-        ("renal-function-unknown", "warning"),
-        ("cns-depressant", "warning"),
-        ("max-daily-dose", "info"),
-        ("titration", "info"),
-    },
+    # Evelyn died in 1985 (her Synthea record's deceasedDateTime): that card alone.
+    "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json": {("deceased", "warning")},
     "sandbox-order-select-baclofen10-2tab-tid-spasticity.json": {
         ("cns-depressant", "critical"),
         ("renal-function-unknown", "warning"),
@@ -84,16 +79,30 @@ def test_captured_sandbox_requests(client: FlaskClient, name: str) -> None:
     assert {(c["source"]["topic"]["code"], c["indicator"]) for c in cards} == CAPTURED[name]
 
 
+def test_evelyn_as_recorded_gets_the_deceased_card_with_her_date_of_death(
+    client: FlaskClient,
+) -> None:
+    (card,) = post(client, load_json(EVELYN)["body"])
+    assert card["summary"].startswith("The record marks this patient deceased on 1985-01-28:")
+    assert "- Patient record: deceased on 1985-01-28" in card["detail"]
+    assert "Age" not in card["detail"]  # no "Age 104": nothing is worked out from her age
+    (suggestion,) = card["suggestions"]  # removing the draft, offered but not recommended
+    assert suggestion["actions"][0]["type"] == "delete" and "isRecommended" not in suggestion
+
+
 def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) -> None:
-    body = json.loads(
-        (
-            Path(__file__).parent
-            / "data"
-            / "requests"
-            / "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
-        ).read_text("utf-8")
-    )["body"]
+    """Her real, messy data, read as for a living patient: eGFR 37.7 is from 1984, so
+    stale (age >= 65: warning); the active oxycodone/acetaminophen order is a CNS
+    depressant; 3 tablets once daily is a 30 mg single dose and a 30 mg/day new start."""
+    body = load_json(EVELYN)["body"]
+    body["prefetch"]["patient"] = as_if_alive(body["prefetch"]["patient"])
     cards = {c["source"]["topic"]["code"]: c for c in post(client, body)}
+    assert {(topic, card["indicator"]) for topic, card in cards.items()} == {
+        ("renal-function-unknown", "warning"),
+        ("cns-depressant", "warning"),
+        ("max-daily-dose", "info"),
+        ("titration", "info"),
+    }
     renal = cards["renal-function-unknown"]
     assert "37.7" in renal["summary"] and "1984-10-08" in renal["summary"]
     creatinine = renal["suggestions"][0]["actions"][0]["resource"]
@@ -148,3 +157,16 @@ def test_policy_thresholds_reach_the_card_text(policy_client: FlaskClient) -> No
     mild = next(s for s in SCENARIOS if s["id"] == "egfr-80")
     (card,) = post(policy_client, build_request(mild, date.today()))
     assert "exceeds 45 mg/day" in card["summary"]
+
+
+def test_with_r9_switched_off_a_deceased_record_gets_the_ordinary_checks(
+    app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[rules.R9]\nenabled = false\n", encoding="utf-8")
+    client = create_app({**app_config, "POLICY_FILE": str(policy)}).test_client()
+    deceased = next(s for s in SCENARIOS if s["id"] == "deceased-with-a-date")
+    topics = {
+        c["source"]["topic"]["code"] for c in post(client, build_request(deceased, date.today()))
+    }
+    assert "deceased" not in topics and {"cns-depressant", "renal-function-unknown"} <= topics

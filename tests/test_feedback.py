@@ -31,7 +31,7 @@ from cds_hooks.store import (
 from cds_hooks.store.schema import feedback as feedback_table
 from cds_hooks.store.schema import jwt_replay
 from tests.concurrency import migrate_together
-from tests.conftest import load_json
+from tests.conftest import as_if_alive, load_json
 
 URL = "/cds-services/baclofen-order-sign/feedback"
 CARD = "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10"
@@ -151,8 +151,9 @@ def test_feedback_on_our_cards_is_counted_under_each_cards_topic(
     app: Flask, client: FlaskClient
 ) -> None:
     # A captured sandbox call: a Synthea patient with eGFR 37 on oxycodone gets several cards.
-    captured = load_json("requests/sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json")
-    hook = client.post("/cds-services/baclofen-order-sign", json=captured["body"])
+    body = load_json("requests/sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json")["body"]
+    body["prefetch"]["patient"] = as_if_alive(body["prefetch"]["patient"])
+    hook = client.post("/cds-services/baclofen-order-sign", json=body)
     cards = hook.get_json()["cards"]
     accepted = next(card for card in cards if "suggestions" in card)
     overridden = next(card for card in cards if card is not accepted)

@@ -429,6 +429,25 @@ def test_a_server_not_on_the_allowlist_is_never_contacted(
     assert "fhirServer not used" in caplog.text
 
 
+def test_a_server_off_the_allowlist_is_named_only_when_something_had_to_be_fetched(
+    server: FhirServer, elsewhere: FhirServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every kind answered in prefetch (``null`` included): nothing to fetch, so the
+    server's not being allowlisted is no news and is not logged on every call."""
+    settings = make_settings([elsewhere.base_url])
+    complete = {**{kind.value: None for kind in DataKind}, "patient": PATIENT}
+    with caplog.at_level(logging.WARNING):
+        assemble_snapshot(hook_request(server.base_url, complete), settings)
+    assert "fhirServer not used" not in caplog.text
+
+    missing_labs = {k: v for k, v in complete.items() if k != "renalLabs"}
+    with caplog.at_level(logging.WARNING):
+        snapshot = assemble_snapshot(hook_request(server.base_url, missing_labs), settings)
+    assert DataKind.RENAL_LABS in snapshot.unavailable
+    assert [r.getMessage() for r in caplog.records] == ["fhirServer not used: not allowlisted"]
+    assert server.requests == []
+
+
 def test_a_redirect_to_another_host_never_gets_the_token(
     server: FhirServer, elsewhere: FhirServer
 ) -> None:

@@ -513,6 +513,27 @@ def test_patient_birth_date_partial_dates_take_the_earliest_day(
     assert (read.id, read.gender, read.birth_date) == ("p1", "female", expected)
 
 
+@pytest.mark.parametrize("version", [None, FhirVersion.DSTU2, FhirVersion.STU3, FhirVersion.R4])
+@pytest.mark.parametrize(
+    ("element", "expected"),
+    [
+        ({}, False),
+        ({"deceasedBoolean": False}, False),
+        ({"deceasedBoolean": True}, True),
+        ({"deceasedDateTime": "1985-01-28T22:39:41+00:00"}, date(1985, 1, 28)),
+        ({"deceasedDateTime": "1985"}, date(1985, 1, 1)),
+        # Unreadable, but the record still says the patient died.
+        ({"deceasedDateTime": "late January"}, True),
+    ],
+)
+def test_patient_deceased_in_every_version(
+    element: dict[str, Any], expected: date | bool, version: FhirVersion | None
+) -> None:
+    read = fhir.patient({"resourceType": "Patient", "id": "p1", **element}, version)
+    assert read is not None and read.deceased == expected
+    assert type(read.deceased) is type(expected)
+
+
 def test_patient_from_sandbox_prefetch_and_junk() -> None:
     read = fhir.patient(sandbox_prefetch("patient"), FhirVersion.R4)
     assert read is not None and read.birth_date == date(1941, 3, 2)

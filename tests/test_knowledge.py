@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -180,6 +181,12 @@ def test_one_version_for_every_data_file() -> None:
         raw = DATA.joinpath(name).read_text(encoding="utf-8")
         data = json.loads(raw) if name.endswith(".json") else tomllib.loads(raw)
         assert data["version"] == KNOWLEDGE_VERSION, name
+
+
+def test_the_changelog_says_what_the_current_knowledge_version_changed() -> None:
+    """Cards carry the knowledge version; CHANGELOG.md is where a reader looks it up."""
+    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"\n| {KNOWLEDGE_VERSION} | " in changelog
 
 
 def test_vendored_value_sets_are_verbatim_and_documented() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,30 @@ def test_bad_policy_prints_the_reason_and_exits_non_zero(
     status, out, err = run(capsys, "--policy", str(policy))
     assert status != 0 and out == ""
     assert str(policy) in err and "rules.R4b.thresholds.ceiling" in err and "positive" in err
+
+
+def test_csv_has_one_row_per_rule_as_the_markdown_table_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CDS_POLICY_FILE", raising=False)
+    _, markdown, _ = run(capsys)
+    status, out, _ = run(capsys, "--format", "csv")
+    assert status == 0
+    rows = {row["rule"]: row for row in csv.DictReader(io.StringIO(out))}
+    # The rule table's rows: not its header ("Rule") nor the threshold notes ("R4b.ceiling").
+    table = {
+        r: cells for r, cells in table_rows(markdown).items() if r[1:2].isdigit() and "." not in r
+    }
+    assert list(rows) == list(table)
+    for rule, cells in table.items():
+        assert (rows[rule]["tier"], rows[rule]["enabled"]) == (cells[2], cells[5])
+        assert rows[rule]["sources"] == cells[4].replace(", ", "; ")
+    r4b = rows["R4b"]
+    assert r4b["topic"] == "renal-dose" and "ceiling = 20 mg/day" in r4b["thresholds"]
+    assert "Muanda 2019" in r4b["sources"] and r4b["knowledge_version"] in markdown
+
+    policy = tmp_path / "p.toml"
+    policy.write_text('[rules.R6g]\nenabled = true\ntier = "warning"\n', encoding="utf-8")
+    _, out, _ = run(capsys, "--format", "csv", "--policy", str(policy))
+    r6g = next(row for row in csv.DictReader(io.StringIO(out)) if row["rule"] == "R6g")
+    assert (r6g["tier"], r6g["enabled"]) == ("warning", "yes")

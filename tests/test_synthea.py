@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from cds_hooks.knowledge import observation_codes
 from cds_hooks.model import RXNORM, UCUM
+from tests.conftest import as_if_alive
 from tests.scenario_requests import post
 
 SYNTHEA = Path(__file__).parent / "data" / "synthea"
@@ -59,10 +60,12 @@ def age_today(name: str) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-def request_with_baclofen(name: str) -> dict[str, Any]:
-    """What an EHR would send for this patient while ordering baclofen 10 mg three times a day."""
+def request_with_baclofen(name: str, *, as_recorded: bool = False) -> dict[str, Any]:
+    """What an EHR would send for this patient while ordering baclofen 10 mg three times a
+    day; unless ``as_recorded``, the record does not say the patient died (see as_if_alive)."""
     codes = observation_codes()
-    patient = of_type(name, "Patient")[0]
+    recorded = of_type(name, "Patient")[0]
+    patient = recorded if as_recorded else as_if_alive(recorded)
     observations = of_type(name, "Observation")
     draft = {
         "resourceType": "MedicationRequest",
@@ -138,6 +141,14 @@ def test_old_egfr_is_reported_as_stale_with_its_value_and_date(
     assert card["indicator"] == ("warning" if older else "info")
     assert ("Shown as a warning because the patient is 65 or over" in card["detail"]) is older
     assert f"Age {age_today(name)} years" in card["detail"]
+
+
+def test_a_record_that_says_the_patient_died_gets_that_card_alone(client: FlaskClient) -> None:
+    """Evelyn's record says she died in 1985: not "Age 104" with dose advice, but one card."""
+    (card,) = post(client, request_with_baclofen(EVELYN, as_recorded=True))
+    assert card["source"]["topic"]["code"] == "deceased" and card["indicator"] == "warning"
+    assert "deceased on 1985-01-28" in card["summary"]
+    assert all(len(cards_by_topic(client, name)) > 1 for name in (HARTMANN, MAGGIO))
 
 
 def test_evelyn_active_oxycodone_is_named_on_the_cns_card(client: FlaskClient) -> None:

@@ -11,7 +11,7 @@ from datetime import date
 from operator import itemgetter
 
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
-from cds_hooks.engine.rules import FAMILIES, Hit
+from cds_hooks.engine.rules import Hit, families
 from cds_hooks.engine.situation import Situation, build
 from cds_hooks.knowledge import Knowledge, RuleSpec
 from cds_hooks.model import HookRequest, Indicator, PatientSnapshot, Topic
@@ -26,7 +26,7 @@ def evaluate(
         return []
     rules = knowledge.rules
     by_topic: dict[Topic, list[_Ranked]] = {}
-    for family in FAMILIES:
+    for family in families(situation, knowledge):
         for hit in family(situation, knowledge):
             spec = rules[hit.rule_id]
             if spec.enabled:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from cds_hooks.engine import proposals
@@ -953,7 +954,31 @@ def conditions(s: Situation, k: Knowledge) -> list[Hit]:
     ]
 
 
-FAMILIES: Sequence[Callable[[Situation, Knowledge], list[Hit]]] = (
+# --- R9 the patient record ----------------------------------------------------------------
+
+
+def deceased(s: Situation, k: Knowledge) -> list[Hit]:
+    """R9: an order on the record of a patient it marks deceased is most likely on the wrong
+    chart, or the record is wrong; either way dose advice for that record is noise around
+    the one thing to check, so this card comes alone (``families``)."""
+    del k
+    if s.deceased is False or s.primary is None:
+        return []
+    when = f" on {s.deceased.isoformat()}" if isinstance(s.deceased, date) else ""
+    return [
+        Hit(
+            "R9",
+            {"when": when},
+            inputs=(f"Patient record: deceased{when or ' (no date given)'}",),
+            actions=frozenset({Action.DELETE_DRAFT}),
+            order=s.primary.order.reference,
+        )
+    ]
+
+
+Family = Callable[[Situation, Knowledge], list[Hit]]
+
+FAMILIES: Sequence[Family] = (
     route,
     intrathecal_dose,
     kidney,
@@ -969,3 +994,12 @@ FAMILIES: Sequence[Callable[[Situation, Knowledge], list[Hit]]] = (
     conditions,
     dose_unknown,
 )
+
+
+def families(s: Situation, k: Knowledge) -> Sequence[Family]:
+    """The rule families for this call: R9 alone when the record marks the patient
+    deceased and R9 is on; every other family otherwise (with R9 switched off by policy,
+    the ordinary checks run as for any record)."""
+    if s.deceased is not False and k.rules["R9"].enabled:
+        return (deceased,)
+    return FAMILIES

@@ -94,6 +94,8 @@ class Situation:
     totals: Mapping[Route, DailyDose]
     """Daily total of ``current`` per route present (several rules read the same total)."""
     previous_totals: Mapping[Route, DailyDose]
+    deceased: date | bool = False
+    """The record marks the patient deceased: on this day, or True when no day is given."""
     dose_lines: dict[Route, tuple[str, ...]] = field(default_factory=dict)
     """``rules.dose_lines`` per route, kept for this call: most rule families quote them."""
 
@@ -261,4 +263,5 @@ def build(
         conditions_unavailable=DataKind.CONDITIONS in snapshot.unavailable,
         totals=_totals(current),
         previous_totals=_totals(previous),
+        deceased=snapshot.patient.deceased,
     )

@@ -11,7 +11,7 @@ the caller can skip it and, if nothing usable is left, report the data as unavai
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from cds_hooks.fhir.values import (
@@ -54,7 +54,17 @@ def patient(resource: Any, version: FhirVersion | None = None) -> Patient | None
         id=reader.text(node, "id", "") or "",
         birth_date=parse_partial_date(get(node, "birthDate")),
         gender=gender,
+        deceased=_deceased(node),
     )
+
+
+def _deceased(node: Any) -> date | bool:
+    """``deceasedDateTime`` (a date-time we cannot read still marks the patient deceased)
+    or ``deceasedBoolean``: the same element in DSTU2, STU3 and R4."""
+    when = get(node, "deceasedDateTime")
+    if when is not None:
+        return parse_partial_date(when) or True
+    return get(node, "deceasedBoolean") is True
 
 
 def observation(resource: Any, version: FhirVersion | None = None) -> Observation | None:

@@ -67,7 +67,9 @@ _MEMOISED_DATATYPES = frozenset({"CodeableConcept", "Quantity", "Dosage"})
 instructions recur across patients, and none of them identifies a patient on its own
 (References and dates are left out for that reason)."""
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
-    "Patient": frozenset({"resourceType", "id", "birthDate", "gender"}),
+    "Patient": frozenset(
+        {"resourceType", "id", "birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}
+    ),
     "Observation": frozenset(
         {
             "resourceType",

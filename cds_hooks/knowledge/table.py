@@ -1,8 +1,25 @@
-"""The effective rule table as Markdown (``baclofen-cds rules``; docs/rules.md is its output)."""
+"""The effective rule table as Markdown (``baclofen-cds rules``; docs/rules.md is its output),
+or as CSV for a spreadsheet (``--format csv``: the rules, one row each)."""
 
 from __future__ import annotations
 
-from cds_hooks.knowledge import Knowledge, Threshold
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cds_hooks.knowledge import Knowledge, RuleSpec, Threshold
+
+CSV_COLUMNS = (
+    "rule",
+    "topic",
+    "trigger",
+    "tier",
+    "thresholds",
+    "sources",
+    "enabled",
+    "knowledge_version",
+)
 
 
 def _cell(text: str) -> str:
@@ -26,6 +43,47 @@ def _threshold(t: Threshold) -> str:
     return f"{t.name} = {t.value:g} {_DISPLAY_UNITS.get(t.unit, t.unit)}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Row:
+    spec: RuleSpec
+    thresholds: tuple[str, ...]
+    sources: tuple[str, ...]
+    """Labels of the rule's sources and its thresholds', each once."""
+
+
+def _rows(knowledge: Knowledge) -> Iterator[_Row]:
+    for spec in knowledge.rules.values():
+        cited = dict.fromkeys(
+            [*spec.source_ids, *(s for t in spec.thresholds.values() for s in t.source_ids)]
+        )
+        yield _Row(
+            spec,
+            tuple(_threshold(t) for t in spec.thresholds.values()),
+            tuple(knowledge.sources[s].label for s in cited),
+        )
+
+
+def rule_table_csv(knowledge: Knowledge) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in _rows(knowledge):
+        spec = row.spec
+        writer.writerow(
+            (
+                spec.id,
+                spec.topic.value,
+                " ".join(spec.trigger.split()),
+                spec.tier.value,
+                "; ".join(row.thresholds),
+                "; ".join(row.sources),
+                "yes" if spec.enabled else "no",
+                knowledge.version,
+            )
+        )
+    return out.getvalue()
+
+
 def rule_table_markdown(knowledge: Knowledge) -> str:
     policy = f"`{knowledge.policy_file}`" if knowledge.policy_file else "none (defaults)"
     lines = [
@@ -38,15 +96,12 @@ def rule_table_markdown(knowledge: Knowledge) -> str:
         "| Rule | Trigger | Tier | Threshold(s) | Source(s) | Enabled |",
         "|---|---|---|---|---|---|",
     ]
-    for spec in knowledge.rules.values():
-        thresholds = "<br>".join(_threshold(t) for t in spec.thresholds.values()) or "—"
-        cited = dict.fromkeys(
-            [*spec.source_ids, *(s for t in spec.thresholds.values() for s in t.source_ids)]
-        )
-        sources = ", ".join(knowledge.sources[s].label for s in cited)
+    for row in _rows(knowledge):
+        spec = row.spec
+        thresholds = "<br>".join(row.thresholds) or "—"
         lines.append(
             f"| {spec.id} | {_cell(spec.trigger)} | {spec.tier.value} | {thresholds} | "
-            f"{_cell(sources)} | {'yes' if spec.enabled else 'no'} |"
+            f"{_cell(', '.join(row.sources))} | {'yes' if spec.enabled else 'no'} |"
         )
     lines += ["", "## Threshold notes", ""]
     lines += [

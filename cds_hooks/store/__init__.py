@@ -88,6 +88,8 @@ class FeedbackCount:
     reason_system: str | None
     reason_code: str | None
     count: int
+    reason_display: str | None = None
+    """A display the EHR sent with the reason code (one of them, if it sent several)."""
 
 
 def normalise_database_url(raw: str) -> URL:
@@ -296,9 +298,12 @@ class Store:
             card_topic=row["card_topic"],
         )
 
-    def feedback_summary(self) -> list[FeedbackCount]:
+    def feedback_summary(
+        self, since: datetime | None = None, service_id: str | None = None
+    ) -> list[FeedbackCount]:
         """Counts by service, card topic, outcome and override reason, for pharmacists'
-        review: which alerts are dismissed, and why."""
+        review: which alerts are dismissed, and why. ``since`` keeps feedback whose outcome
+        came at or after it; ``service_id`` keeps one service's."""
         count = func.count().label("count")
         query = (
             select(
@@ -308,6 +313,7 @@ class Store:
                 feedback.c.override_reason_system,
                 feedback.c.override_reason_code,
                 count,
+                func.max(feedback.c.override_reason_display).label("reason_display"),
             )
             .group_by(
                 feedback.c.service_id,
@@ -318,11 +324,15 @@ class Store:
             )
             .order_by(
                 feedback.c.service_id,
-                feedback.c.card_topic,
+                feedback.c.card_topic.asc().nulls_last(),  # the same order on every backend
                 feedback.c.outcome,
                 count.desc(),
             )
         )
+        if since is not None:
+            query = query.where(feedback.c.outcome_timestamp >= since)
+        if service_id is not None:
+            query = query.where(feedback.c.service_id == service_id)
         with self._transaction() as connection:
             return [
                 FeedbackCount(
@@ -332,6 +342,7 @@ class Store:
                     reason_system=row["override_reason_system"],
                     reason_code=row["override_reason_code"],
                     count=row["count"],
+                    reason_display=row["reason_display"],
                 )
                 for row in connection.execute(query).mappings()
             ]
