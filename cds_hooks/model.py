@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -63,15 +63,16 @@ class Indicator(StrEnum):
 _SEVERITY = {Indicator.INFO: 0, Indicator.WARNING: 1, Indicator.CRITICAL: 2}
 
 
-@dataclass(frozen=True, slots=True)
-class Coding:
+class Coding(NamedTuple):
+    """A Coding. Codings and concepts are named tuples: they key every memo of drug and
+    condition lookups, and a tuple hashes and compares in C where a dataclass runs Python."""
+
     system: str | None
     code: str | None
     display: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Concept:
+class Concept(NamedTuple):
     """A CodeableConcept: codings plus free text (either may be empty)."""
 
     codings: tuple[Coding, ...] = ()
