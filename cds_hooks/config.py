@@ -51,6 +51,7 @@ class DefaultConfig:
     AUTH_CLOCK_SKEW = 60
     AUTH_MAX_TOKEN_LIFETIME = 3600
     JWKS_TIMEOUT = 2.0
+    JWKS_WAIT = 1.0
     JWKS_REFRESH_INTERVAL = 60.0
     JWKS_MAX_AGE = 3600.0
 
@@ -104,6 +105,7 @@ class Settings:
     auth_clock_skew: int = 60
     auth_max_token_lifetime: int = 3600
     jwks_timeout: float = 2.0
+    jwks_wait: float = 1.0
     jwks_refresh_interval: float = 60.0
     jwks_max_age: float = 3600.0
 
@@ -170,6 +172,7 @@ class Settings:
                 "AUTH_MAX_TOKEN_LIFETIME", config.get("AUTH_MAX_TOKEN_LIFETIME", 3600), int
             ),
             jwks_timeout=_positive("JWKS_TIMEOUT", config.get("JWKS_TIMEOUT", 2.0), float),
+            jwks_wait=_positive("JWKS_WAIT", config.get("JWKS_WAIT", 1.0), float),
             jwks_refresh_interval=_positive(
                 "JWKS_REFRESH_INTERVAL", config.get("JWKS_REFRESH_INTERVAL", 60.0), float
             ),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -283,7 +285,17 @@ def test_jwks_is_fetched_cached_refreshed_on_rotation_and_survives_an_outage() -
         server.route("jwks", Reply(status=503))
         clock.now += 4000
         assert check.verify(old.token(AUD), AUD).kid == old.kid, "an outage keeps cached keys"
-        assert len(server.requests) == 3
+        assert eventually(lambda: len(server.requests) == 3), "stale keys are refetched"
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """For work done in the background (a refresh of stale keys is never waited for)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_jwks_that_cannot_be_fetched_refuses_the_call_without_raising() -> None:

@@ -70,6 +70,7 @@ def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
     jwks = JwksCache(
         JwksPolicy(
             timeout=settings.jwks_timeout,
+            wait=settings.jwks_wait,
             refresh_interval=settings.jwks_refresh_interval,
             max_age=settings.jwks_max_age,
         )
