@@ -16,6 +16,7 @@ from cds_hooks.errors import register_error_handlers
 from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
+from cds_hooks.proxy import FromTrustedProxies
 from cds_hooks.store import init_store
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Accept"]
@@ -67,4 +68,6 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(feedback_api.bp)
+    if settings.trusted_proxies:
+        app.wsgi_app = FromTrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     return app

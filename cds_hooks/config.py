@@ -8,6 +8,7 @@ The README lists every variable; keep the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class DefaultConfig:
     ENV = "production"
     DATABASE_URL: str | None = None
     PUBLIC_BASE_URL: str | None = None
+    # Proxies whose X-Forwarded-* headers are believed (addresses or networks); none by default.
+    TRUSTED_PROXIES: tuple[str, ...] | list[str] | str = ()
     MAX_BODY_BYTES = 2 * 1024 * 1024
     CORS_ORIGINS: tuple[str, ...] | list[str] | str = (
         "https://sandbox.cds-hooks.org",
@@ -83,6 +86,15 @@ def _positive(name: str, value: Any, kind: type) -> Any:
     return number
 
 
+def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in _as_tuple(value))
+    except ValueError as exc:
+        raise ConfigError(
+            f"CDS_{name} must list IP addresses or networks (10.0.0.0/8), got {value!r}"
+        ) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The validated, typed view of the Flask config that the service code reads."""
@@ -108,6 +120,7 @@ class Settings:
     jwks_wait: float = 1.0
     jwks_refresh_interval: float = 60.0
     jwks_max_age: float = 3600.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def development(self) -> bool:
@@ -177,6 +190,7 @@ class Settings:
                 "JWKS_REFRESH_INTERVAL", config.get("JWKS_REFRESH_INTERVAL", 60.0), float
             ),
             jwks_max_age=_positive("JWKS_MAX_AGE", config.get("JWKS_MAX_AGE", 3600.0), float),
+            trusted_proxies=_networks("TRUSTED_PROXIES", config.get("TRUSTED_PROXIES")),
         )
 
 

@@ -67,6 +67,9 @@ def options(
         "timeout": _int("GUNICORN_TIMEOUT", 30),
         "graceful_timeout": _int("GUNICORN_GRACEFUL_TIMEOUT", 20),
         "keepalive": 5,
+        # X-Forwarded-Proto is not gunicorn's to believe (it would from loopback by
+        # default): CDS_TRUSTED_PROXIES decides in the app (cds_hooks.proxy).
+        "forwarded_allow_ips": "",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),

@@ -339,6 +339,9 @@ def test_jwks_is_never_fetched_from_a_metadata_address() -> None:
 # --- modes and the Flask integration -------------------------------------------------------
 
 
+PUBLIC = "https://cds.example.org"
+
+
 def base_config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}", **extra}
 
@@ -354,7 +357,7 @@ def test_default_modes_are_off_in_development_and_enforce_in_production(tmp_path
     development = create_app(base_config(tmp_path, ENV="development"))
     assert development.extensions["baclofen_settings"].auth_mode == "off"
     assert development.test_client().get("/cds-services").status_code == 200
-    production = create_app(base_config(tmp_path, ENV="production"))
+    production = create_app(base_config(tmp_path, ENV="production", PUBLIC_BASE_URL=PUBLIC))
     assert production.extensions["baclofen_settings"].auth_mode == "enforce"
     client = production.test_client()
     assert client.get("/cds-services").status_code == 401
@@ -414,27 +417,30 @@ def test_captured_hook_token_is_valid_only_for_the_url_it_was_minted_for(
     assert own.status_code == 404
 
 
-def test_audience_comes_from_the_request_without_a_public_base_url(
+def test_enforce_mode_refuses_to_start_without_a_public_base_url(
     tmp_path: Path, ec_client: Client
 ) -> None:
-    app = create_app(
-        base_config(
-            tmp_path,
-            ENV="development",
-            AUTH_MODE="enforce",
-            TRUSTED_ISSUERS=[ec_client.issuer_config()],
+    """Without it the audience followed the Host header: a token minted for another host's
+    URL passed when the caller sent that host."""
+    with pytest.raises(ConfigError, match="CDS_PUBLIC_BASE_URL"):
+        create_app(
+            base_config(
+                tmp_path,
+                ENV="development",
+                AUTH_MODE="enforce",
+                TRUSTED_ISSUERS=[ec_client.issuer_config()],
+            )
         )
-    )
-    client = app.test_client()
-    good = ec_client.token("http://localhost/cds-services")
-    assert client.get("/cds-services", headers=bearer(good)).status_code == 200
-    proxied = ec_client.token("https://cds.example.org/cds-services")
-    assert client.get("/cds-services", headers=bearer(proxied)).status_code == 401
 
 
 def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
     app = create_app(
-        base_config(tmp_path, ENV="production", TRUSTED_ISSUERS=[ec_client.issuer_config()])
+        base_config(
+            tmp_path,
+            ENV="production",
+            PUBLIC_BASE_URL=PUBLIC,
+            TRUSTED_ISSUERS=[ec_client.issuer_config()],
+        )
     )
     client = app.test_client()
     assert client.get("/healthz").status_code == 200

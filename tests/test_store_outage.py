@@ -96,10 +96,14 @@ def test_feedback_during_an_outage_is_refused_with_503_and_stored_when_resent(
 def test_a_valid_token_during_an_outage_gets_503_not_401_or_500(tmp_path: Path) -> None:
     issuer = Client(kind="EC")
     app = _app(
-        tmp_path, ENV="development", AUTH_MODE="enforce", TRUSTED_ISSUERS=[issuer.issuer_config()]
+        tmp_path,
+        ENV="development",
+        AUTH_MODE="enforce",
+        PUBLIC_BASE_URL="https://cds.example.org",
+        TRUSTED_ISSUERS=[issuer.issuer_config()],
     )
     client = app.test_client()
-    url = "http://localhost/cds-services"
+    url = "https://cds.example.org/cds-services"
     with database_down(app, tmp_path):
         refused = client.get("/cds-services", headers=bearer(issuer.token(url)))
     _assert_retry_outcome(refused)
