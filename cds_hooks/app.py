@@ -43,9 +43,11 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
 
     ready_checks: dict[str, Callable[[], bool]] = {"configuration": lambda: True}
+    degraded_checks: dict[str, Callable[[], bool]] = {}
     app.extensions["baclofen_settings"] = settings
     app.extensions["baclofen_knowledge"] = load_knowledge(settings.policy_file)
-    app.extensions["baclofen_ready_checks"] = ready_checks
+    app.extensions[health.READY_CHECKS] = ready_checks
+    app.extensions[health.DEGRADED_CHECKS] = degraded_checks
 
     # always_send=False: a call without an Origin header (an EHR's server, not a browser)
     # gets no CORS headers. flask-cors would otherwise grant it the allowlist's first
@@ -62,7 +64,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     init_request_logging(app)
     metrics.init_app(app)
     store = init_store(app, settings)
-    ready_checks["store"] = store.ping
+    degraded_checks["store"] = store.ping
     init_auth(app, settings)
 
     app.register_blueprint(health.bp)

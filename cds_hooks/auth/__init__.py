@@ -22,6 +22,7 @@ from cds_hooks import metrics
 from cds_hooks.auth.issuers import Issuer, configured_issuers, sandbox_issuers
 from cds_hooks.auth.jwks import JwksCache, JwksPolicy
 from cds_hooks.auth.network import address_refusal, is_loopback_host
+from cds_hooks.auth.replay import ReplayCache
 from cds_hooks.auth.verifier import AuthError, Identity, TokenVerifier, VerifierPolicy
 from cds_hooks.config import ConfigError, Settings
 from cds_hooks.errors import outcome_response
@@ -91,7 +92,7 @@ def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
     verifier = TokenVerifier(
         issuers,
         jwks,
-        remember_jti,
+        ReplayCache(remember_jti),
         VerifierPolicy(clock_skew=skew, max_lifetime=settings.auth_max_token_lifetime),
         clock=clock,
     )
