@@ -22,6 +22,9 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from joserfc import jwt
+from joserfc.jws import JWSRegistry
+from joserfc.registry import HeaderParameter
 
 from cds_hooks.app import create_app
 from cds_hooks.auth.issuers import configured_issuers, parse_issuers, sandbox_issuers
@@ -163,6 +166,28 @@ def test_required_claims_and_limits(ec_client: Client, claims: dict[str, Any], r
     with pytest.raises(AuthError) as refused:
         check.verify(ec_client.token(AUD, now=now, **claims), AUD)
     assert refused.value.reason == reason
+
+
+def test_a_token_with_an_unknown_critical_header_is_refused_for_that_reason(
+    ec_client: Client,
+) -> None:
+    """A ``crit`` extension we do not understand must be refused (RFC 7515 §4.1.11); the
+    log said ``bad_signature``, sending whoever investigates after the keys."""
+    signer = JWSRegistry(
+        header_registry={"exp-ext": HeaderParameter("an extension", "int")},
+        algorithms=[ec_client.alg],
+    )
+    header = {"alg": ec_client.alg, "typ": "JWT", "kid": ec_client.kid}
+    token = jwt.encode(
+        {**header, "crit": ["exp-ext"], "exp-ext": 1},
+        ec_client.claims(AUD),
+        ec_client.key,
+        algorithms=[ec_client.alg],
+        registry=signer,
+    )
+    with pytest.raises(AuthError) as refused:
+        verifier(parse_issuers([ec_client.issuer_config()])).verify(token, AUD)
+    assert refused.value.reason == "unsupported_header"
 
 
 def test_clock_skew_is_tolerated_within_the_configured_leeway(ec_client: Client) -> None:
