@@ -44,6 +44,8 @@ class DefaultConfig:
     FHIR_MAX_RESPONSE_BYTES = 5 * 1024 * 1024
     FHIR_FETCH_WORKERS = 5
     MAX_CARDS = 6
+    # Clinicians' free-text override comments may name the patient: erased after this.
+    FEEDBACK_COMMENT_RETENTION_DAYS = 90
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
     # Caller authentication (docs/trust.md). AUTH_MODE unset: "off" in development,
@@ -121,6 +123,7 @@ class Settings:
     jwks_refresh_interval: float = 60.0
     jwks_max_age: float = 3600.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    feedback_comment_retention_days: int = 90
 
     @property
     def development(self) -> bool:
@@ -191,6 +194,11 @@ class Settings:
             ),
             jwks_max_age=_positive("JWKS_MAX_AGE", config.get("JWKS_MAX_AGE", 3600.0), float),
             trusted_proxies=_networks("TRUSTED_PROXIES", config.get("TRUSTED_PROXIES")),
+            feedback_comment_retention_days=_positive(
+                "FEEDBACK_COMMENT_RETENTION_DAYS",
+                config.get("FEEDBACK_COMMENT_RETENTION_DAYS", 90),
+                int,
+            ),
         )
 
 
