@@ -16,6 +16,7 @@ from cds_hooks.errors import register_error_handlers
 from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
+from cds_hooks.proxy import FromTrustedProxies
 from cds_hooks.store import init_store
 
 
@@ -40,19 +41,23 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
 
     ready_checks: dict[str, Callable[[], bool]] = {"configuration": lambda: True}
+    degraded_checks: dict[str, Callable[[], bool]] = {}
     app.extensions["baclofen_settings"] = settings
     app.extensions["baclofen_knowledge"] = load_knowledge(settings.policy_file)
-    app.extensions["baclofen_ready_checks"] = ready_checks
+    app.extensions[health.READY_CHECKS] = ready_checks
+    app.extensions[health.DEGRADED_CHECKS] = degraded_checks
 
     init_cors(app, settings)
     register_error_handlers(app)
     init_request_logging(app)
     metrics.init_app(app)
     store = init_store(app, settings)
-    ready_checks["store"] = store.ping
+    degraded_checks["store"] = store.ping
     init_auth(app, settings)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(feedback_api.bp)
+    if settings.trusted_proxies:
+        app.wsgi_app = FromTrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     return app

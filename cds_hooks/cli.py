@@ -22,8 +22,9 @@ def _serve(args: argparse.Namespace) -> int:
     gunicorn_conf.ensure_metrics_dir()  # before the app imports prometheus_client
     from cds_hooks.app import create_app
 
-    create_app()  # fail fast on bad configuration, before forking workers
-    gunicorn_conf.run(_worker_app, args.host, args.port, args.workers)
+    app = create_app()  # fail fast on bad configuration, before forking workers
+    max_body_bytes = app.extensions["baclofen_settings"].max_body_bytes
+    gunicorn_conf.run(_worker_app, args.host, args.port, args.workers, max_body_bytes)
     return 0
 
 

@@ -8,6 +8,7 @@ The README lists every variable; keep the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class DefaultConfig:
     ENV = "production"
     DATABASE_URL: str | None = None
     PUBLIC_BASE_URL: str | None = None
+    # Proxies whose X-Forwarded-* headers are believed (addresses or networks); none by default.
+    TRUSTED_PROXIES: tuple[str, ...] | list[str] | str = ()
     MAX_BODY_BYTES = 2 * 1024 * 1024
     # None: LOCAL_SANDBOX_ORIGINS, plus the public sandbox in sandbox auth mode.
     CORS_ORIGINS: tuple[str, ...] | list[str] | str | None = None
@@ -42,6 +45,8 @@ class DefaultConfig:
     FHIR_MAX_RESPONSE_BYTES = 5 * 1024 * 1024
     FHIR_FETCH_WORKERS = 5
     MAX_CARDS = 6
+    # Clinicians' free-text override comments may name the patient: erased after this.
+    FEEDBACK_COMMENT_RETENTION_DAYS = 90
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"
@@ -53,6 +58,7 @@ class DefaultConfig:
     AUTH_CLOCK_SKEW = 60
     AUTH_MAX_TOKEN_LIFETIME = 3600
     JWKS_TIMEOUT = 2.0
+    JWKS_WAIT = 1.0
     JWKS_REFRESH_INTERVAL = 60.0
     JWKS_MAX_AGE = 3600.0
 
@@ -94,6 +100,15 @@ def _positive(name: str, value: Any, kind: type) -> Any:
     return number
 
 
+def _networks(name: str, value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in _as_tuple(value))
+    except ValueError as exc:
+        raise ConfigError(
+            f"CDS_{name} must list IP addresses or networks (10.0.0.0/8), got {value!r}"
+        ) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The validated, typed view of the Flask config that the service code reads."""
@@ -117,8 +132,11 @@ class Settings:
     auth_clock_skew: int = 60
     auth_max_token_lifetime: int = 3600
     jwks_timeout: float = 2.0
+    jwks_wait: float = 1.0
     jwks_refresh_interval: float = 60.0
     jwks_max_age: float = 3600.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    feedback_comment_retention_days: int = 90
 
     @property
     def development(self) -> bool:
@@ -188,10 +206,17 @@ class Settings:
                 "AUTH_MAX_TOKEN_LIFETIME", config.get("AUTH_MAX_TOKEN_LIFETIME", 3600), int
             ),
             jwks_timeout=_positive("JWKS_TIMEOUT", config.get("JWKS_TIMEOUT", 2.0), float),
+            jwks_wait=_positive("JWKS_WAIT", config.get("JWKS_WAIT", 1.0), float),
             jwks_refresh_interval=_positive(
                 "JWKS_REFRESH_INTERVAL", config.get("JWKS_REFRESH_INTERVAL", 60.0), float
             ),
             jwks_max_age=_positive("JWKS_MAX_AGE", config.get("JWKS_MAX_AGE", 3600.0), float),
+            trusted_proxies=_networks("TRUSTED_PROXIES", config.get("TRUSTED_PROXIES")),
+            feedback_comment_retention_days=_positive(
+                "FEEDBACK_COMMENT_RETENTION_DAYS",
+                config.get("FEEDBACK_COMMENT_RETENTION_DAYS", 90),
+                int,
+            ),
         )
 
 

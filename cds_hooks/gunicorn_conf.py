@@ -34,7 +34,9 @@ fail to start; in a container or pod neither happens (benchmarks/README.md).
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -55,8 +57,13 @@ def _int(name: str, default: int) -> int:
 
 
 def options(
-    host: str | None = None, port: int | None = None, workers: int | None = None
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    max_body_bytes: int | None = None,
 ) -> dict[str, object]:
+    """``max_body_bytes``: the app's CDS_MAX_BODY_BYTES, so a request declaring a larger
+    body is answered on a connection that closes (``close_when_too_large``)."""
     bind_host = host or os.environ.get("CDS_HOST", "127.0.0.1")
     bind_port = port or _int("CDS_PORT", 8080)
     return {
@@ -70,11 +77,15 @@ def options(
         "timeout": _int("GUNICORN_TIMEOUT", 30),
         "graceful_timeout": _int("GUNICORN_GRACEFUL_TIMEOUT", 20),
         "keepalive": 5,
+        # X-Forwarded-Proto is not gunicorn's to believe (it would from loopback by
+        # default): CDS_TRUSTED_PROXIES decides in the app (cds_hooks.proxy).
+        "forwarded_allow_ips": "",
         "accesslog": None,
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
         "logger_class": SafeLogger,
+        "pre_request": close_when_too_large(max_body_bytes) if max_body_bytes else None,
         "on_starting": on_starting,
         "when_ready": when_ready,
         "child_exit": child_exit,
@@ -82,15 +93,54 @@ def options(
     }
 
 
+MAX_LINE_CHARS = 300
+_QUERY = re.compile(r"(?<=\S)\?[^\s'\"]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BoundedCallerText(logging.Filter):
+    """Gunicorn's own lines quote what a caller sent: the request line of a malformed
+    request ("Invalid request from ip=...: Invalid HTTP request line: '...'"), a bad
+    header, the method and path of a request that failed. Each message is cut to
+    ``MAX_LINE_CHARS``, its query strings are dropped (a FHIR-style query names the
+    patient) and control characters replaced, so a caller can neither bloat the log nor
+    put a patient's identifier in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _CONTROL.sub("?", _QUERY.sub("?(query withheld)", record.getMessage()))
+        if len(message) > MAX_LINE_CHARS:
+            message = message[:MAX_LINE_CHARS] + "... (cut)"
+        record.msg, record.args = message, None
+        return True
+
+
 class SafeLogger(glogging.Logger):
-    """Gunicorn's error log (start-up, workers booting and exiting, signals) in the app's
-    format: JSON lines, or text with ``CDS_LOG_FORMAT=text``."""
+    """Gunicorn's error log (start-up, workers booting and exiting, signals, malformed
+    requests) in the app's format: JSON lines, or text with ``CDS_LOG_FORMAT=text``;
+    caller-sent text bounded."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         log_format = os.environ.get("CDS_LOG_FORMAT", "json").strip().lower()
         for handler in self.error_log.handlers:
             handler.setFormatter(formatter(log_format, pid=True))
+            handler.addFilter(BoundedCallerText())
+
+
+def close_when_too_large(max_body_bytes: int) -> Callable[[Any, Any], None]:
+    """gunicorn's ``pre_request``: a request whose Content-Length is over the limit is
+    answered 413 by the app without its body being read, so the connection cannot carry
+    another request. Marking it closed makes gunicorn say so (``Connection: close``)
+    instead of advertising keep-alive and closing anyway. (A chunked body is only found to
+    be too large while the app reads it: gunicorn then reads and discards its rest.)"""
+
+    def pre_request(worker: Any, req: Any) -> None:
+        del worker
+        for name, value in req.headers:
+            if name == "CONTENT-LENGTH" and value.isdigit() and int(value) > max_body_bytes:
+                req.force_close()
+
+    return pre_request
 
 
 def ensure_metrics_dir() -> str:
@@ -155,6 +205,7 @@ def run(
     host: str | None = None,
     port: int | None = None,
     workers: int | None = None,
+    max_body_bytes: int | None = None,
 ) -> None:
     """Serve the WSGI app that ``load`` builds (once in each worker) with ``options()``.
 
@@ -164,7 +215,9 @@ def run(
     from gunicorn.app.base import BaseApplication
 
     settings = {
-        key: value for key, value in options(host, port, workers).items() if value is not None
+        key: value
+        for key, value in options(host, port, workers, max_body_bytes).items()
+        if value is not None
     }
 
     class Server(BaseApplication):

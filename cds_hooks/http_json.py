@@ -4,6 +4,11 @@ Werkzeug enforces the size limit (MAX_CONTENT_LENGTH → 413); everything else a
 bad body becomes a 4xx with an OperationOutcome instead of a parser traceback. orjson
 parses strict JSON only (no NaN/Infinity, no lone surrogates, depth limited) and costs
 a fraction of the stdlib parser on a full-prefetch request.
+
+Nesting is bounded at ``MAX_DEPTH`` levels, the deepest orjson can write back: a card's
+suggestion echoes the draft order, and a body the parser took (orjson reads up to 1,024
+levels) but the response encoder could not write sent the answer through the stdlib
+encoder into its recursion limit, a 500. FHIR resources nest a dozen levels or so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from werkzeug.sansio.response import Response
 from cds_hooks.errors import BadRequest, UnsupportedMediaType
 
 JSON_MEDIA_TYPES = ("application/json", "application/fhir+json", "application/json+fhir")
+MAX_DEPTH = 254
+"""orjson's own serialisation limit: ``orjson.dumps`` refuses a 255th level."""
+TOO_DEEP = f"The request body is nested too deeply (more than {MAX_DEPTH} levels)."
 
 
 def read_json_body(request: Request) -> Any:
@@ -29,11 +37,24 @@ def read_json_body(request: Request) -> Any:
     if not raw.strip():
         raise BadRequest("The request body is empty; a JSON object is required.")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):
-            raise BadRequest("The request body is nested too deeply.") from None
+            raise BadRequest(TOO_DEEP) from None
         raise BadRequest(f"The request body is not valid JSON at position {exc.pos}.") from None
+    _check_depth(body)
+    return body
+
+
+def _check_depth(body: Any) -> None:
+    """Refuse a body nested deeper than ``MAX_DEPTH``: writing it with orjson is the depth
+    check (it stops at that limit) and costs a small part of what parsing it did."""
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        if "Recursion limit" not in str(exc):
+            raise  # nothing else orjson.loads produces can fail to encode
+        raise BadRequest(TOO_DEEP) from None
 
 
 class OrjsonProvider(DefaultJSONProvider):

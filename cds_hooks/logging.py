@@ -38,7 +38,10 @@ log = logging.getLogger("cds_hooks.request")
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
 """The WSGI key of ``X-Request-ID``: ``request.headers.get`` pays a KeyError on the usual miss."""
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""What a caller-chosen id (X-Request-ID, hookInstance) must look like to be logged: a
+bounded plain token, so it can neither bloat a log line nor carry text (a name) into it."""
+WITHHELD = "(withheld: not a plain id)"
 _HANDLER_NAME = "baclofen-json"
 QUIETED_LOGGERS = ("urllib3",)
 """Third-party loggers that write request URLs (which hold patient ids) below ERROR."""
@@ -167,12 +170,18 @@ def annotate(**fields: Any) -> None:
         g.setdefault("log_fields", {}).update(fields)
 
 
+def loggable_id(value: str) -> str:
+    """A caller-chosen id as it may be logged: itself when a plain token of at most 128
+    characters (a UUID, as the spec asks), else a fixed placeholder."""
+    return value if _SAFE_ID.fullmatch(value) else WITHHELD
+
+
 def annotate_evaluation(
     hook: str, hook_instance: str, topics: Iterable[str], card_count: int
 ) -> None:
     annotate(
         hook=hook,
-        hook_instance=hook_instance,
+        hook_instance=loggable_id(hook_instance),
         topics=sorted({str(t) for t in topics}),
         card_count=card_count,
     )
@@ -184,7 +193,7 @@ def init_request_logging(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         inbound = request.environ.get(_REQUEST_ID_ENVIRON, "")
-        g.request_id = inbound if _SAFE_REQUEST_ID.fullmatch(inbound) else uuid.uuid4().hex
+        g.request_id = inbound if _SAFE_ID.fullmatch(inbound) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
 
     @app.after_request

@@ -118,6 +118,11 @@ AUTH_FAILURES = Counter(
     "Requests refused by the JWT check, by reason.",
     ["reason"],
 )
+JWT_REPLAY_FALLBACKS = Counter(
+    "cds_jwt_replay_fallbacks",
+    "Token ids checked in this worker's memory because the shared database was unavailable "
+    "(a replay to another worker or instance is not caught then).",
+)
 FEEDBACK = Counter(
     "cds_feedback",
     "Feedback items received, by service, card topic and outcome (accepted / overridden).",
@@ -184,6 +189,12 @@ def observe_fetch_record(record: Any) -> None:
 def count_auth_failure(reason: str) -> None:
     """Count a refused token; ``reason`` is a short code such as ``expired``."""
     AUTH_FAILURES.labels(_reason(reason)).inc()
+
+
+@_never_raises
+def count_replay_fallback() -> None:
+    """Count one token id checked in memory because the database was down."""
+    JWT_REPLAY_FALLBACKS.inc()
 
 
 @_never_raises

@@ -64,7 +64,8 @@ def test_the_public_sandbox_is_allowed_by_default_only_in_sandbox_mode(
 ) -> None:
     """Only sandbox mode accepts the public sandbox's tokens; in any other mode its page
     has no business reading the answers. A locally run sandbox stays allowed."""
-    client = create_app({**app_config, "AUTH_MODE": mode}).test_client()
+    config = {**app_config, "AUTH_MODE": mode, "PUBLIC_BASE_URL": "https://cds.example.org"}
+    client = create_app(config).test_client()
     refused = preflight(client, "/cds-services/baclofen-order-sign", SANDBOX)
     assert "Access-Control-Allow-Origin" not in refused.headers
     local = preflight(client, "/cds-services/baclofen-order-sign", LOCAL_SANDBOX)

@@ -440,3 +440,41 @@ def test_a_rate_per_hour_is_24_times_that_per_day(per_hour: float) -> None:
     assert math.isclose(hourly, daily, rel_tol=1e-12)
     assert math.isclose(daily, as_ratio, rel_tol=1e-12)
     assert math.isclose(hourly, in_mg, rel_tol=1e-9)
+
+
+# --- figures beyond the range of a float ---------------------------------------------
+
+
+HUGE = 1e308
+
+
+@pytest.mark.parametrize(
+    "dosage",
+    [
+        dose(HUGE, "mg", per_day(3)),  # the dose times the frequency
+        dose(HUGE, "g", per_day(1)),  # the unit conversion
+        dose(HUGE, "{pill}", per_day(1)),  # times the tablet strength
+        dose(10, "mg", Timing(frequency=1, period=1e-320, period_unit="min")),
+        dose(10, "mg", per_day(10**18, 1e-300, "h")),
+        DosageInstruction(
+            dose=Quantity(10, code="mg"),
+            as_needed=True,
+            max_dose_per_period=Ratio(Quantity(4, code="mg"), Quantity(1e-320, code="d")),
+        ),
+        rate(HUGE, "ug/min"),
+    ],
+    ids=["dose-x-frequency", "grams", "tablets", "tiny-period", "huge-rate", "prn-cap", "pump"],
+)
+def test_figures_beyond_a_float_are_not_computable_never_infinite(
+    dosage: DosageInstruction,
+) -> None:
+    result = daily_dose(order(dosage), GABLOFEN if dosage.rate else TABLET_10)
+    assert result.amount is None
+    assert result.problem is not None and "too large" in result.problem
+    assert "inf" not in result.explanation
+
+
+def test_concurrent_doses_whose_sum_overflows_are_not_computable() -> None:
+    half = dose(1.5e308, "mg", per_day(1))
+    result = daily_dose(order(half, half), TABLET_10)
+    assert result.amount is None and result.problem and "too large" in result.problem

@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 
 from cds_hooks.app import create_app
 from cds_hooks.config import ConfigError
-from cds_hooks.feedback import OverrideReason, parse_rfc3339
+from cds_hooks.feedback import OverrideReason, parse_feedback_request, parse_rfc3339
 from cds_hooks.store import (
     FeedbackCount,
     Store,
@@ -523,3 +523,44 @@ def test_mutated_feedback_is_stored_or_refused_never_an_error(
     response = post(client, {**base, **changes})
 
     assert response.status_code in (200, 400), response.get_data(as_text=True)
+
+
+def test_override_comments_are_erased_after_the_retention_period(
+    app_config: dict[str, Any],
+) -> None:
+    """Comments are free text and may name the patient: CDS_FEEDBACK_COMMENT_RETENTION_DAYS
+    erases them (the write of new feedback does it); the outcome and reason stay counted."""
+    app = create_app({**app_config, "FEEDBACK_COMMENT_RETENTION_DAYS": 30})
+    old = {
+        **SANDBOX_DISMISS_WITH_REASON,
+        "overrideReason": {
+            **SANDBOX_DISMISS_WITH_REASON["overrideReason"],
+            "userComment": "Mrs Example-Patient tolerates it",
+        },
+    }
+    # Written 40 days ago, by an instance that keeps comments (as before the setting).
+    keeper = Store(get_store(app).engine)
+    keeper.record_feedback(
+        "baclofen-order-sign",
+        parse_feedback_request({"feedback": [old]}),
+        received_at=datetime.now(UTC) - timedelta(days=40),
+    )
+    fresh = {**SANDBOX_DISMISS, "overrideReason": {"userComment": "Agreed with neurology."}}
+
+    assert post(app.test_client(), fresh).status_code == 200
+
+    [erased] = store_of(app).feedback_for_card(CARD)
+    assert erased.override_reason is not None
+    assert erased.override_reason.user_comment is None
+    assert erased.override_reason.code == "patient-tolerating-dose"
+    [kept] = store_of(app).feedback_for_card(OTHER_CARD)
+    assert kept.override_reason is not None
+    assert kept.override_reason.user_comment == "Agreed with neurology."
+    assert sum(row.count for row in store_of(app).feedback_summary()) == 2
+
+
+def test_comment_retention_must_be_a_positive_number_of_days(
+    app_config: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfigError, match="FEEDBACK_COMMENT_RETENTION_DAYS"):
+        create_app({**app_config, "FEEDBACK_COMMENT_RETENTION_DAYS": 0})

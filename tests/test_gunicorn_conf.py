@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,52 @@ def test_every_line_the_server_writes_is_json_gunicorns_own_included(tmp_path: P
     assert "Shutting down: Master" in gunicorn_lines
     assert all(isinstance(line["pid"], int) for line in gunicorn_lines.values())
     assert all({"level", "timestamp", "knowledge_version"} <= line.keys() for line in lines)
+
+
+def _exchange(base: str, raw: bytes) -> bytes:
+    """Send ``raw`` on a fresh connection; everything the server answers until it closes."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(raw)
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pytest.fail(f"the server kept the connection open after: {answer[:300]!r}")
+    return answer
+
+
+def test_a_body_over_the_limit_is_refused_on_a_connection_that_says_it_closes(
+    tmp_path: Path,
+) -> None:
+    """The 413 comes before the body is read, so the connection cannot go on: it said
+    ``Connection: keep-alive`` and closed all the same."""
+    with serve(tmp_path, workers=1, env={"CDS_MAX_BODY_BYTES": "2048"}) as (base, _, _):
+        answer = _exchange(
+            base,
+            b"POST /cds-services/baclofen-order-sign HTTP/1.1\r\nHost: cds\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + b" " * 4096,
+        )
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower().splitlines()
+    assert head[0].startswith("http/1.1 413")
+    assert "connection: close" in head
+
+
+def test_gunicorns_lines_bound_what_the_caller_sent_and_drop_its_query(tmp_path: Path) -> None:
+    """A malformed request line is quoted in gunicorn's own warning: 3,000 characters of
+    path and a query naming a patient became one log line verbatim."""
+    with serve(tmp_path, workers=1) as (base, log, _):
+        answer = _exchange(
+            base,
+            # A control character makes the whole request line invalid, and quoted.
+            b"GET /cds-services/" + b"A" * 3000 + b"?identifier=MRN-SECRET-77\x01 HTTP/1.1\r\n"
+            b"Host: cds\r\n\r\n",
+        )
+        assert answer.startswith(b"HTTP/1.1 400")
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    quoted = [line for line in lines if "Invalid request" in line["message"]]
+    assert quoted, "gunicorn logs the malformed request"
+    assert "MRN-SECRET-77" not in text
+    assert all(len(line["message"]) < 400 for line in lines if line["logger"] == "gunicorn.error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,6 +102,25 @@ def test_deeply_nested_json_is_400_not_500(client: FlaskClient) -> None:
     response = client.post(SERVICE, data=raw, content_type="application/json")
     assert response.status_code in (400, 413)
     assert_operation_outcome(response.get_json())
+
+
+REQUESTS = Path(__file__).parent / "data" / "requests"
+
+
+@pytest.mark.parametrize("levels", [300, 1000])
+def test_a_draft_order_nested_beyond_the_bound_is_400_at_the_edge(
+    client: FlaskClient, levels: int
+) -> None:
+    """A captured order-sign whose draft order carries a deep array: the parser takes up to
+    1,024 levels, but the answer echoes the order and could not be written back (a 500)."""
+    captured = json.loads((REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json").read_text())
+    order = captured["body"]["context"]["draftOrders"]["entry"][0]["resource"]
+    order["note"] = "NESTED"
+    raw = json.dumps(captured["body"]).replace('"NESTED"', "[" * levels + "]" * levels)
+    response = client.post(SERVICE, data=raw, content_type="application/json")
+    assert response.status_code == 400
+    assert_operation_outcome(response.get_json())
+    assert "nested too deeply" in response.get_json()["issue"][0]["diagnostics"]
 
 
 def test_get_on_a_service_is_405_with_outcome(client: FlaskClient) -> None:

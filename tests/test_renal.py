@@ -205,3 +205,19 @@ def test_without_birth_date_a_reported_egfr_is_used_as_usual():
 
 def test_unknown_unit_is_skipped_not_misread():
     assert not assess(obs("98979-8", 1.2, "mg/dL", 5)).known
+
+
+def test_values_beyond_a_float_are_never_read_as_kidney_function() -> None:
+    """1e308 mL/s is infinity in mL/min; a 1e308 kg weight pushes Cockcroft-Gault to
+    infinity: an infinite clearance would read as normal kidneys, so neither counts."""
+    status = assess(
+        obs("33914-3", 1e308, "mL/s/{1.73_m2}", 10),
+        obs("2160-0", 1.0, "mg/dL", 20),
+        obs("29463-7", 1e308, "kg", 30),
+        age=70,
+    )
+    kinds = {v.kind for v in status.values}
+    assert RenalKind.EGFR not in kinds and RenalKind.CRCL_CALCULATED not in kinds
+    assert RenalKind.EGFR_CALCULATED in kinds, "the creatinine still gives an eGFR"
+    huge_creatinine = assess(obs("2160-0", 1e308, "mmol/L", 20), age=70)
+    assert huge_creatinine.values == ()

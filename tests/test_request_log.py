@@ -90,3 +90,19 @@ def test_a_safe_inbound_request_id_is_echoed_and_logged_else_replaced(
         assert echoed == inbound
     else:
         assert HEX_ID.fullmatch(echoed)
+
+
+@pytest.mark.parametrize(
+    "hook_instance",
+    ["x" * 129, "Mrs Edna Testperson, MRN 4411", "line\nbreak", "a" * 100_000],
+)
+def test_a_hook_instance_that_is_not_a_plain_id_is_not_logged(
+    client: FlaskClient, lines: io.StringIO, hook_instance: str
+) -> None:
+    body = load_json(EVELYN)["body"]
+    body["hookInstance"] = hook_instance
+    assert client.post("/cds-services/baclofen-order-sign", json=body).status_code == 200
+    (summary,) = summaries(lines)
+    assert summary["hook_instance"] == "(withheld: not a plain id)"
+    assert hook_instance not in lines.getvalue()
+    assert max(len(line) for line in lines.getvalue().splitlines()) < 5000

@@ -8,6 +8,7 @@ run as root, so under root (CI containers) pg_ctl runs as the ``postgres`` accou
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -23,6 +24,7 @@ import port_for
 import pytest
 from alembic.script import ScriptDirectory
 from flask import Flask
+from prometheus_client import REGISTRY
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import inspect, text
@@ -36,6 +38,7 @@ from cds_hooks.store import (
     get_store,
 )
 from tests.concurrency import migrate_together
+from tests.security.tokens import Client, bearer
 
 pytestmark = pytest.mark.postgres
 
@@ -218,3 +221,64 @@ def test_readiness_reports_the_shared_database(make_app: Callable[[], Flask]) ->
     response = make_app().test_client().get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["checks"]["store"] is True
+
+
+PUBLIC = "https://cds.example.org"
+ORDER_SIGN = "/cds-services/baclofen-order-sign"
+CAPTURED_ORDER_SIGN = (
+    Path(__file__).parent / "data" / "requests" / ("sandbox-order-sign-baclofen10-3tab-daily.json")
+)
+
+
+def test_hook_calls_go_on_while_postgresql_is_down(
+    postgresql_server: PostgreSQLExecutor, database_url: str
+) -> None:
+    """Issue 16 item 11: the server is stopped mid-service and started again. Hook calls
+    are answered throughout (replay protection in the worker's memory, counted), /readyz
+    stays ready for them and reports the database, feedback answers 503."""
+    issuer = Client()
+    app = create_app(
+        {
+            "TESTING": True,
+            "ENV": "development",
+            "AUTH_MODE": "enforce",
+            "PUBLIC_BASE_URL": PUBLIC,
+            "TRUSTED_ISSUERS": [issuer.issuer_config()],
+            "DATABASE_URL": database_url,
+        }
+    )
+    client = app.test_client()
+    body = json.loads(CAPTURED_ORDER_SIGN.read_text(encoding="utf-8"))["body"]
+
+    def sign(token: str) -> Any:
+        return client.post(ORDER_SIGN, json=body, headers=bearer(token))
+
+    assert sign(issuer.token(PUBLIC + ORDER_SIGN)).status_code == 200
+    fallbacks = REGISTRY.get_sample_value("cds_jwt_replay_fallbacks_total") or 0.0
+    postgresql_server.stop()
+    try:
+        token = issuer.token(PUBLIC + ORDER_SIGN)
+        during = sign(token)
+        replayed = sign(token)
+        ready = client.get("/readyz")
+        feedback = client.post(
+            ORDER_SIGN + "/feedback",
+            json={"feedback": [_accepted()]},
+            headers=bearer(issuer.token(PUBLIC + ORDER_SIGN + "/feedback")),
+        )
+    finally:
+        postgresql_server.start()
+    assert during.status_code == 200 and during.get_json()["cards"]
+    assert replayed.status_code == 401, "a replay to this worker is still refused"
+    counted = REGISTRY.get_sample_value("cds_jwt_replay_fallbacks_total")
+    assert counted == fallbacks + 2, "the hook call's token and the feedback call's"
+    assert ready.status_code == 200
+    assert ready.get_json() == {
+        "status": "degraded",
+        "checks": {"configuration": True, "trusted_issuers": True, "store": False},
+    }
+    assert feedback.status_code == 503
+
+    assert client.get("/readyz").get_json()["status"] == "ready"
+    assert sign(issuer.token(PUBLIC + ORDER_SIGN)).status_code == 200
+    assert sign(token).status_code == 401, "nor after the database is back"

@@ -21,8 +21,9 @@ from flask import Flask, Response, current_app, g, request
 from cds_hooks import metrics
 from cds_hooks.auth.issuers import Issuer, configured_issuers, sandbox_issuers
 from cds_hooks.auth.jwks import JwksCache, JwksPolicy
+from cds_hooks.auth.replay import ReplayCache
 from cds_hooks.auth.verifier import AuthError, Identity, TokenVerifier, VerifierPolicy
-from cds_hooks.config import Settings
+from cds_hooks.config import ConfigError, Settings
 from cds_hooks.errors import outcome_response
 
 __all__ = [
@@ -43,6 +44,12 @@ SANDBOX_WARNING = (
     "key is published, so ANYONE can mint a token this service accepts. For testing with "
     "the sandbox only; never use with real patient data."
 )
+PUBLIC_BASE_URL_REQUIRED = (
+    "CDS_AUTH_MODE=enforce needs CDS_PUBLIC_BASE_URL: the URL the EHR calls this service "
+    "at (for example https://cds.example.org). Callers' tokens must name it as their "
+    "audience (aud); without it the audience would follow the Host header, which the "
+    "caller chooses."
+)
 OFF_WARNING = (
     "CDS_AUTH_MODE=off: caller authentication is DISABLED. Anyone who can reach this port "
     "can make the service fetch from an allowlisted FHIR server. Development only."
@@ -60,6 +67,8 @@ def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
         log.warning(OFF_WARNING, extra={"auth_mode": "off"})
         app.extensions["baclofen_auth"] = None
         return None
+    if settings.auth_mode == "enforce" and settings.public_base_url is None:
+        raise ConfigError(PUBLIC_BASE_URL_REQUIRED)
     issuers = _issuers(app, settings)
     configured_clock = app.config.get("AUTH_CLOCK")
     clock: Callable[[], float] = configured_clock if callable(configured_clock) else time.time
@@ -67,6 +76,7 @@ def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
     jwks = JwksCache(
         JwksPolicy(
             timeout=settings.jwks_timeout,
+            wait=settings.jwks_wait,
             refresh_interval=settings.jwks_refresh_interval,
             max_age=settings.jwks_max_age,
         )
@@ -79,7 +89,7 @@ def init_auth(app: Flask, settings: Settings) -> TokenVerifier | None:
     verifier = TokenVerifier(
         issuers,
         jwks,
-        remember_jti,
+        ReplayCache(remember_jti),
         VerifierPolicy(clock_skew=skew, max_lifetime=settings.auth_max_token_lifetime),
         clock=clock,
     )
@@ -109,7 +119,8 @@ def _issuers(app: Flask, settings: Settings) -> tuple[Issuer, ...]:
 
 
 def expected_audience(settings: Settings) -> str:
-    """The URL the caller called: public base URL (behind a proxy) or this request's."""
+    """The URL the caller called: the public base URL (required in enforce mode), or in
+    sandbox mode this request's (forwarded headers count from trusted proxies only)."""
     base = settings.public_base_url or request.root_url.rstrip("/")
     return base + request.path
 

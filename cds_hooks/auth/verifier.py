@@ -10,6 +10,7 @@ Every refusal is an ``AuthError`` whose ``reason`` is a fixed code, safe to log.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 )
 MAX_TOKEN_BYTES = 16 * 1024
+_REASON = re.compile(r"[a-z_]{1,40}")
 
 RememberJti = Callable[[str, str, datetime], bool]
 """``(issuer, jti, expires_at) -> False when already seen`` (the store's replay cache)."""
@@ -94,8 +96,8 @@ class TokenVerifier:
             raise AuthError("alg_does_not_match_key", issuer.iss)
         try:
             claims = jwt.decode(token, key, algorithms=[alg]).claims  # type: ignore[arg-type]
-        except JoseError:
-            raise AuthError("bad_signature", issuer.iss) from None
+        except JoseError as error:
+            raise AuthError(_jose_reason(error), issuer.iss) from None
         self._check_claims(claims, issuer, audience)
         expires_at = int(claims["exp"])
         tenant = claims.get("tenant")
@@ -152,6 +154,14 @@ class TokenVerifier:
             raise AuthError("lifetime_too_long", issuer.iss)
         if issuer.tenants and claims.get("tenant") not in issuer.tenants:
             raise AuthError("tenant_not_allowed", issuer.iss)
+
+
+def _jose_reason(error: JoseError) -> str:
+    """joserfc's own code for why it refused (``bad_signature``, ``unsupported_header`` for
+    a ``crit`` extension we do not know, ...): a fixed string per error class, never token
+    content, so operators see the real reason rather than every refusal as a bad signature."""
+    code = getattr(error, "error", "")
+    return code if isinstance(code, str) and _REASON.fullmatch(code) else "bad_token"
 
 
 def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -152,8 +152,13 @@ def route_of(order: MedicationOrder, product: BaclofenProduct | None) -> Route:
     return Route.ORAL if product is not None else Route.UNKNOWN
 
 
+TOO_LARGE = "the figures are too large to compute a daily dose"
+"""Why a dose is not computable when its arithmetic leaves the range of a float (a value
+of 1e308 times a frequency): infinity is no dose, and a wrong number is worse than none."""
+
+
 def _num(value: float) -> str:
-    return f"{value:.4g}" if value != int(value) else str(int(value))
+    return str(int(value)) if abs(value) < 1e15 and value == int(value) else f"{value:.4g}"
 
 
 # Built for every dose read, so slotted but not frozen: a frozen dataclass pays an
@@ -191,7 +196,7 @@ def _convert(
     per_mg = 1.0 if unit == "mg" else 1000.0
     if key in vocab.mass_mg:
         value = quantity.value * vocab.mass_mg[key] * per_mg
-        return _Amount(value, f"{_num(quantity.value)} {written}")
+        return _finite(_Amount(value, f"{_num(quantity.value)} {written}"))
     if product is None or product.strength is None or product.strength_unit is None:
         what = f"{_num(quantity.value)} {written}".strip()
         return f"the dose is written as {what} and the product strength is unknown"
@@ -200,16 +205,23 @@ def _convert(
     if key in vocab.count_units and not liquid:
         value = quantity.value * strength_mg * per_mg
         strength = f"{_num(product.strength)} {product.strength_unit} {product.dose_form}"
-        return _Amount(value, f"{_num(quantity.value)} × {strength}")
+        return _finite(_Amount(value, f"{_num(quantity.value)} × {strength}"))
     if key in vocab.volume_ml and liquid:
         value = quantity.value * vocab.volume_ml[key] * strength_mg * per_mg
-        return _Amount(
-            value,
-            f"{_num(quantity.value)} {written} of {_num(product.strength)} {product.strength_unit}",
+        return _finite(
+            _Amount(
+                value,
+                f"{_num(quantity.value)} {written} of {_num(product.strength)} "
+                f"{product.strength_unit}",
+            )
         )
     if not written:
         return "the dose has no unit"
     return f"the dose unit {written!r} does not fit the product ({product.strength_unit})"
+
+
+def _finite(amount: _Amount) -> _Amount | str:
+    return amount if math.isfinite(amount.value) else TOO_LARGE
 
 
 def _per_day(timing: Timing | None) -> tuple[float, str] | str:
@@ -234,8 +246,12 @@ def _per_day(timing: Timing | None) -> tuple[float, str] | str:
         plain = period == 1 and unit == "d"
         if plain:
             return frequency, ""
+        # A period so short that it rounds to no time at all is no frequency either.
+        per_day = frequency / days if days > 0 else math.inf
+        if not math.isfinite(per_day):
+            return TOO_LARGE
         every = f"every {_num(period)} {unit}"
-        return frequency / days, every if frequency == 1 else f"{_num(frequency)} {every}"
+        return per_day, every if frequency == 1 else f"{_num(frequency)} {every}"
     if timing.code is not None:
         candidates = [c.code for c in timing.code.codings if c.code]
         candidates += [c.display for c in timing.code.codings if c.display]
@@ -266,7 +282,7 @@ def _rate_unit(rate: Quantity) -> tuple[str, str, float, float] | None:
         if not slash or match is None or match.group(2) not in vocab.rate_times:
             continue
         count = float(match.group(1) or 1)
-        if count > 0 and amount.strip().lower() in vocab.known_units:
+        if 0 < count < math.inf and amount.strip().lower() in vocab.known_units:
             return amount.strip(), *vocab.rate_times[match.group(2)], count
     return None
 
@@ -291,6 +307,8 @@ def _rate_dose(rate: Quantity, unit: str, product: BaclofenProduct | None) -> Da
     if isinstance(amount, str):
         return replace(_not_computable(unit, amount, written), from_rate=True)
     daily = amount.value * per_day / count
+    if not math.isfinite(daily):
+        return replace(_not_computable(unit, TOO_LARGE, written), from_rate=True)
     per = f"/{time}" if count == 1 else f" per {_num(count)} {time}"
     per_time = f"{_num(amount.value)} {unit}{per}"
     same = amount.value == rate.value and amount_unit.lower() in _vocabulary().mass_mg
@@ -335,12 +353,15 @@ def _instruction(
         days = _vocabulary().period_days.get(cap_days)
         if isinstance(capped, _Amount) and days and cap.denominator.value > 0:
             daily = capped.value / (cap.denominator.value * days)
+            if not math.isfinite(daily):
+                return _not_computable(unit, TOO_LARGE, written_unit)
             per = amount.value if isinstance(amount, _Amount) else None
+            times = daily / per if per else None
             return DailyDose(
                 amount=daily,
                 unit=unit,
                 per_administration=per,
-                administrations_per_day=daily / per if per else None,
+                administrations_per_day=times if times is None or math.isfinite(times) else None,
                 explanation=f"as needed, at most {capped.text} per {_num(cap.denominator.value)} "
                 f"{cap_days} = {_num(daily)} {unit}/day (counted at the maximum)",
                 problem=None,
@@ -357,6 +378,10 @@ def _instruction(
         )
     rate, how = per_day
     daily = amount.value * rate
+    if not math.isfinite(daily):
+        return DailyDose(
+            None, unit, amount.value, rate, f"{amount.text}: {TOO_LARGE}", TOO_LARGE, written_unit
+        )
     range_note = (
         " (high end of the dose range)" if dosage.dose is None and dosage.dose_range_high else ""
     )
@@ -442,18 +467,30 @@ def total_daily_dose(doses: Iterable[DailyDose]) -> DailyDose:
             written,
             any(d.from_rate for d in parts),
         )
-    amount = math.fsum(d.amount for d in parts if d.amount is not None)
+    try:
+        amount = math.fsum(d.amount for d in parts if d.amount is not None)
+    except OverflowError:  # fsum raises where a plain sum would give infinity
+        return _not_computable(unit, TOO_LARGE, written)
     singles = [d.per_administration for d in parts if d.per_administration is not None]
     rates = [d.administrations_per_day for d in parts]
     return DailyDose(
         amount=amount,
         unit=unit,
         per_administration=max(singles) if singles else None,
-        administrations_per_day=math.fsum(r for r in rates if r is not None)
-        if all(r is not None for r in rates)
-        else None,
+        administrations_per_day=_rate_sum(rates),
         explanation=" + ".join(d.explanation for d in parts) + f" = {_num(amount)} {unit}/day",
         problem=None,
         written_unit=written,
         from_rate=any(d.from_rate for d in parts),
     )
+
+
+def _rate_sum(rates: list[float | None]) -> float | None:
+    """Administrations a day of concurrent instructions; None when any is unknown (or the
+    sum leaves the range of a float)."""
+    if any(r is None for r in rates):
+        return None
+    try:
+        return math.fsum(r for r in rates if r is not None)
+    except OverflowError:
+        return None

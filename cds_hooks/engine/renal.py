@@ -8,6 +8,7 @@ below" rather than pretending the bound is exact. Nothing found in the look-back
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -281,7 +282,7 @@ def _reported(
         obs = lab.observation
         assert obs.value is not None
         value = clearance_ml_min(obs.value)
-        if value is None:
+        if value is None or not math.isfinite(value):
             continue
         result = RenalValue(
             kind=kind,
@@ -309,10 +310,16 @@ def _newest_converted(
         if when is None or when < since:
             continue
         value = convert(obs.value)
-        if value is None or value <= 0:
+        if value is None or not 0 < value < math.inf:
             continue
         return value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT), when
     return None
+
+
+def _estimate(values: list[float], pick: Callable[[Iterable[float]], float]) -> float | None:
+    """The estimate to use, or None when absurd inputs (a weight of 1e308 kg) pushed the
+    equation out of the range of a float: an infinite clearance would read as normal."""
+    return pick(values) if all(math.isfinite(v) for v in values) else None
 
 
 def _calculated(
@@ -355,23 +362,31 @@ def _calculated(
     shown = "" if scr_bound is Bound.EXACT else scr_bound.value
     scr_text = f"creatinine {shown}{scr:.2f} mg/dL ({scr_date.isoformat()})"
     results: list[RenalValue] = []
-    if want_egfr:
+    egfr = (
+        _estimate([ckd_epi_2021(scr, used_age, female) for female in sexes], pick)
+        if want_egfr
+        else None
+    )
+    if egfr is not None:
         results.append(
             RenalValue(
                 kind=RenalKind.EGFR_CALCULATED,
-                value=pick(ckd_epi_2021(scr, used_age, female) for female in sexes),
+                value=egfr,
                 effective=scr_date,
                 bound=bound,
                 inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, {about}",
             )
         )
     weight = _newest_converted(labs, codes.body_weight, weight_kg, since)
-    if weight is not None:
-        kg, _weight_bound, weight_date = weight
+    if weight is None:
+        return results
+    kg, _weight_bound, weight_date = weight
+    crcl = _estimate([cockcroft_gault(scr, used_age, kg, female) for female in sexes], pick)
+    if crcl is not None:
         results.append(
             RenalValue(
                 kind=RenalKind.CRCL_CALCULATED,
-                value=pick(cockcroft_gault(scr, used_age, kg, female) for female in sexes),
+                value=crcl,
                 effective=scr_date,
                 bound=bound,
                 inputs=(

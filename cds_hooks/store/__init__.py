@@ -18,17 +18,27 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from flask import Flask, current_app
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -59,6 +69,7 @@ VERSION_TABLE = "baclofen_cds_alembic_version"
 MIGRATION_LOCK_KEY = 0x6261636C6F66656E
 PG_CONNECT_TIMEOUT_SECONDS = 5
 JTI_PRUNE_INTERVAL_SECONDS = 60.0
+COMMENT_PURGE_INTERVAL_SECONDS = 3600.0
 _WRITE_LOCK = "baclofen_sqlite_write_lock"
 # Alembic's ``context`` is a module global: two migrations in one process must not overlap.
 _ALEMBIC_IN_PROCESS = threading.Lock()
@@ -185,9 +196,12 @@ def _serving(message: str) -> Iterator[None]:
 class Store:
     """Repository over one SQLAlchemy engine; safe to share between threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, comment_retention: timedelta | None = None) -> None:
+        """``comment_retention``: erase clinicians' override comments this long after they
+        arrived (None keeps them)."""
         self.engine = engine
-        self._next_prune = 0.0
+        self.comment_retention = comment_retention
+        self._next_run: dict[str, float] = {}
 
     @contextmanager
     def _transaction(self, *, lock: bool = False) -> Iterator[Connection]:
@@ -244,7 +258,12 @@ class Store:
                 .on_conflict_do_nothing(index_elements=[feedback.c.dedup_key])
                 .returning(feedback.c.id)
             )
-            return len(connection.execute(statement).all())
+            stored = len(connection.execute(statement).all())
+        if self.comment_retention is not None:
+            self._now_and_then(
+                "purging old comments", COMMENT_PURGE_INTERVAL_SECONDS, self.purge_comments
+            )
+        return stored
 
     @staticmethod
     def _feedback_row(
@@ -371,13 +390,39 @@ class Store:
                 where=jwt_replay.c.expires_at <= now,
             ).returning(jwt_replay.c.token_key)
             fresh = connection.execute(statement).first() is not None
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + JTI_PRUNE_INTERVAL_SECONDS
-            try:
-                self.prune_expired_jti(now)
-            except SQLAlchemyError:
-                log.warning("pruning expired JWT ids failed; will retry later", exc_info=True)
+        self._now_and_then(
+            "pruning expired JWT ids",
+            JTI_PRUNE_INTERVAL_SECONDS,
+            lambda: self.prune_expired_jti(now),
+        )
         return fresh
+
+    def _now_and_then(self, what: str, interval: float, job: Callable[[], int]) -> None:
+        """Housekeeping done by the writes themselves, at most once per ``interval``
+        seconds per process; a failure is logged and tried again next time."""
+        due = time.monotonic()
+        if due < self._next_run.get(what, 0.0):
+            return
+        self._next_run[what] = due + interval
+        try:
+            job()
+        except SQLAlchemyError:
+            log.warning(f"{what} failed; will retry later", exc_info=True)
+
+    def purge_comments(self, now: datetime | None = None) -> int:
+        """Erase override comments received longer than ``comment_retention`` ago; returns
+        how many. Clinicians write them freely and they may name the patient; the rest of
+        each row (outcome, reason code) stays, so the counts do not change."""
+        if self.comment_retention is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - self.comment_retention
+        with self._transaction() as connection:
+            result = connection.execute(
+                update(feedback)
+                .where(feedback.c.user_comment.is_not(None), feedback.c.received_at < cutoff)
+                .values(user_comment=None)
+            )
+            return result.rowcount
 
     def prune_expired_jti(self, now: datetime | None = None) -> int:
         """Delete replay-cache rows past their expiry; returns how many went."""
@@ -390,7 +435,7 @@ class Store:
 def init_store(app: Flask, settings: Settings) -> Store:
     """Open the database named by the settings, migrate it to head, attach it to ``app``."""
     engine = create_store_engine(settings.database_url)
-    store = Store(engine)
+    store = Store(engine, timedelta(days=settings.feedback_comment_retention_days))
     try:
         store.migrate()
     except SQLAlchemyError as exc:

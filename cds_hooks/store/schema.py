@@ -1,8 +1,9 @@
 """Tables of the store (SQLAlchemy Core). Alembic migrations are the source of truth for
 the deployed schema; these definitions mirror the head revision for queries.
 
-No patient data is kept: feedback rows hold card and suggestion uuids, the outcome,
-the reason coding and the clinician's optional comment, never request content.
+No request content is kept: feedback rows hold card and suggestion uuids, the outcome,
+the reason coding and the clinician's optional comment. That comment is free text and may
+name the patient, so it is erased after CDS_FEEDBACK_COMMENT_RETENTION_DAYS (docs/trust.md).
 """
 
 from __future__ import annotations
