@@ -27,6 +27,10 @@ connections, so keep the cap at least twice ``GUNICORN_THREADS``.
 is opt-in because a worker that exits drops the connections queued on its socket, and a
 second server of the same user on the same port would share it silently rather than
 fail to start; in a container or pod neither happens (benchmarks/README.md).
+
+gunicorn's control socket (``gunicornc``: resize, reload, stop) is off: nothing here uses
+it, it would be one more way to stop a clinical service, and its default place under
+``$HOME`` is not writable in the container (gunicorn logged an ERROR on every start).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def options(
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
+        "control_socket_disable": True,
         "logger_class": JsonLogger,
         "on_starting": on_starting,
         "child_exit": child_exit,
@@ -85,6 +90,28 @@ class JsonLogger(glogging.Logger):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(SafeJsonFormatter(pid=True))
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # With SO_REUSEPORT the master holds no socket (each worker opens its own), so
+        # gunicorn announces "Listening at:  (pid)": name the address operators look for.
+        if msg == _LISTENING and args and not args[0] and self.cfg.reuse_port:
+            args = (f"{_addresses(self.cfg.address)} (one socket per worker)", *args[1:])
+        super().info(msg, *args, **kwargs)
+
+
+_LISTENING = "Listening at: %s (%s)"
+
+
+def _addresses(bound: list[Any]) -> str:
+    """The bind addresses written the way gunicorn writes its own listeners."""
+    written = []
+    for address in bound:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            written.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+        else:
+            written.append(f"unix:{address}")
+    return ",".join(written)
 
 
 def ensure_metrics_dir() -> str:

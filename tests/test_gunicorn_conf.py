@@ -60,3 +60,21 @@ def test_every_line_the_server_writes_is_json_gunicorns_own_included(tmp_path: P
     assert "Shutting down: Master" in gunicorn_lines
     assert all(isinstance(line["pid"], int) for line in gunicorn_lines.values())
     assert all({"level", "timestamp", "knowledge_version"} <= line.keys() for line in lines)
+
+
+def test_start_up_logs_no_error_and_names_the_address_with_one_socket_per_worker(
+    tmp_path: Path,
+) -> None:
+    """In the container, $HOME is not writable (there gunicorn 27 put its control socket
+    and logged an ERROR), and with SO_REUSEPORT gunicorn announced "Listening at:  (pid)"."""
+    unwritable_home = tmp_path / "home"
+    unwritable_home.write_text("a file, so nothing can be created under it, even by root")
+    env = {"HOME": str(unwritable_home), "GUNICORN_REUSE_PORT": "1"}
+    with serve(tmp_path, workers=1, env=env) as (base, log, _):
+        pass
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [line["message"] for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    listening = [line["message"] for line in lines if line["message"].startswith("Listening at:")]
+    assert listening and all(message.startswith(f"Listening at: {base} (") for message in listening)
+    assert not any("ontrol socket" in line["message"] for line in lines)
