@@ -7,8 +7,14 @@
 # stage installs only those wheels into a virtualenv, so no compiler, pip cache, test
 # tool or source tree reaches the final image. Configuration comes only from the
 # environment (see docs/operations.md). `make image-test` builds and exercises this file.
+#
+# Reproducible: the base image is pinned by digest (PYTHON_IMAGE; docs/operations.md says
+# how to move it), and every Python package comes from the versions in constraints.txt,
+# the lock that `make` and CI install from too.
 
-FROM python:3.11-slim-bookworm AS build
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+
+FROM ${PYTHON_IMAGE} AS build
 
 LABEL org.opencontainers.image.title="baclofen-cds-build"
 
@@ -23,13 +29,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY cds_hooks ./cds_hooks
 COPY cards ./cards
-RUN python -m pip wheel --wheel-dir /wheels .
+# The locked pip first: the base image's may predate --build-constraint, which pins the
+# build backend as --constraint pins the dependencies.
+RUN python -m pip install --constraint constraints.txt pip \
+    && python -m pip wheel --constraint constraints.txt --build-constraint constraints.txt \
+        --wheel-dir /wheels .
 
 
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 LABEL org.opencontainers.image.title="baclofen-cds" \
       org.opencontainers.image.description="CDS Hooks service checking baclofen orders" \

@@ -4,20 +4,36 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# Every install takes its versions from constraints.txt (the lock; `make lock` updates
+# it): the developers' venvs, CI and the Dockerfile get the same packages, build backend
+# included.
+LOCK := constraints.txt
+PIP_INSTALL = $(BIN)/python -m pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK)
+UV_VERSION := 0.13.9
 
-.PHONY: run test lint format bench image-test clean system-deps
+.PHONY: run test lint format bench image-test clean system-deps lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@
+
+# Re-resolve the lock from pyproject.toml and constraints.in (PyPI), keeping the pinned
+# versions that still fit; LOCK_FLAGS=--upgrade takes the newest allowed versions of
+# everything, LOCK_FLAGS="--upgrade-package gunicorn" of one package. Commit the result.
+LOCK_FLAGS ?=
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra test \
+		--custom-compile-command "make lock" $(LOCK_FLAGS) \
+		--output-file $(LOCK) pyproject.toml constraints.in
 
 # `make run`: development with caller authentication OFF (a loud warning says so), so curl
 # works. `make run AUTH=sandbox`: accept tokens from the public CDS Hooks sandbox only.

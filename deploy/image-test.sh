@@ -4,20 +4,25 @@
 # recorded sandbox request, feedback, non-root, read-only root filesystem, no build or test
 # tools inside, and a clean exit on SIGTERM.
 #
-# Needs root and Debian (it installs podman, runc and debootstrap when missing). With no
-# container registry reachable, the base image `python:3.11-slim-bookworm` is replaced by a
-# local stand-in built from Debian bookworm packages (same Python 3.11, `python` and `pip` in
-# /usr/local/bin like the official image) unless an image of that name is already present.
-# The Dockerfile itself is unchanged: it is the one users build with the official image.
+# Needs root and Debian (it installs podman, runc and debootstrap when missing). The
+# Dockerfile's base is `python:3.11-slim-bookworm` pinned by digest (its PYTHON_IMAGE build
+# argument). When that exact image is not present (no container registry is reachable
+# here), the build gets a local stand-in through the same build argument: built from Debian
+# bookworm packages (same Python 3.11, `python` and `pip` in /usr/local/bin like the
+# official image). The Dockerfile itself is unchanged: it is the one users build with the
+# pinned official image.
 #
 # Environment knobs: IMAGE (tag to build, default baclofen-cds:image-test),
+# BASE_PULL=1 (pull the pinned base image first, where a registry is reachable),
 # BASE_REBUILD=1 (rebuild the stand-in), DEBIAN_MIRROR, HOST_CA (CA bundle for the proxy).
 set -Eeuo pipefail
 
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-baclofen-cds:image-test}
-BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+PINNED_BASE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
+STANDIN_BASE=localhost/python-standin:3.11-slim-bookworm
+BASE_ARGS=()
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_CA=${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
 REQUEST=tests/data/requests/sandbox-order-sign-baclofen10-3tab-daily.json
@@ -97,11 +102,25 @@ ensure_tools() {
     [[ -r "$REQUEST" ]] || fail "sandbox request $REQUEST is missing"
 }
 
+# The pinned base when it is here (or BASE_PULL=1 fetches it), else the stand-in.
+choose_base() {
+    [[ -n "$PINNED_BASE" ]] || fail "Dockerfile has no ARG PYTHON_IMAGE=... default"
+    if [[ -n "${BASE_PULL:-}" ]]; then
+        "${PODMAN[@]}" pull --quiet "$PINNED_BASE" >/dev/null || fail "cannot pull $PINNED_BASE"
+    fi
+    if "${PODMAN[@]}" image exists "$PINNED_BASE"; then
+        log "base image $PINNED_BASE"
+        return
+    fi
+    build_base_standin
+    BASE_ARGS=(--build-arg "PYTHON_IMAGE=$STANDIN_BASE")
+}
+
 # A Debian bookworm root filesystem shaped like the official python:3.11-slim-bookworm:
 # interpreter, venv and pip reachable as /usr/local/bin/python, python3 and pip.
 build_base_standin() {
-    if [[ -z "${BASE_REBUILD:-}" ]] && "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
-        log "base image $BASE_IMAGE present (set BASE_REBUILD=1 to rebuild the stand-in)"
+    if [[ -z "${BASE_REBUILD:-}" ]] && "${PODMAN[@]}" image exists "$STANDIN_BASE"; then
+        log "pinned base not here: stand-in $STANDIN_BASE (BASE_REBUILD=1 rebuilds it)"
         return
     fi
     ROOTFS=$(mktemp -d /var/tmp/baclofen-cds-base.XXXXXX)
@@ -127,7 +146,7 @@ build_base_standin() {
         --change 'ENV LANG=C.UTF-8' \
         --change 'LABEL org.opencontainers.image.description=local-stand-in-for-python:3.11-slim-bookworm' \
         --change 'CMD ["python3"]' \
-        - "$BASE_IMAGE" >/dev/null || fail "podman import of the stand-in failed"
+        - "$STANDIN_BASE" >/dev/null || fail "podman import of the stand-in failed"
     rm -rf "$ROOTFS"
     ROOTFS=""
 }
@@ -153,7 +172,7 @@ main() {
     WORKDIR=$(mktemp -d)
 
     begin "base image"
-    build_base_standin
+    choose_base
 
     begin "image build"
     # The proxy's CA is mounted for the build only and named through the PIP_CERT build
@@ -161,6 +180,7 @@ main() {
     # Docker image format: the OCI format has no HEALTHCHECK.
     "${PODMAN[@]}" build "${LIMITS[@]}" --pull=never --format docker \
         --volume "$HOST_CA:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt \
+        "${BASE_ARGS[@]}" \
         --tag "$IMAGE" --file Dockerfile . \
         || fail "podman build failed (output above)"
     log "image size: $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
