@@ -1,6 +1,7 @@
 # Baclofen CDS — production image.
 #
 #   podman build -t baclofen-cds:latest .        (or docker build)
+#   podman run --rm -e DATABASE_URL=postgresql://... baclofen-cds:latest db upgrade
 #   podman run -p 8080:8080 -e DATABASE_URL=postgresql://... baclofen-cds:latest
 #
 # Two stages: `build` turns the project and every dependency into wheels; the runtime
@@ -87,6 +88,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CDS_PORT', '8080'), timeout=4).status == 200 else 1)"]
 
 # Exec form: gunicorn's master is PID 1 and receives SIGTERM itself, finishes in-flight
-# requests within GUNICORN_GRACEFUL_TIMEOUT, then exits 0.
+# requests within GUNICORN_GRACEFUL_TIMEOUT, then exits 0. The same image runs the schema
+# upgrade before serving (`docker run IMAGE db upgrade`; an init container in Kubernetes).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["baclofen-cds", "serve"]
+ENTRYPOINT ["baclofen-cds"]
+CMD ["serve"]

@@ -38,8 +38,10 @@ lock: $(BIN)/python
 # `make run`: development with caller authentication OFF (a loud warning says so), so curl
 # works. `make run AUTH=sandbox`: accept tokens from the public CDS Hooks sandbox only.
 # `make run AUTH=enforce` needs CDS_TRUSTED_ISSUERS (docs/trust.md).
+# The schema upgrade is its own step, before serving (docs/operations.md).
 AUTH ?= off
 run: $(VENV)/.installed
+	CDS_ENV=development $(BIN)/baclofen-cds db upgrade
 	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) $(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 
 # PostgreSQL server binaries for the @pytest.mark.postgres tests (the tests start their own

@@ -193,6 +193,11 @@ main() {
     # The image's HEALTHCHECK command is run by hand below: podman's timer needs systemd.
     "${PODMAN[@]}" volume create "$VOLUME" >/dev/null
     CONTAINER_STARTED=1
+    # The schema upgrade is its own step before serving (an init container in Kubernetes).
+    "${PODMAN[@]}" run --rm "${LIMITS[@]}" --read-only \
+        --volume "$VOLUME:/var/lib/baclofen-cds" "$IMAGE" db upgrade \
+        >"$WORKDIR/upgrade.log" 2>&1 \
+        || { cat "$WORKDIR/upgrade.log" >&2; fail "db upgrade in the image failed"; }
     "${PODMAN[@]}" run --detach --name "$CONTAINER" "${LIMITS[@]}" \
         --read-only --tmpfs "/tmp/prometheus:rw,mode=1777" --no-healthcheck \
         --volume "$VOLUME:/var/lib/baclofen-cds" \

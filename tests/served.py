@@ -41,7 +41,8 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -
 def serve(
     tmp_path: Path, workers: int, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
-    """The server in development mode with auth off and a SQLite file in ``tmp_path``;
+    """The server in development mode with auth off and a SQLite file in ``tmp_path``
+    (upgraded first with ``baclofen-cds db upgrade``);
     yields its base URL, the file its stdout and stderr go to, and the process. Leaving
     sends SIGTERM and waits for the exit (a kill after 30 s)."""
     port = free_port()
@@ -52,7 +53,10 @@ def serve(
         "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+    cli = [sys.executable, "-m", "cds_hooks.cli"]
+    # The migration step, as `make run` and the Kubernetes init container run it.
+    subprocess.run([*cli, "db", "upgrade"], env=environ, cwd=tmp_path, check=True, timeout=60)
+    command = [*cli, "serve", "--port", str(port)]
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.cds_checks import assert_operation_outcome
+from tests.conftest import sqlite_url
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 
@@ -93,7 +94,7 @@ def test_evaluate_names_the_hooks_it_answers_not_the_one_it_was_sent(tmp_path: P
 def test_feedback_command_summarises_stored_overrides(tmp_path: Path) -> None:
     from cds_hooks.app import create_app
 
-    database = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    database = sqlite_url(tmp_path, "cli.sqlite3")
     client = create_app({"ENV": "development", "DATABASE_URL": database}).test_client()
     override = {
         "card": "1a7b3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c",

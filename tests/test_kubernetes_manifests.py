@@ -21,6 +21,7 @@ from cds_hooks import gunicorn_conf
 from cds_hooks.app import create_app
 from cds_hooks.auth.issuers import configured_issuers
 from cds_hooks.store import normalise_database_url
+from tests.conftest import sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -236,7 +237,7 @@ def test_manifest_settings_start_a_production_service(
 
     assert normalise_database_url(env["DATABASE_URL"]).drivername == "postgresql+psycopg"
     # The PostgreSQL placeholder is unreachable here; everything else is as deployed.
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}"})
+    app = create_app({"DATABASE_URL": sqlite_url(tmp_path)})
     settings = app.extensions["baclofen_settings"]
     assert settings.env == "production"
     assert settings.auth_mode == "enforce"

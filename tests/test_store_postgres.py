@@ -21,6 +21,7 @@ from typing import Any
 
 import port_for
 import pytest
+import requests
 from alembic.script import ScriptDirectory
 from flask import Flask
 from pytest_postgresql.executors import PostgreSQLExecutor
@@ -35,7 +36,10 @@ from cds_hooks.store import (
     create_store_engine,
     get_store,
 )
-from tests.concurrency import migrate_together
+from tests.concurrency import upgrade_together
+from tests.conftest import load_json, upgraded
+from tests.future_release import FUTURE_REVISION, upgrade_as_future_release
+from tests.served import serve
 
 pytestmark = pytest.mark.postgres
 
@@ -114,6 +118,8 @@ def make_app(database_url: str) -> Iterator[Callable[[], Flask]]:
     """Builds app instances on the shared database, as separate workers or pods would."""
     apps: list[Flask] = []
 
+    upgraded(database_url)
+
     def build() -> Flask:
         app = create_app({"TESTING": True, "ENV": "development", "DATABASE_URL": database_url})
         apps.append(app)
@@ -136,8 +142,8 @@ def _accepted(card: str = CARD) -> dict[str, Any]:
 def test_alembic_migrates_an_empty_database_to_head(database_url: str) -> None:
     store = Store(create_store_engine(database_url))
     try:
-        store.migrate()
-        store.migrate()
+        store.upgrade()
+        store.upgrade()
         tables = set(inspect(store.engine).get_table_names())
         with store.engine.connect() as connection:
             version = connection.execute(
@@ -150,9 +156,9 @@ def test_alembic_migrates_an_empty_database_to_head(database_url: str) -> None:
     assert version == head
 
 
-def test_instances_starting_together_migrate_once_without_error(database_url: str) -> None:
+def test_upgrades_starting_together_migrate_once_without_error(database_url: str) -> None:
     stores = [Store(create_store_engine(database_url)) for _ in range(4)]
-    errors = migrate_together(stores)
+    errors = upgrade_together(stores)
     try:
         assert errors == []
         assert all(store.ping() for store in stores)
@@ -218,3 +224,43 @@ def test_readiness_reports_the_shared_database(make_app: Callable[[], Flask]) ->
     response = make_app().test_client().get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["checks"]["store"] is True
+
+
+def test_a_rollback_across_a_migration_serves_on_the_newer_schema(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`kubectl rollout undo` after a release that migrated: two instances of the release
+    before it start (each runs its own `db upgrade` first, as the init container does)
+    and serve hook calls and feedback on the schema they do not know. Before, every
+    instance crash-looped: "Can't locate revision"."""
+    upgrade_as_future_release(database_url, tmp_path)  # the newer release's upgrade step
+    hook = load_json("requests/sandbox-order-sign-baclofen10-3tab-daily.json")["body"]
+    feedback = {"feedback": [_accepted()]}
+    env = {"CDS_DATABASE_URL": database_url}
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with (
+        serve(tmp_path / "first", workers=1, env=env) as (first, first_log, _),
+        serve(tmp_path / "second", workers=1, env=env) as (second, _, _),
+    ):
+        for base in (first, second):
+            assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+            answer = requests.post(
+                f"{base}/cds-services/baclofen-order-sign", json=hook, timeout=30
+            )
+            assert answer.status_code == 200 and "cards" in answer.json()
+            stored = requests.post(
+                f"{base}/cds-services/baclofen-order-sign/feedback", json=feedback, timeout=30
+            )
+            assert stored.status_code == 200
+        assert "newer than this release" in first_log.read_text()
+
+    store = Store(create_store_engine(database_url))
+    try:
+        assert store.schema().unknown == (FUTURE_REVISION,)
+        assert [(c.outcome, c.count) for c in store.feedback_summary()] == [("accepted", 1)]
+        # Rolling forward again finds its own head and keeps what the old release stored.
+        upgrade_as_future_release(database_url, tmp_path)
+        assert [(c.outcome, c.count) for c in store.feedback_summary()] == [("accepted", 1)]
+    finally:
+        store.dispose()
