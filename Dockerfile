@@ -53,6 +53,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
+# nginx for `baclofen-cds proxy`: the buffering proxy that production puts in front of
+# gunicorn, run from this same image as a second container of the pod (docs/operations.md,
+# "Topology"). Debian's package of the base image's release, with its security updates;
+# its own service files and default site are never used.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx \
+    && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled
+
 # Install from the wheels only (--no-index: nothing is fetched here), then drop the
 # virtualenv's own pip and setuptools: the service never installs anything at run time.
 # The Flask instance folder is created now so a read-only root filesystem still starts.
@@ -66,7 +74,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
         --shell /usr/sbin/nologin cds \
     && install --directory --owner=cds --group=cds --mode=0750 /var/lib/baclofen-cds /tmp/prometheus
 
-# Defaults for a single container; Kubernetes overrides them from its ConfigMap and Secret.
+# Defaults for a single container (gunicorn on 8080, for a trial); Kubernetes overrides
+# them from its ConfigMap and Secret: gunicorn on loopback, `proxy` on 8080 in front of it.
 # A container is one server per port, so workers take their own SO_REUSEPORT sockets and
 # the kernel spreads connections over them (docs/operations.md).
 # SQLite suits one instance only: several instances must share a PostgreSQL DATABASE_URL.

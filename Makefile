@@ -44,16 +44,20 @@ run: $(VENV)/.installed
 	CDS_ENV=development $(BIN)/baclofen-cds db upgrade
 	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) $(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 
-# PostgreSQL server binaries for the @pytest.mark.postgres tests (the tests start their own
-# throw-away server). Installed with apt-get when running as root; otherwise those tests
-# skip and say why.
+# PostgreSQL server binaries for the @pytest.mark.postgres tests and nginx for the served
+# production topology (the tests start their own throw-away servers). Installed with
+# apt-get when running as root; otherwise those tests skip and say why.
 system-deps:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; then \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
+		|| missing="$$missing postgresql"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else \
-		echo "PostgreSQL server binaries not found and not root: PostgreSQL tests will be skipped."; \
+		echo "Not found and not root:$$missing. The tests that need them will be skipped."; \
 	fi
 
 test: system-deps $(VENV)/.installed-test

@@ -1,5 +1,5 @@
-"""``baclofen-cds``: serve the service, upgrade its database, evaluate a request file
-offline, print the rules."""
+"""``baclofen-cds``: serve the service (and the proxy in front of it), upgrade its
+database, evaluate a request file offline, print the rules."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     create_app()  # fail fast on bad configuration, before forking workers
     gunicorn_conf.run(_worker_app, args.host, args.port, args.workers)
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from cds_hooks import proxy
+
+    del args
+    proxy.run()
     return 0
 
 
@@ -167,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 2)"
     )
     serve.set_defaults(handler=_serve)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="run nginx in front of `serve` (the production topology): it listens on "
+        "CDS_PROXY_HOST:CDS_PROXY_PORT (default 0.0.0.0:8080) and forwards whole requests "
+        "to gunicorn on 127.0.0.1:CDS_PORT",
+    )
+    proxy.set_defaults(handler=_proxy)
 
     db = commands.add_parser("db", help="the database schema (docs/operations.md)")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make image-test`: build the production image from ./Dockerfile and exercise the running
-# container the way an EHR and an orchestrator would: health, discovery, a hook call with a
-# recorded sandbox request, feedback, non-root, read-only root filesystem, no build or test
-# tools inside, and a clean exit on SIGTERM.
+# `make image-test`: build the production image from ./Dockerfile and exercise it the way
+# an EHR and an orchestrator would, in the production topology (two containers of the image
+# sharing one network, as in a pod: gunicorn on loopback, `baclofen-cds proxy` (nginx) in
+# front): the schema upgrade step, health, discovery, a hook call with a recorded sandbox
+# request, feedback, the proxy's own refusal, non-root, read-only root filesystem, no build
+# or test tools inside, and a clean exit on SIGTERM.
 #
 # Needs root and Debian (it installs podman, runc and debootstrap when missing). The
 # Dockerfile's base is `python:3.11-slim-bookworm` pinned by digest (its PYTHON_IMAGE build
@@ -29,6 +31,7 @@ REQUEST=tests/data/requests/sandbox-order-sign-baclofen10-3tab-daily.json
 SERVICE=baclofen-order-sign
 APP_UID=10001
 CONTAINER=baclofen-cds-image-test-$$
+PROXY=baclofen-cds-image-test-proxy-$$
 VOLUME=baclofen-cds-image-test-$$
 # runc, not the default crun (which fails on this kind of host's cgroups); host networking
 # and explicit ulimits avoid needing slirp/netavark and the host's (huge) default limits.
@@ -46,8 +49,10 @@ log() { printf '[image-test] %s\n' "$*" >&2; }
 fail() {
     printf '\n[image-test] FAILED during "%s": %s\n' "${STAGE:-setup}" "$*" >&2
     if [[ -n "${CONTAINER_STARTED:-}" ]]; then
-        printf '[image-test] --- container log (last 60 lines) ---\n' >&2
+        printf '[image-test] --- service container log (last 60 lines) ---\n' >&2
         "${PODMAN[@]}" logs --tail 60 "$CONTAINER" >&2 2>&1 || true
+        printf '[image-test] --- proxy container log (last 20 lines) ---\n' >&2
+        "${PODMAN[@]}" logs --tail 20 "$PROXY" >&2 2>&1 || true
     fi
     exit 1
 }
@@ -73,7 +78,7 @@ finish_stage() {
 
 cleanup() {
     if [[ -n "${CONTAINER_STARTED:-}" ]]; then
-        "${PODMAN[@]}" rm --force --time 0 "$CONTAINER" >/dev/null 2>&1 || true
+        "${PODMAN[@]}" rm --force --time 0 "$CONTAINER" "$PROXY" >/dev/null 2>&1 || true
         "${PODMAN[@]}" volume rm --force "$VOLUME" >/dev/null 2>&1 || true
     fi
     [[ -n "${ROOTFS:-}" ]] && rm -rf "$ROOTFS"
@@ -151,6 +156,10 @@ build_base_standin() {
     ROOTFS=""
 }
 
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 http() {
     # http METHOD PATH [BODY_FILE] -> prints body to $WORKDIR/body, returns the status code
     local method=$1 path=$2 data=${3:-}
@@ -185,8 +194,9 @@ main() {
         || fail "podman build failed (output above)"
     log "image size: $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 
-    begin "start container"
-    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    begin "start containers"
+    PORT=$(free_port)
+    APP_PORT=$(free_port)
     # As Kubernetes runs it: read-only root filesystem with writable /tmp (podman adds a
     # tmpfs there), an empty metrics directory and a volume for the SQLite default.
     # CDS_AUTH_MODE=off lets the unsigned sandbox request through; unknown settings are ignored.
@@ -198,20 +208,29 @@ main() {
         --volume "$VOLUME:/var/lib/baclofen-cds" "$IMAGE" db upgrade \
         >"$WORKDIR/upgrade.log" 2>&1 \
         || { cat "$WORKDIR/upgrade.log" >&2; fail "db upgrade in the image failed"; }
+    # gunicorn on loopback only, and the proxy in front of it: host networking stands in
+    # for the pod's shared network namespace.
     "${PODMAN[@]}" run --detach --name "$CONTAINER" "${LIMITS[@]}" \
         --read-only --tmpfs "/tmp/prometheus:rw,mode=1777" --no-healthcheck \
         --volume "$VOLUME:/var/lib/baclofen-cds" \
-        --env CDS_HOST=127.0.0.1 --env "CDS_PORT=$PORT" \
+        --env CDS_HOST=127.0.0.1 --env "CDS_PORT=$APP_PORT" \
         --env CDS_ENV=development --env CDS_AUTH_MODE=off \
         --env WEB_CONCURRENCY=2 --env GUNICORN_THREADS=2 \
-        "$IMAGE" >/dev/null || fail "podman run failed"
+        "$IMAGE" >/dev/null || fail "podman run (service) failed"
+    "${PODMAN[@]}" run --detach --name "$PROXY" "${LIMITS[@]}" --read-only --no-healthcheck \
+        --env CDS_PROXY_HOST=127.0.0.1 --env "CDS_PROXY_PORT=$PORT" --env "CDS_PORT=$APP_PORT" \
+        --env CDS_ENV=development \
+        "$IMAGE" proxy >/dev/null || fail "podman run (proxy) failed"
 
     begin "wait for /healthz"
     local deadline=$((SECONDS + 60)) status
     until [[ $(http GET /healthz) == 200 ]]; do
-        [[ $("${PODMAN[@]}" inspect --format '{{.State.Running}}' "$CONTAINER") == true ]] \
-            || fail "container exited before becoming healthy"
-        ((SECONDS < deadline)) || fail "/healthz not 200 within 60 s"
+        local name
+        for name in "$CONTAINER" "$PROXY"; do
+            [[ $("${PODMAN[@]}" inspect --format '{{.State.Running}}' "$name") == true ]] \
+                || fail "container $name exited before becoming healthy"
+        done
+        ((SECONDS < deadline)) || fail "/healthz not 200 through the proxy within 60 s"
         sleep 0.5
     done
     status=$(http GET /readyz)
@@ -251,6 +270,14 @@ PY
     status=$(http POST "/cds-services/$SERVICE/feedback" "$WORKDIR/feedback.json")
     [[ $status == 200 ]] || fail "POST feedback answered $status: $(head -c 600 "$WORKDIR/body")"
 
+    begin "proxy refusal"
+    # A body over CDS_MAX_BODY_BYTES is refused by nginx before it is read, in the
+    # service's own form.
+    head -c 3000000 /dev/zero | tr '\0' ' ' >"$WORKDIR/large.json"
+    status=$(http POST "/cds-services/$SERVICE" "$WORKDIR/large.json")
+    [[ $status == 413 ]] || fail "an oversized body answered $status"
+    json_check "d['resourceType'] == 'OperationOutcome'" "the proxy's 413 is no OperationOutcome"
+
     begin "non-root and contents"
     local uid pid1_uid pid1_cmd
     uid=$("${PODMAN[@]}" exec "$CONTAINER" id -u)
@@ -265,6 +292,12 @@ PY
         || fail "PID 1 is '$pid1_cmd', not the server: SIGTERM would not reach gunicorn"
     "${PODMAN[@]}" exec "$CONTAINER" sh -c 'touch /opt/venv/probe' 2>/dev/null \
         && fail "the root filesystem is writable despite --read-only"
+    host_pid=$("${PODMAN[@]}" inspect --format '{{.State.Pid}}' "$PROXY")
+    pid1_uid=$(awk '/^Uid:/ { print $2 }' "/proc/$host_pid/status")
+    pid1_cmd=$(tr '\0' ' ' <"/proc/$host_pid/cmdline")
+    [[ $pid1_uid == "$APP_UID" ]] || fail "the proxy ($pid1_cmd) runs as uid $pid1_uid"
+    [[ $pid1_cmd == nginx:\ master* ]] \
+        || fail "the proxy's PID 1 is '$pid1_cmd', not nginx: its stop signal would miss it"
     local found
     # shellcheck disable=SC2016  # expanded by the container's shell
     found=$("${PODMAN[@]}" exec "$CONTAINER" sh -c '
@@ -282,6 +315,7 @@ PY
     [[ -z "$found" ]] || fail "build or test tools in the final image: ${found//$'\n'/, }"
 
     begin "SIGTERM shutdown"
+    # The service first, then the proxy: the order a pod stops a native sidecar in.
     "${PODMAN[@]}" stop --time 30 "$CONTAINER" >/dev/null || fail "podman stop failed"
     local exit_code logs
     exit_code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$CONTAINER")
@@ -290,6 +324,10 @@ PY
     grep -q 'Handling signal: term' <<<"$logs" || fail "gunicorn never saw SIGTERM"
     grep -q 'Shutting down: Master' <<<"$logs" || fail "gunicorn did not shut down gracefully"
     grep -qi 'traceback' <<<"$logs" && fail "traceback in the container log"
+    grep -q '"level":"ERROR"' <<<"$logs" && fail "ERROR in the container log: $(grep '"level":"ERROR"' <<<"$logs" | head -3)"
+    "${PODMAN[@]}" stop --time 10 "$PROXY" >/dev/null || fail "podman stop (proxy) failed"
+    exit_code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$PROXY")
+    [[ $exit_code == 0 ]] || fail "the proxy exited with $exit_code after SIGTERM"
     finish_stage
 
     # Earlier builds of this image, now untagged, would otherwise pile up run after run.
@@ -299,7 +337,7 @@ PY
             --filter "label=org.opencontainers.image.title=$title" >/dev/null || true
     done
 
-    log "PASSED: $IMAGE builds, serves discovery, hooks and feedback, runs as uid $APP_UID and stops cleanly"
+    log "PASSED: $IMAGE builds, serves discovery, hooks and feedback behind its proxy, runs as uid $APP_UID and stops cleanly"
     log "timings (seconds):"
     local i
     for i in "${!STAGE_NAMES[@]}"; do

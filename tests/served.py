@@ -1,9 +1,11 @@
 """``baclofen-cds serve`` as a real process on a free loopback port, for tests that need
-gunicorn itself (several workers, its own log lines, signals)."""
+gunicorn itself (several workers, its own log lines, signals), and ``baclofen-cds proxy``
+(nginx) in front of it, the production topology."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from cds_hooks.proxy import NGINX_FALLBACK
 
 
 def free_port() -> int:
@@ -74,6 +78,47 @@ def serve(
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def nginx_or_skip() -> None:
+    found = shutil.which("nginx") or NGINX_FALLBACK
+    if not os.access(found, os.X_OK):
+        pytest.skip("nginx not installed: run `make system-deps` as root or install nginx")
+
+
+@contextmanager
+def proxy_in_front(tmp_path: Path, upstream: str) -> Iterator[str]:
+    """``baclofen-cds proxy`` on a free loopback port, forwarding to the gunicorn at
+    ``upstream`` (a base URL from ``serve``), as the pod's proxy container runs it;
+    yields the proxy's base URL. Leaving stops nginx gracefully (SIGQUIT)."""
+    nginx_or_skip()
+    port = free_port()
+    environ = {
+        **os.environ,
+        "CDS_ENV": "development",
+        "CDS_PROXY_HOST": "127.0.0.1",
+        "CDS_PROXY_PORT": str(port),
+        "CDS_PORT": upstream.rsplit(":", 1)[1],
+    }
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", "proxy"],
+            env=environ,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process, log)
+        yield base
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
