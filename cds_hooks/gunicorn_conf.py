@@ -118,13 +118,17 @@ def ensure_metrics_dir() -> str:
     """Turn on multiprocess metrics, with a private temporary directory if none is set.
 
     Must run before ``prometheus_client`` is first imported (it picks its storage then),
-    i.e. before the app is imported; the directory is removed again in ``on_exit``.
+    i.e. before the app is imported; the directory is removed again in ``on_exit``. A set
+    directory is created when missing: a fresh tmpfs on /tmp (``docker run --read-only
+    --tmpfs /tmp``) hides the image's, and every metric would fail to record.
     """
     global _created_metrics_dir
     directory = os.environ.get(METRICS_DIR_ENV)
     if not directory:
         directory = _created_metrics_dir = tempfile.mkdtemp(prefix="baclofen-cds-metrics-")
         os.environ[METRICS_DIR_ENV] = directory
+    else:
+        os.makedirs(directory, exist_ok=True)
     return directory
 
 

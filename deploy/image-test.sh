@@ -198,7 +198,10 @@ main() {
     PORT=$(free_port)
     APP_PORT=$(free_port)
     # As Kubernetes runs it: read-only root filesystem with writable /tmp (podman adds a
-    # tmpfs there), an empty metrics directory and a volume for the SQLite default.
+    # tmpfs there, hiding the image's metrics directory: the server creates it, as with
+    # `docker run --tmpfs /tmp`) and a volume for the SQLite default. (A --tmpfs on
+    # /tmp/prometheus itself comes out root-owned 0750 with podman 4.3, whatever its mode=:
+    # every metric then failed to record.)
     # CDS_AUTH_MODE=off lets the unsigned sandbox request through; unknown settings are ignored.
     # The image's HEALTHCHECK command is run by hand below: podman's timer needs systemd.
     "${PODMAN[@]}" volume create "$VOLUME" >/dev/null
@@ -211,7 +214,7 @@ main() {
     # gunicorn on loopback only, and the proxy in front of it: host networking stands in
     # for the pod's shared network namespace.
     "${PODMAN[@]}" run --detach --name "$CONTAINER" "${LIMITS[@]}" \
-        --read-only --tmpfs "/tmp/prometheus:rw,mode=1777" --no-healthcheck \
+        --read-only --no-healthcheck \
         --volume "$VOLUME:/var/lib/baclofen-cds" \
         --env CDS_HOST=127.0.0.1 --env "CDS_PORT=$APP_PORT" \
         --env CDS_ENV=development --env CDS_AUTH_MODE=off \
@@ -277,6 +280,13 @@ PY
     status=$(http POST "/cds-services/$SERVICE" "$WORKDIR/large.json")
     [[ $status == 413 ]] || fail "an oversized body answered $status"
     json_check "d['resourceType'] == 'OperationOutcome'" "the proxy's 413 is no OperationOutcome"
+
+    begin "metrics"
+    status=$(http GET /metrics)
+    [[ $status == 200 ]] || fail "GET /metrics answered $status"
+    grep -q '^cds_build_info{' "$WORKDIR/body" || fail "/metrics has no cds_build_info"
+    grep -q "^cds_requests_total{.*service=\"$SERVICE\".*status=\"200\"" "$WORKDIR/body" \
+        || fail "/metrics did not count the hook call"
 
     begin "non-root and contents"
     local uid pid1_uid pid1_cmd

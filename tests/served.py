@@ -75,12 +75,17 @@ def serve(
         wait_until_healthy(base, process, log)
         yield base, log, process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGTERM, timeout=30)
+
+
+def stop(process: subprocess.Popen[bytes], stop_signal: int, timeout: float) -> None:
+    """Send ``stop_signal``, wait up to ``timeout`` seconds, then kill."""
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def nginx_or_skip() -> None:
@@ -93,7 +98,7 @@ def nginx_or_skip() -> None:
 def proxy_in_front(tmp_path: Path, upstream: str) -> Iterator[str]:
     """``baclofen-cds proxy`` on a free loopback port, forwarding to the gunicorn at
     ``upstream`` (a base URL from ``serve``), as the pod's proxy container runs it;
-    yields the proxy's base URL. Leaving stops nginx gracefully (SIGQUIT)."""
+    yields the proxy's base URL."""
     nginx_or_skip()
     port = free_port()
     environ = {
@@ -116,9 +121,4 @@ def proxy_in_front(tmp_path: Path, upstream: str) -> Iterator[str]:
         wait_until_healthy(base, process, log)
         yield base
     finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGQUIT, timeout=15)  # nginx's graceful stop

@@ -14,10 +14,14 @@ from tests.conftest import sqlite_url
 REQUESTS = Path(__file__).parent / "data" / "requests"
 
 
-def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, tmp_path: Path, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``baclofen-cds ARGS`` in development mode, on ``database_url`` (default: a SQLite
+    file in ``tmp_path``)."""
     env = os.environ | {
         "CDS_ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        "DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'cli.sqlite3'}",
     }
     return subprocess.run(
         [sys.executable, "-m", "cds_hooks.cli", *args],

@@ -9,9 +9,7 @@ the rollback with two instances on PostgreSQL is in test_store_postgres.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from cds_hooks.store import (
     upgrade_database,
 )
 from tests.future_release import FUTURE_REVISION, upgrade_as_future_release
+from tests.test_cli import run_cli
 
 ACCEPTED = {
     "card": "6a4a3b55-2b1e-4f0e-9a53-0d1c1f0c0a01",
@@ -36,15 +35,7 @@ ACCEPTED = {
 
 
 def db_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"CDS_ENV": "development", "DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "cds_hooks.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, tmp_path=Path(), database_url=database_url)
 
 
 def tables(database_url: str) -> set[str]:
