@@ -26,7 +26,8 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import ProgrammingError
 
 from cds_hooks.app import create_app
 from cds_hooks.store import (
@@ -35,6 +36,7 @@ from cds_hooks.store import (
     alembic_config,
     create_store_engine,
     get_store,
+    upgrade_database,
 )
 from tests.concurrency import upgrade_together
 from tests.conftest import load_json, upgraded
@@ -43,6 +45,7 @@ from tests.served import serve
 
 pytestmark = pytest.mark.postgres
 
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 CARD = "6a4a3b55-2b1e-4f0e-9a53-0d1c1f0c0a01"
 SUGGESTION = "6a4a3b55-2b1e-4f0e-9a53-0d1c1f0c0a02"
 
@@ -264,3 +267,69 @@ def test_a_rollback_across_a_migration_serves_on_the_newer_schema(
         assert [(c.outcome, c.count) for c in store.feedback_summary()] == [("accepted", 1)]
     finally:
         store.dispose()
+
+
+def _documented_role_sql() -> tuple[list[str], list[str]]:
+    """The SQL of docs/operations.md, "Database roles": the statements run on the server,
+    then those run in the new database (after psql's ``\\c``)."""
+    section = OPERATIONS.read_text(encoding="utf-8").split("### Database roles", 1)[1]
+    block = section.split("```sql", 1)[1].split("```", 1)[0]
+    on_server, in_database = block.split("\\c baclofen_cds")
+
+    def statements(sql: str) -> list[str]:
+        without_comments = "\n".join(line.split("--")[0] for line in sql.splitlines())
+        return [part.strip() for part in without_comments.split(";") if part.strip()]
+
+    return statements(on_server), statements(in_database)
+
+
+def test_the_service_needs_only_row_rights_on_a_schema_its_owner_upgraded(
+    postgresql_server: PostgreSQLExecutor,
+) -> None:
+    """The documented roles: the init container's (owner) upgrades, the service's can read
+    and write rows and nothing more, so it can neither migrate nor drop a table."""
+    server = f"postgresql+psycopg://{postgresql_server.user}@{postgresql_server.host}:{postgresql_server.port}"
+    on_server, in_database = _documented_role_sql()
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for statement in on_server:
+            connection.exec_driver_sql(statement)
+    owner_db = create_engine(f"{server}/baclofen_cds", isolation_level="AUTOCOMMIT")
+    app: Flask | None = None
+    try:
+        with owner_db.connect() as connection:
+            for statement in in_database:
+                connection.exec_driver_sql(statement)
+        where = f"{postgresql_server.host}:{postgresql_server.port}/baclofen_cds"
+        upgrade_database(f"postgresql://baclofen_cds_owner@{where}")
+
+        app = create_app(
+            {
+                "TESTING": True,
+                "ENV": "development",
+                "DATABASE_URL": f"postgresql://baclofen_cds@{where}",
+            }
+        )
+        response = app.test_client().post(
+            "/cds-services/baclofen-order-sign/feedback", json={"feedback": [_accepted()]}
+        )
+        assert response.status_code == 200
+        store = get_store(app)
+        assert store.remember_jti(
+            "https://ehr.example", "j", datetime.now(UTC) + timedelta(minutes=5)
+        )
+        assert store.prune_expired_jti(datetime.now(UTC) + timedelta(hours=1)) == 1
+        with (
+            pytest.raises(ProgrammingError, match="InsufficientPrivilege"),
+            store.engine.begin() as connection,
+        ):
+            connection.execute(text("DROP TABLE feedback"))
+    finally:
+        if app is not None:
+            get_store(app).dispose()
+        owner_db.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql("DROP DATABASE IF EXISTS baclofen_cds")
+            connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds")
+            connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds_owner")
+        admin.dispose()
