@@ -41,6 +41,8 @@ from typing import Any, NoReturn
 
 from load import HERE, HOOK_PATH, REQUEST, ensure_tool, free_port, server_command
 
+from cds_hooks.store import upgrade_database
+
 WARM_UP = 30
 SERVED_WARM_UP = 10
 START_SECONDS = 300  # valgrind needs tens of seconds to boot Python, the app and a worker
@@ -52,12 +54,14 @@ _SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 def count(valgrind: str, kind: str, requests: int, request: Path) -> int:
     """Instructions of a whole process that builds ``kind`` and answers ``requests`` calls."""
     with tempfile.TemporaryDirectory(prefix="baclofen-instructions-") as tmp:
+        database = f"sqlite:///{tmp}/feedback.sqlite3"
+        upgrade_database(database)
         env = {
             **os.environ,
             "PYTHONHASHSEED": "0",
             "CDS_ENV": "development",
             "CDS_AUTH_MODE": "off",
-            "CDS_DATABASE_URL": f"sqlite:///{tmp}/feedback.sqlite3",
+            "CDS_DATABASE_URL": database,
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         result = subprocess.run(

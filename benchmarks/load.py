@@ -51,6 +51,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from cds_hooks.store import upgrade_database
+
 HERE = Path(__file__).resolve().parent
 REQUEST = HERE / "data" / "order-sign-full-prefetch.json"
 """The default request; ``data/order-sign-lean-prefetch.json`` is the issue's 17 kB size."""
@@ -120,8 +122,9 @@ def server_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that start ``ours`` or ``bare`` on ``port``.
 
-    Ours runs as in production: a SQLite store in ``workdir`` and Prometheus metrics in
-    multiprocess files, so their per-request cost is measured too.
+    Ours runs as in production: a SQLite store in ``workdir`` (upgraded here, the step
+    that precedes serving) and Prometheus metrics in multiprocess files, so their
+    per-request cost is measured too.
     """
     env = {
         **os.environ,
@@ -130,10 +133,12 @@ def server_command(
     }
     if kind == "ours":
         metrics_dir = workdir / f"prometheus-{port}"
+        database = f"sqlite:///{workdir / 'feedback.sqlite3'}"
+        upgrade_database(database)
         env |= {
             "CDS_ENV": "development",
             "CDS_AUTH_MODE": "off",
-            "CDS_DATABASE_URL": f"sqlite:///{workdir / 'feedback.sqlite3'}",
+            "CDS_DATABASE_URL": database,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
         command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]

@@ -123,12 +123,13 @@ def main() -> None:
 
     os.environ.setdefault("CDS_AUTH_MODE", "off")
     from cds_hooks.app import create_app
+    from cds_hooks.store import upgrade_database
 
     body = REQUEST.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(
-            {"ENV": "development", "DATABASE_URL": f"sqlite:///{tmp}/feedback.sqlite3"}
-        )
+        database = f"sqlite:///{tmp}/feedback.sqlite3"
+        upgrade_database(database)
+        app = create_app({"ENV": "development", "DATABASE_URL": database})
         client = app.test_client()
 
         def call() -> None:

@@ -13,10 +13,10 @@ from cds_hooks.auth import init_auth
 from cds_hooks.config import DefaultConfig, Settings
 from cds_hooks.cors import init_cors
 from cds_hooks.errors import register_error_handlers
+from cds_hooks.forwarded import FromTrustedProxies
 from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
-from cds_hooks.proxy import FromTrustedProxies
 from cds_hooks.store import init_store
 
 

@@ -1,4 +1,5 @@
-"""``baclofen-cds``: serve the service, evaluate a request file offline, print the rules."""
+"""``baclofen-cds``: serve the service (and the proxy in front of it), upgrade its
+database, evaluate a request file offline, print the rules."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app()  # fail fast on bad configuration, before forking workers
     max_body_bytes = app.extensions["baclofen_settings"].max_body_bytes
     gunicorn_conf.run(_worker_app, args.host, args.port, args.workers, max_body_bytes)
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from cds_hooks import proxy
+
+    del args
+    proxy.run()
     return 0
 
 
@@ -121,15 +130,48 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    """The migration step: before the service starts, never by the service itself."""
+    from cds_hooks.config import settings_from_environment
+    from cds_hooks.logging import configure_logging
+    from cds_hooks.store import upgrade_database
+
+    del args
+    settings = settings_from_environment()
+    configure_logging(settings.log_level)
+    _make_sqlite_folder(settings.database_url)
+    upgrade_database(settings.database_url)
+    return 0
+
+
+def _make_sqlite_folder(database_url: str) -> None:
+    """The default SQLite file lives in the instance folder, which may not exist yet."""
+    from cds_hooks.store import normalise_database_url
+
+    url = normalise_database_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    """Where the schema stands; exit status 1 when it is behind this release."""
+    from cds_hooks.config import settings_from_environment
+    from cds_hooks.store import schema_state
+
+    del args
+    state = schema_state(settings_from_environment().database_url)
+    print(f"The database {state.describe()}.")
+    return 1 if state.behind else 0
+
+
 def _feedback(args: argparse.Namespace) -> int:
     """Override and acceptance counts for pharmacists reviewing how cards are received."""
     from cds_hooks.config import settings_from_environment
     from cds_hooks.reports import feedback_csv, feedback_text
-    from cds_hooks.store import Store, create_store_engine
+    from cds_hooks.store import open_store
 
-    store = Store(create_store_engine(settings_from_environment().database_url))
+    store = open_store(settings_from_environment().database_url)
     try:
-        store.migrate()
         counts = store.feedback_summary(since=args.since, service_id=args.service)
     finally:
         store.dispose()
@@ -174,6 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 2)"
     )
     serve.set_defaults(handler=_serve)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="run nginx in front of `serve` (the production topology): it listens on "
+        "CDS_PROXY_HOST:CDS_PROXY_PORT (default 0.0.0.0:8080) and forwards whole requests "
+        "to gunicorn on 127.0.0.1:CDS_PORT",
+    )
+    proxy.set_defaults(handler=_proxy)
+
+    db = commands.add_parser("db", help="the database schema (docs/operations.md)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="migrate the schema to this release, before serving (one upgrade at a time); "
+        "a schema a newer release migrated is left as it is",
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
+    current = db_commands.add_parser(
+        "current", help="print where the schema stands; exit status 1 when it is behind"
+    )
+    current.set_defaults(handler=_db_current)
 
     evaluate = commands.add_parser(
         "evaluate", help="print the CDS Hooks response for a request file"
@@ -229,6 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"baclofen-cds: configuration error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        # Imported only now: the store is slow to import and most commands never touch it.
+        from cds_hooks.store import StoreError
+
+        if not isinstance(error, StoreError):
+            raise
+        print(f"baclofen-cds: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ connections, so keep the cap at least twice ``GUNICORN_THREADS``.
 is opt-in because a worker that exits drops the connections queued on its socket, and a
 second server of the same user on the same port would share it silently rather than
 fail to start; in a container or pod neither happens (benchmarks/README.md).
+
+gunicorn's control socket (``gunicornc``: resize, reload, stop) is off: nothing here uses
+it, it would be one more way to stop a clinical service, and its default place under
+``$HOME`` is not writable in the container (gunicorn logged an ERROR on every start).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def options(
         "errorlog": "-",
         "loglevel": os.environ.get("CDS_LOG_LEVEL", "info").lower(),
         "worker_tmp_dir": os.environ.get("GUNICORN_WORKER_TMP_DIR") or None,
+        "control_socket_disable": True,
         "logger_class": SafeLogger,
         "pre_request": close_when_too_large(max_body_bytes) if max_body_bytes else None,
         "on_starting": on_starting,
@@ -126,6 +131,13 @@ class SafeLogger(glogging.Logger):
             handler.setFormatter(formatter(log_format, pid=True))
             handler.addFilter(BoundedCallerText())
 
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # With SO_REUSEPORT the master holds no socket (each worker opens its own), so
+        # gunicorn announces "Listening at:  (pid)": name the address operators look for.
+        if msg == _LISTENING and args and not args[0] and self.cfg.reuse_port:
+            args = (f"{_addresses(self.cfg.address)} (one socket per worker)", *args[1:])
+        super().info(msg, *args, **kwargs)
+
 
 def close_when_too_large(max_body_bytes: int) -> Callable[[Any, Any], None]:
     """gunicorn's ``pre_request``: a request whose Content-Length is over the limit is
@@ -143,17 +155,36 @@ def close_when_too_large(max_body_bytes: int) -> Callable[[Any, Any], None]:
     return pre_request
 
 
+_LISTENING = "Listening at: %s (%s)"
+
+
+def _addresses(bound: list[Any]) -> str:
+    """The bind addresses written the way gunicorn writes its own listeners."""
+    written = []
+    for address in bound:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            written.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+        else:
+            written.append(f"unix:{address}")
+    return ",".join(written)
+
+
 def ensure_metrics_dir() -> str:
     """Turn on multiprocess metrics, with a private temporary directory if none is set.
 
     Must run before ``prometheus_client`` is first imported (it picks its storage then),
-    i.e. before the app is imported; the directory is removed again in ``on_exit``.
+    i.e. before the app is imported; the directory is removed again in ``on_exit``. A set
+    directory is created when missing: a fresh tmpfs on /tmp (``docker run --read-only
+    --tmpfs /tmp``) hides the image's, and every metric would fail to record.
     """
     global _created_metrics_dir
     directory = os.environ.get(METRICS_DIR_ENV)
     if not directory:
         directory = _created_metrics_dir = tempfile.mkdtemp(prefix="baclofen-cds-metrics-")
         os.environ[METRICS_DIR_ENV] = directory
+    else:
+        os.makedirs(directory, exist_ok=True)
     return directory
 
 

@@ -31,6 +31,11 @@ Reading them (PromQL)::
     sum by (kind, outcome) (rate(cds_fhir_fetches_total{outcome!="ok"}[5m]))
     sum by (reason) (rate(cds_auth_failures_total[5m]))
     sum by (topic, outcome) (increase(cds_feedback_total[1d]))
+    # which release and which clinical knowledge each pod serves (during a rollout, two)
+    count by (version, knowledge_version) (cds_build_info)
+
+The alerts and the dashboard in ``deploy/monitoring/`` are written against these names;
+``tests/test_monitoring.py`` checks every query there against this module.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
 from typing import Any, ParamSpec
 
 from flask import Flask, Response, g, request, request_started
@@ -49,6 +55,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -56,6 +63,7 @@ from prometheus_client import (
 
 from cds_hooks import fhir_client
 from cds_hooks.discovery import SERVICES_BY_ID
+from cds_hooks.knowledge import KNOWLEDGE_VERSION
 from cds_hooks.model import DataKind, Indicator, Topic
 
 log = logging.getLogger(__name__)
@@ -127,6 +135,14 @@ FEEDBACK = Counter(
     "cds_feedback",
     "Feedback items received, by service, card topic and outcome (accepted / overridden).",
     ["service", "topic", "outcome"],
+)
+
+# Every worker sets the same series to 1; "max" merges them into one per pod.
+BUILD_INFO = Gauge(
+    "cds_build_info",
+    "Always 1, labelled with the release (version) and the clinical knowledge version served.",
+    ["version", "knowledge_version"],
+    multiprocess_mode="max",
 )
 
 
@@ -232,6 +248,19 @@ def count_cards(service: str, cards: Iterable[Mapping[str, Any]]) -> None:
     _child(EVALUATIONS, service_label, "cards" if shown else "no_cards").inc()
 
 
+def release() -> str:
+    """The installed project's version (``version`` in pyproject.toml)."""
+    try:
+        return metadata.version("baclofen-cds")
+    except metadata.PackageNotFoundError:
+        return UNKNOWN
+
+
+@_never_raises
+def _record_build() -> None:
+    BUILD_INFO.labels(release(), KNOWLEDGE_VERSION).set(1)
+
+
 def _start_timer(sender: Flask, **extra: Any) -> None:
     g.cds_request_started = time.perf_counter()
 
@@ -279,6 +308,7 @@ def init_app(app: Flask) -> None:
     The timer starts on ``request_started``, before any ``before_request`` function, so
     requests that the JWT check refuses early are timed and counted too.
     """
+    _record_build()
     request_started.connect(_start_timer, app)
     app.after_request(_observe_request)
     app.add_url_rule(METRICS_PATH, "metrics", _metrics_view, methods=["GET"])

@@ -1,4 +1,4 @@
-"""Starting several store instances at the same moment, as replicas do after a rollout."""
+"""Several schema upgrades at the same moment, as init containers of a rollout's pods run."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from cds_hooks.store import Store
 
 
-def migrate_together(stores: Sequence[Store]) -> list[BaseException]:
-    """Run every store's migration at once (released by one barrier); return the errors."""
+def upgrade_together(stores: Sequence[Store]) -> list[BaseException]:
+    """Run every store's upgrade at once (released by one barrier); return the errors."""
     barrier = threading.Barrier(len(stores))
     errors: list[BaseException] = []
 
     def start(store: Store) -> None:
         barrier.wait()
         try:
-            store.migrate()
+            store.upgrade()
         except BaseException as exc:
             errors.append(exc)
 

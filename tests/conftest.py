@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from hypothesis import settings
 
 from cds_hooks.app import create_app
+from cds_hooks.store import upgrade_database
 
 DATA = Path(__file__).parent / "data"
 
@@ -32,14 +33,22 @@ def as_if_alive(patient: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in patient.items() if not k.startswith("deceased")}
 
 
+def upgraded(database_url: str) -> str:
+    """``database_url`` after ``baclofen-cds db upgrade``, which runs before the service
+    starts (the app itself never changes the schema)."""
+    upgrade_database(database_url)
+    return database_url
+
+
+def sqlite_url(tmp_path: Path, name: str = "feedback.sqlite3") -> str:
+    """A new SQLite database in ``tmp_path``, upgraded to this release's schema."""
+    return upgraded(f"sqlite:///{tmp_path / name}")
+
+
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, Any]:
     """Settings for a test app; tests override keys before ``app`` is built."""
-    return {
-        "TESTING": True,
-        "ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
-    }
+    return {"TESTING": True, "ENV": "development", "DATABASE_URL": sqlite_url(tmp_path)}
 
 
 @pytest.fixture

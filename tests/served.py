@@ -1,9 +1,11 @@
 """``baclofen-cds serve`` as a real process on a free loopback port, for tests that need
-gunicorn itself (several workers, its own log lines, signals)."""
+gunicorn itself (several workers, its own log lines, signals), and ``baclofen-cds proxy``
+(nginx) in front of it, the production topology."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from cds_hooks.proxy import NGINX_FALLBACK
 
 
 def free_port() -> int:
@@ -41,7 +45,8 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -
 def serve(
     tmp_path: Path, workers: int, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
-    """The server in development mode with auth off and a SQLite file in ``tmp_path``;
+    """The server in development mode with auth off and a SQLite file in ``tmp_path``
+    (upgraded first with ``baclofen-cds db upgrade``);
     yields its base URL, the file its stdout and stderr go to, and the process. Leaving
     sends SIGTERM and waits for the exit (a kill after 30 s)."""
     port = free_port()
@@ -52,7 +57,10 @@ def serve(
         "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+    cli = [sys.executable, "-m", "cds_hooks.cli"]
+    # The migration step, as `make run` and the Kubernetes init container run it.
+    subprocess.run([*cli, "db", "upgrade"], env=environ, cwd=tmp_path, check=True, timeout=60)
+    command = [*cli, "serve", "--port", str(port)]
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -67,9 +75,50 @@ def serve(
         wait_until_healthy(base, process, log)
         yield base, log, process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGTERM, timeout=30)
+
+
+def stop(process: subprocess.Popen[bytes], stop_signal: int, timeout: float) -> None:
+    """Send ``stop_signal``, wait up to ``timeout`` seconds, then kill."""
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def nginx_or_skip() -> None:
+    found = shutil.which("nginx") or NGINX_FALLBACK
+    if not os.access(found, os.X_OK):
+        pytest.skip("nginx not installed: run `make system-deps` as root or install nginx")
+
+
+@contextmanager
+def proxy_in_front(tmp_path: Path, upstream: str) -> Iterator[str]:
+    """``baclofen-cds proxy`` on a free loopback port, forwarding to the gunicorn at
+    ``upstream`` (a base URL from ``serve``), as the pod's proxy container runs it;
+    yields the proxy's base URL."""
+    nginx_or_skip()
+    port = free_port()
+    environ = {
+        **os.environ,
+        "CDS_ENV": "development",
+        "CDS_PROXY_HOST": "127.0.0.1",
+        "CDS_PROXY_PORT": str(port),
+        "CDS_PORT": upstream.rsplit(":", 1)[1],
+    }
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", "proxy"],
+            env=environ,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process, log)
+        yield base
+    finally:
+        stop(process, signal.SIGQUIT, timeout=15)  # nginx's graceful stop

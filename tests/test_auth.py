@@ -32,6 +32,7 @@ from cds_hooks.auth.jwks import JwksCache, JwksPolicy
 from cds_hooks.auth.verifier import AuthError, TokenVerifier, VerifierPolicy
 from cds_hooks.config import ConfigError
 from cds_hooks.network import address_refusal
+from tests.conftest import sqlite_url
 from tests.fhir_server import FhirServer, Reply, ok
 from tests.security.tokens import ISSUER, Client, bearer
 
@@ -368,7 +369,7 @@ PUBLIC = "https://cds.example.org"
 
 
 def base_config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}", **extra}
+    return {"TESTING": True, "DATABASE_URL": sqlite_url(tmp_path, "s.sqlite3"), **extra}
 
 
 def test_auth_off_is_refused_in_production(tmp_path: Path) -> None:

@@ -14,14 +14,19 @@ from typing import Any
 
 from cards.card_uuid import topic_tail, with_topic
 from tests.cds_checks import assert_operation_outcome
+from tests.conftest import sqlite_url
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 
 
-def run_cli(*args: str, tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, tmp_path: Path, database_url: str | None = None, **environ: str
+) -> subprocess.CompletedProcess[str]:
+    """``baclofen-cds ARGS`` in development mode, on ``database_url`` (default: a SQLite
+    file in ``tmp_path``, upgraded as ``make run`` upgrades it) and ``environ``."""
     env = os.environ | {
         "CDS_ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        "DATABASE_URL": database_url or sqlite_url(tmp_path, "cli.sqlite3"),
         **environ,
     }
     return subprocess.run(
@@ -160,7 +165,7 @@ def store_feedback(tmp_path: Path) -> None:
     own reason list (system and code unknown to the catalogue, display sent)."""
     from cds_hooks.app import create_app
 
-    database = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    database = sqlite_url(tmp_path, "cli.sqlite3")
     client = create_app({"ENV": "development", "DATABASE_URL": database}).test_client()
     sent = {
         "baclofen-order-sign": [

@@ -30,8 +30,8 @@ from cds_hooks.store import (
 )
 from cds_hooks.store.schema import feedback as feedback_table
 from cds_hooks.store.schema import jwt_replay
-from tests.concurrency import migrate_together
-from tests.conftest import as_if_alive, load_json
+from tests.concurrency import upgrade_together
+from tests.conftest import as_if_alive, load_json, upgraded
 
 URL = "/cds-services/baclofen-order-sign/feedback"
 CARD = "0b7f5a52-5c7e-4f55-9d0e-3f1f6f2b7a10"
@@ -192,7 +192,7 @@ def test_feedback_stored_before_topics_keeps_its_rows_with_no_topic(tmp_path: Pa
         )
     engine.dispose()
 
-    app = create_app({"ENV": "development", "DATABASE_URL": url})
+    app = create_app({"ENV": "development", "DATABASE_URL": upgraded(url)})
 
     [record] = store_of(app).feedback_for_card(CARD)
     assert record.outcome == "overridden" and record.card_topic is None
@@ -453,7 +453,7 @@ def test_ping_is_false_when_the_database_is_unreachable() -> None:
 
 
 def test_start_up_fails_clearly_without_a_database(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="Cannot open or migrate") as error:
+    with pytest.raises(StoreError, match="Cannot open the database") as error:
         create_app(
             {"TESTING": True, "ENV": "development", "DATABASE_URL": _unreachable_postgres_url()}
         )
@@ -480,10 +480,10 @@ def test_any_utc_instant_round_trips_through_rfc3339(moment: datetime, suffix: s
     assert parse_rfc3339(text) == moment
 
 
-def test_instances_starting_together_on_one_sqlite_file_migrate_once(tmp_path: Path) -> None:
+def test_upgrades_starting_together_on_one_sqlite_file_migrate_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     stores = [Store(create_store_engine(url)) for _ in range(4)]
-    errors = migrate_together(stores)
+    errors = upgrade_together(stores)
     try:
         assert errors == []
         assert all(store.ping() for store in stores)

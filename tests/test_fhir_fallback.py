@@ -29,7 +29,7 @@ from cds_hooks.model import (
     PatientSnapshot,
 )
 from cds_hooks.snapshot import assemble_snapshot
-from tests.conftest import DATA
+from tests.conftest import DATA, sqlite_url
 from tests.fhir_server import (
     FhirServer,
     Recorded,
@@ -559,7 +559,7 @@ def app_config(tmp_path: Any, ehr: FhirServer) -> dict[str, Any]:
     return {
         "TESTING": True,
         "ENV": "development",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+        "DATABASE_URL": sqlite_url(tmp_path),
         "FHIR_ALLOWLIST": [ehr.base_url],
         "FHIR_TOTAL_TIMEOUT": 2.0,
     }

@@ -24,6 +24,7 @@ from gunicorn.config import Config
 from cds_hooks import gunicorn_conf
 from cds_hooks.app import create_app
 from cds_hooks.config import ConfigError
+from tests.conftest import sqlite_url
 from tests.security.tokens import Client, bearer
 from tests.served import free_port
 from tests.test_auth import capture, captured_token
@@ -41,7 +42,7 @@ def sandbox_client(tmp_path: Path, **extra: Any) -> FlaskClient:
         "ENV": "development",
         "AUTH_MODE": "sandbox",
         "AUTH_CLOCK": lambda: frozen,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite3'}",
+        "DATABASE_URL": sqlite_url(tmp_path, "s.sqlite3"),
         **extra,
     }
     return create_app(config).test_client()
@@ -69,7 +70,7 @@ def test_the_served_service_refuses_to_start_in_enforce_mode_without_a_public_ur
         CDS_ENV="production",
         CDS_AUTH_MODE="enforce",
         CDS_TRUSTED_ISSUERS=json.dumps([Client().issuer_config()]),
-        CDS_DATABASE_URL=f"sqlite:///{tmp_path / 's.sqlite3'}",
+        CDS_DATABASE_URL=sqlite_url(tmp_path, "s.sqlite3"),
     )
     command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(free_port())]
     process = subprocess.Popen(

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from cds_hooks.app import create_app
 from cds_hooks.discovery import SERVICES
+from tests.conftest import sqlite_url
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 HOOK_BODIES = [
@@ -200,8 +201,8 @@ def _text(body: Any) -> str:
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    db = tmp_path_factory.mktemp("fuzz") / "feedback.sqlite3"
-    return create_app({"TESTING": True, "ENV": "development", "DATABASE_URL": f"sqlite:///{db}"})
+    database = sqlite_url(tmp_path_factory.mktemp("fuzz"))
+    return create_app({"TESTING": True, "ENV": "development", "DATABASE_URL": database})
 
 
 def assert_not_server_error(response: Any) -> None:

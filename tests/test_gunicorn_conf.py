@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import requests
 from gunicorn.config import Config
 
 from cds_hooks import gunicorn_conf
@@ -110,3 +111,36 @@ def test_gunicorns_lines_bound_what_the_caller_sent_and_drop_its_query(tmp_path:
     assert quoted, "gunicorn logs the malformed request"
     assert "MRN-SECRET-77" not in text
     assert all(len(line["message"]) < 400 for line in lines if line["logger"] == "gunicorn.error")
+
+
+def test_start_up_logs_no_error_and_names_the_address_with_one_socket_per_worker(
+    tmp_path: Path,
+) -> None:
+    """In the container, $HOME is not writable (there gunicorn 27 put its control socket
+    and logged an ERROR), and with SO_REUSEPORT gunicorn announced "Listening at:  (pid)"."""
+    unwritable_home = tmp_path / "home"
+    unwritable_home.write_text("a file, so nothing can be created under it, even by root")
+    env = {"HOME": str(unwritable_home), "GUNICORN_REUSE_PORT": "1"}
+    with serve(tmp_path, workers=1, env=env) as (base, log, _):
+        pass
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [line["message"] for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    listening = [line["message"] for line in lines if line["message"].startswith("Listening at:")]
+    assert listening and all(message.startswith(f"Listening at: {base} (") for message in listening)
+    assert not any("ontrol socket" in line["message"] for line in lines)
+
+
+def test_metrics_record_when_their_directory_is_hidden_by_a_fresh_tmpfs(tmp_path: Path) -> None:
+    """`docker run --read-only --tmpfs /tmp` hides the image's /tmp/prometheus: the server
+    creates it, rather than logging a failed metric on every request."""
+    metrics_dir = tmp_path / "fresh-tmpfs" / "prometheus"
+    with serve(tmp_path, workers=1, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as (
+        base,
+        log,
+        _,
+    ):
+        scraped = requests.get(f"{base}/metrics", timeout=10).text
+    assert "cds_build_info{" in scraped
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [line["message"] for line in lines if line["level"] == "ERROR"] == []

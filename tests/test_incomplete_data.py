@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_hooks.app import create_app
+from tests.conftest import sqlite_url
 from tests.fhir_server import FhirServer, Recorded, Reply, ok, operation_outcome, serve_chart
 from tests.fhir_server import status as http_status
 from tests.scenario_requests import PATIENT_ID, build_request, post
@@ -431,12 +432,11 @@ def property_ehr() -> Iterator[FhirServer]:
 
 @pytest.fixture(scope="module")
 def property_app(tmp_path_factory: pytest.TempPathFactory, property_ehr: FhirServer) -> Flask:
-    db = tmp_path_factory.mktemp("incomplete") / "feedback.sqlite3"
     return create_app(
         {
             "TESTING": True,
             "ENV": "development",
-            "DATABASE_URL": f"sqlite:///{db}",
+            "DATABASE_URL": sqlite_url(tmp_path_factory.mktemp("incomplete")),
             "FHIR_ALLOWLIST": [property_ehr.base_url],
             "FHIR_TOTAL_TIMEOUT": 10.0,
         }

@@ -2,25 +2,33 @@
 
 Schema validation is offline (``kubernetes-validate`` ships the schemas) and strict, so a
 misspelt field fails here rather than being silently dropped by the API server. The other
-tests hold the manifests to what running many replicas of a clinical service needs, and to
-the image that ``Dockerfile`` builds.
+tests hold the manifests to what running many replicas of a clinical service needs (an SRE's
+review: the autoscaler alone sets the replica count, workers match the CPU limit, traffic
+reaches gunicorn only through the proxy, the schema upgrade runs before the service with
+its own credentials, a network policy allows only what the service uses), and to the image
+that ``Dockerfile`` builds.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from cds_hooks import gunicorn_conf
+from cds_hooks import gunicorn_conf, proxy
 from cds_hooks.app import create_app
 from cds_hooks.auth.issuers import configured_issuers
+from cds_hooks.config import settings_from_environment
 from cds_hooks.store import normalise_database_url
+from tests.conftest import sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -29,6 +37,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES_VERSION = "1.31"
 IMAGE_NAME = "baclofen-cds"
 CONTAINER = "baclofen-cds"
+PROXY = "proxy"
+DB_UPGRADE = "db-upgrade"
+APP_SECRET = "baclofen-cds-secrets"
+MIGRATION_SECRET = "baclofen-cds-migration"
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -37,7 +49,7 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 
 def _resources() -> list[tuple[str, dict[str, Any]]]:
     return [
-        (f"{path.name}:{doc['kind']}", doc)
+        (f"{path.name}:{doc['kind']}:{doc['metadata']['name']}", doc)
         for path in sorted(MANIFESTS.glob("*.yaml"))
         if path.name != "kustomization.yaml"
         for doc in _documents(path)
@@ -53,9 +65,29 @@ def _one(kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def _container() -> dict[str, Any]:
-    containers = _one("Deployment")["spec"]["template"]["spec"]["containers"]
-    return next(c for c in containers if c["name"] == CONTAINER)
+def _named(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [
+        doc for _, doc in RESOURCES if (doc["kind"], doc["metadata"]["name"]) == (kind, name)
+    ]
+    return found
+
+
+def _pod() -> dict[str, Any]:
+    pod: dict[str, Any] = _one("Deployment")["spec"]["template"]["spec"]
+    return pod
+
+
+def _container(name: str = CONTAINER) -> dict[str, Any]:
+    """A container of the pod by name, the init and sidecar containers included."""
+    pod = _pod()
+    return next(
+        c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == name
+    )
+
+
+def _all_containers() -> list[dict[str, Any]]:
+    pod = _pod()
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def _dockerfile_runtime_stage() -> list[str]:
@@ -92,7 +124,9 @@ def test_every_kind_a_replicated_service_needs_is_present() -> None:
             "ConfigMap",
             "Deployment",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
             "PodDisruptionBudget",
+            "Secret",
             "Secret",
             "Service",
         ]
@@ -118,8 +152,9 @@ def test_kustomization_applies_every_manifest_and_names_the_built_image() -> Non
     listed = set(kustomization["resources"])
     on_disk = {p.name for p in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
-    image = _container()["image"]
-    name, _, tag = image.rpartition(":")
+    images = {c["image"] for c in _all_containers()}
+    assert len(images) == 1, "the service, its proxy and its schema upgrade run one image"
+    name, _, tag = images.pop().rpartition(":")
     assert name == IMAGE_NAME
     mapping = next(entry for entry in kustomization["images"] if entry["name"] == IMAGE_NAME)
     assert mapping["newTag"] == tag
@@ -130,19 +165,18 @@ def test_kustomization_applies_every_manifest_and_names_the_built_image() -> Non
     assert image_title["org.opencontainers.image.title"] == IMAGE_NAME
 
 
-def test_replicas_spread_and_survive_disruption() -> None:
+def test_the_autoscaler_alone_sets_the_replica_count_and_pods_survive_disruption() -> None:
     deployment = _one("Deployment")
-    replicas = deployment["spec"]["replicas"]
     pdb = _one("PodDisruptionBudget")
     hpa = _one("HorizontalPodAutoscaler")
-    assert replicas >= 2
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert 1 <= pdb["spec"]["minAvailable"] < replicas
-    # A drain must always be able to evict one pod: the autoscaler never goes down to the budget.
-    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
-    assert hpa["spec"]["minReplicas"] <= replicas <= hpa["spec"]["maxReplicas"]
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    # With `replicas` in the Deployment, every apply would reset what the HPA had scaled to.
+    assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # A drain must always be able to evict one pod: the autoscaler never goes down to the budget.
+    assert 1 <= pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 
 def test_selectors_pick_the_deployments_pods() -> None:
@@ -156,29 +190,42 @@ def test_selectors_pick_the_deployments_pods() -> None:
         assert selector.items() <= pod_labels.items()
 
 
-def test_probes_hit_the_health_endpoints_on_the_served_port() -> None:
-    container = _container()
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert ports[container[probe]["httpGet"]["port"]] == 8080
-    env = {item["name"]: item["value"] for item in container["env"]}
-    assert int(env["CDS_PORT"]) == 8080
-    assert [int(p.split("/")[0]) for p in _dockerfile_instruction("EXPOSE")] == [8080]
-    service_port = _one("Service")["spec"]["ports"][0]
-    assert service_port["targetPort"] in ports
+def test_traffic_and_probes_reach_gunicorn_only_through_the_proxy() -> None:
+    """The production topology (docs/operations.md): nginx on the pod's port, a native
+    sidecar; gunicorn on loopback, probed from inside its container."""
+    env = _container_environment(CONTAINER)
+    proxy_container = _container(PROXY)
+    assert proxy_container["command"] == ["baclofen-cds", "proxy"]
+    assert proxy_container["restartPolicy"] == "Always"  # a sidecar: first up, last down
+    ports = {port["name"]: port["containerPort"] for port in proxy_container["ports"]}
+    assert ports == {"http": int(env["CDS_PROXY_PORT"])}
+    assert proxy_container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert proxy_container["livenessProbe"]["tcpSocket"]["port"] == "http"
+    assert _one("Service")["spec"]["ports"][0]["targetPort"] == ports["http"]
+    annotations = _one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
+    assert [int(p.split("/")[0]) for p in _dockerfile_instruction("EXPOSE")] == [ports["http"]]
+
+    service = _container()
+    assert "ports" not in service
+    assert env["CDS_HOST"] == "127.0.0.1"
+    assert int(env["CDS_PORT"]) != ports["http"]
+    (healthcheck,) = _dockerfile_instruction("HEALTHCHECK")
+    image_probe = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert service["startupProbe"]["exec"]["command"] == image_probe
+    assert service["livenessProbe"]["exec"]["command"] == image_probe
+    assert "readinessProbe" not in service  # the proxy's readiness goes through to /readyz
 
 
 def test_pods_run_unprivileged_on_a_read_only_root() -> None:
-    pod = _one("Deployment")["spec"]["template"]["spec"]
-    container = _container()
-    security = container["securityContext"]
+    pod = _pod()
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert security["runAsNonRoot"] is True
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"]["drop"] == ["ALL"]
+    for container in _all_containers():
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] is True, container["name"]
+        assert security["readOnlyRootFilesystem"] is True, container["name"]
+        assert security["allowPrivilegeEscalation"] is False, container["name"]
+        assert security["capabilities"]["drop"] == ["ALL"], container["name"]
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["automountServiceAccountToken"] is False
     (user,) = _dockerfile_instruction("USER")
@@ -186,32 +233,59 @@ def test_pods_run_unprivileged_on_a_read_only_root() -> None:
 
 
 def test_writable_paths_are_pod_local_volumes() -> None:
-    pod = _one("Deployment")["spec"]["template"]["spec"]
-    container = _container()
+    pod = _pod()
     empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
-    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
-    env = {item["name"]: item["value"] for item in container["env"]}
-    assert mounts["/tmp"] in empty_dirs
+    for container in _all_containers():
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        assert mounts["/tmp"] in empty_dirs, container["name"]
+    # nginx's buffers (under /tmp) cannot crowd out the service's temporary files.
+    assert _container(PROXY)["volumeMounts"][0]["name"] not in {
+        mount["name"] for mount in _container()["volumeMounts"]
+    }
+    mounts = {mount["mountPath"]: mount["name"] for mount in _container()["volumeMounts"]}
+    env = {item["name"]: item["value"] for item in _container()["env"]}
     assert mounts[env["PROMETHEUS_MULTIPROC_DIR"]] in empty_dirs
     assert env["PROMETHEUS_MULTIPROC_DIR"] == _dockerfile_env()["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def test_resources_are_bounded() -> None:
-    resources = _container()["resources"]
-    for section in ("requests", "limits"):
-        assert {"cpu", "memory"} <= resources[section].keys()
+    for container in _all_containers():
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= container["resources"][section].keys(), container["name"]
+
+
+def _cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_workers_per_pod_match_the_cpu_limit() -> None:
+    """Hook evaluation is CPU-bound Python: one worker uses one core at most, so fewer
+    workers than cores leave the limit unused and more only queue on it."""
+    workers = int(_container_environment(CONTAINER)["WEB_CONCURRENCY"])
+    assert workers == _cores(_container()["resources"]["limits"]["cpu"])
+
+
+def _env_sources(container: dict[str, Any]) -> set[str]:
+    return {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]}
+
+
+def _container_environment(name: str) -> dict[str, str]:
+    """The environment a container starts with: its envFrom sources, then its env."""
+    container = _container(name)
+    env: dict[str, str] = {}
+    for ref in container["envFrom"]:
+        if "configMapRef" in ref:
+            env.update(_named("ConfigMap", ref["configMapRef"]["name"])["data"])
+        else:
+            env.update(_named("Secret", ref["secretRef"]["name"])["stringData"])
+    env.update({item["name"]: item["value"] for item in container.get("env", [])})
+    return env
 
 
 def _manifest_environment() -> dict[str, str]:
-    container = _container()
-    sources = {
-        ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]
-    }
-    config_map, secret = _one("ConfigMap"), _one("Secret")
-    assert sources == {config_map["metadata"]["name"], secret["metadata"]["name"]}
-    env = {**config_map["data"], **secret["stringData"]}
-    env.update({item["name"]: item["value"] for item in container["env"]})
-    return env
+    config_map = _one("ConfigMap")["metadata"]["name"]
+    assert _env_sources(_container()) == {config_map, APP_SECRET}
+    return _container_environment(CONTAINER)
 
 
 def test_shutdown_finishes_requests_before_the_kubelet_kills() -> None:
@@ -236,7 +310,7 @@ def test_manifest_settings_start_a_production_service(
 
     assert normalise_database_url(env["DATABASE_URL"]).drivername == "postgresql+psycopg"
     # The PostgreSQL placeholder is unreachable here; everything else is as deployed.
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}"})
+    app = create_app({"DATABASE_URL": sqlite_url(tmp_path)})
     settings = app.extensions["baclofen_settings"]
     assert settings.env == "production"
     assert settings.auth_mode == "enforce"
@@ -248,5 +322,85 @@ def test_manifest_settings_start_a_production_service(
 
     options = gunicorn_conf.options()
     assert options["workers"] == int(env["WEB_CONCURRENCY"])
-    assert str(options["bind"]).endswith(":8080")
+    assert options["bind"] == f"127.0.0.1:{env['CDS_PORT']}"
     assert options["worker_tmp_dir"] == "/dev/shm"
+
+
+def test_the_proxy_starts_from_its_manifest_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _container_environment(PROXY)
+    assert _env_sources(_container(PROXY)) == {_one("ConfigMap")["metadata"]["name"]}
+    for name in list(os.environ):
+        if name.startswith("CDS_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = proxy.settings_from_env()
+    assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", int(env["CDS_PROXY_PORT"]))
+    assert settings.upstream_port == int(_container_environment(CONTAINER)["CDS_PORT"])
+    assert settings.max_body_bytes == settings_from_environment().max_body_bytes
+
+
+def test_the_schema_is_upgraded_before_the_service_starts_with_the_owners_credentials() -> None:
+    """The service's role reads and writes rows; only the init container may change the
+    schema (docs/operations.md, "Database schema")."""
+    init_names = [c["name"] for c in _pod()["initContainers"]]
+    assert init_names.index(DB_UPGRADE) < init_names.index(PROXY)
+    upgrade = _container(DB_UPGRADE)
+    assert upgrade["command"] == ["baclofen-cds", "db", "upgrade"]
+    assert "restartPolicy" not in upgrade  # runs to completion before anything serves
+    assert MIGRATION_SECRET in _env_sources(upgrade)
+    assert MIGRATION_SECRET not in _env_sources(_container())
+    assert not any("secretRef" in ref for ref in _container(PROXY)["envFrom"])
+
+    owner = urlsplit(_container_environment(DB_UPGRADE)["DATABASE_URL"])
+    service = urlsplit(_container_environment(CONTAINER)["DATABASE_URL"])
+    assert (owner.hostname, owner.port, owner.path) == (
+        service.hostname,
+        service.port,
+        service.path,
+    )
+    assert owner.username != service.username
+
+
+def _rule_ports(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(port["protocol"], port["port"]) for port in rule["ports"]}
+
+
+def test_the_network_policy_allows_only_what_the_service_uses() -> None:
+    policy = _one("NetworkPolicy")["spec"]
+    pod_labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+
+    # In: only the proxy's port, from named namespaces (the ingress controller, the EHR,
+    # Prometheus); never gunicorn's, never from anywhere.
+    proxy_port = _container(PROXY)["ports"][0]["containerPort"]
+    for rule in policy["ingress"]:
+        assert rule["from"] and all("namespaceSelector" in peer for peer in rule["from"])
+        assert _rule_ports(rule) == {("TCP", proxy_port)}
+
+    # Out: DNS to the cluster's resolver, the database's port, HTTPS to the FHIR servers and
+    # JWKS hosts; every rule names its peers and ports (none allows everything).
+    env = _container_environment(CONTAINER)
+    database = urlsplit(env["DATABASE_URL"])
+    https_targets = [
+        *env["CDS_FHIR_ALLOWLIST"].split(","),
+        *(issuer["jwks_url"] for issuer in json.loads(env["CDS_TRUSTED_ISSUERS"])),
+    ]
+    https_ports = {urlsplit(url).port or 443 for url in https_targets}
+    assert all(urlsplit(url).scheme == "https" for url in https_targets)
+    assert all(rule["to"] and rule["ports"] for rule in policy["egress"])
+    allowed = set().union(*(_rule_ports(rule) for rule in policy["egress"]))
+    assert allowed == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("TCP", database.port or 5432),
+        *(("TCP", port) for port in https_ports),
+    }
+    dns = next(rule for rule in policy["egress"] if ("UDP", 53) in _rule_ports(rule))
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    for rule in policy["egress"]:
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                assert network.prefixlen >= 16, f"{network} is wider than a site's addresses"

@@ -74,8 +74,9 @@ def test_the_master_says_where_it_serves_once_and_workers_do_not_repeat_start_up
     assert len(serving) == 1 and SERVING_LINE.search(serving[0])
     assert base in serving[0]
     assert sum("Booting worker" in line for line in lines) == 2
-    # The master migrates and warns before forking; two workers would print each line twice more.
-    assert sum("database schema at head" in line for line in lines) == 1
+    # The master opens the store and warns before forking; two workers would print each
+    # line twice more. (The schema itself is upgraded by `db upgrade`, before serving.)
+    assert sum("database schema" in line for line in lines) <= 1
     assert sum("caller authentication is DISABLED" in line for line in lines) == 1
     assert not [line for line in lines if line.startswith("{")]
 

@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from cds_hooks.app import create_app
 from cds_hooks.knowledge import KNOWLEDGE_VERSION
 from cds_hooks.logging import configure_logging
-from tests.conftest import load_json
+from tests.conftest import load_json, sqlite_url
 from tests.fhir_server import FhirServer, ok, searchset, status
 from tests.security.tokens import PUBLIC_BASE, Client, bearer
 
@@ -103,7 +103,7 @@ def captured(
             "PUBLIC_BASE_URL": PUBLIC_BASE,
             "FHIR_ALLOWLIST": [ehr.base_url],
             "TRUSTED_ISSUERS": [ec_client.issuer_config()],
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+            "DATABASE_URL": sqlite_url(tmp_path, "store.sqlite3"),
         }
     )
     json_lines = io.StringIO()

@@ -7,6 +7,7 @@ their own calls instead of expecting zeros.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cds_hooks import metrics
 from cds_hooks.app import create_app
+from cds_hooks.knowledge import KNOWLEDGE_VERSION
 from tests.conftest import load_json
 from tests.fhir_server import FhirServer, ok, searchset, status
 from tests.served import serve
@@ -271,3 +273,15 @@ def test_counts_add_up_across_gunicorn_workers(gunicorn_server: tuple[str, Path]
         assert value(families, "cds_requests_total", **hook) == sent
         assert value(families, "cds_request_duration_seconds_count", **hook) == sent
         assert value(families, "cds_evaluations_total", service=ORDER_SIGN) == sent
+        assert [s.value for s in families["cds_build_info"].samples] == [1]
+
+
+def test_build_info_names_the_release_and_the_knowledge_version(client: FlaskClient) -> None:
+    """During a rollout, operators see which pods serve which release and knowledge."""
+    (sample,) = scrape(client)["cds_build_info"].samples
+    assert sample.name == "cds_build_info"
+    assert sample.labels == {
+        "version": importlib.metadata.version("baclofen-cds"),
+        "knowledge_version": KNOWLEDGE_VERSION,
+    }
+    assert sample.value == 1

@@ -22,6 +22,7 @@ from flask import Flask
 
 from cds_hooks.app import create_app
 from cds_hooks.store import get_store
+from tests.conftest import sqlite_url
 from tests.security.tokens import Client, bearer
 
 FEEDBACK_URL = "/cds-services/baclofen-order-sign/feedback"
@@ -43,7 +44,7 @@ FEEDBACK = {
 
 def _app(tmp_path: Path, **extra: Any) -> Flask:
     return create_app(
-        {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}", **extra}
+        {"TESTING": True, "DATABASE_URL": sqlite_url(tmp_path, "store.sqlite3"), **extra}
     )
 
 

@@ -22,12 +22,14 @@ from typing import Any
 
 import port_for
 import pytest
+import requests
 from alembic.script import ScriptDirectory
 from flask import Flask
 from prometheus_client import REGISTRY
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import ProgrammingError
 
 from cds_hooks.app import create_app
 from cds_hooks.store import (
@@ -36,12 +38,17 @@ from cds_hooks.store import (
     alembic_config,
     create_store_engine,
     get_store,
+    upgrade_database,
 )
-from tests.concurrency import migrate_together
+from tests.concurrency import upgrade_together
+from tests.conftest import load_json, upgraded
+from tests.future_release import FUTURE_REVISION, upgrade_as_future_release
 from tests.security.tokens import Client, bearer
+from tests.served import serve
 
 pytestmark = pytest.mark.postgres
 
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 CARD = "6a4a3b55-2b1e-4f0e-9a53-0d1c1f0c0a01"
 SUGGESTION = "6a4a3b55-2b1e-4f0e-9a53-0d1c1f0c0a02"
 
@@ -117,6 +124,8 @@ def make_app(database_url: str) -> Iterator[Callable[[], Flask]]:
     """Builds app instances on the shared database, as separate workers or pods would."""
     apps: list[Flask] = []
 
+    upgraded(database_url)
+
     def build() -> Flask:
         app = create_app({"TESTING": True, "ENV": "development", "DATABASE_URL": database_url})
         apps.append(app)
@@ -139,8 +148,8 @@ def _accepted(card: str = CARD) -> dict[str, Any]:
 def test_alembic_migrates_an_empty_database_to_head(database_url: str) -> None:
     store = Store(create_store_engine(database_url))
     try:
-        store.migrate()
-        store.migrate()
+        store.upgrade()
+        store.upgrade()
         tables = set(inspect(store.engine).get_table_names())
         with store.engine.connect() as connection:
             version = connection.execute(
@@ -153,9 +162,9 @@ def test_alembic_migrates_an_empty_database_to_head(database_url: str) -> None:
     assert version == head
 
 
-def test_instances_starting_together_migrate_once_without_error(database_url: str) -> None:
+def test_upgrades_starting_together_migrate_once_without_error(database_url: str) -> None:
     stores = [Store(create_store_engine(database_url)) for _ in range(4)]
-    errors = migrate_together(stores)
+    errors = upgrade_together(stores)
     try:
         assert errors == []
         assert all(store.ping() for store in stores)
@@ -244,7 +253,7 @@ def test_hook_calls_go_on_while_postgresql_is_down(
             "AUTH_MODE": "enforce",
             "PUBLIC_BASE_URL": PUBLIC,
             "TRUSTED_ISSUERS": [issuer.issuer_config()],
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": upgraded(database_url),
         }
     )
     client = app.test_client()
@@ -282,3 +291,109 @@ def test_hook_calls_go_on_while_postgresql_is_down(
     assert client.get("/readyz").get_json()["status"] == "ready"
     assert sign(issuer.token(PUBLIC + ORDER_SIGN)).status_code == 200
     assert sign(token).status_code == 401, "nor after the database is back"
+
+
+def test_a_rollback_across_a_migration_serves_on_the_newer_schema(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`kubectl rollout undo` after a release that migrated: two instances of the release
+    before it start (each runs its own `db upgrade` first, as the init container does)
+    and serve hook calls and feedback on the schema they do not know. Before, every
+    instance crash-looped: "Can't locate revision"."""
+    upgrade_as_future_release(database_url, tmp_path)  # the newer release's upgrade step
+    hook = load_json("requests/sandbox-order-sign-baclofen10-3tab-daily.json")["body"]
+    feedback = {"feedback": [_accepted()]}
+    env = {"CDS_DATABASE_URL": database_url}
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with (
+        serve(tmp_path / "first", workers=1, env=env) as (first, first_log, _),
+        serve(tmp_path / "second", workers=1, env=env) as (second, _, _),
+    ):
+        for base in (first, second):
+            assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+            answer = requests.post(
+                f"{base}/cds-services/baclofen-order-sign", json=hook, timeout=30
+            )
+            assert answer.status_code == 200 and "cards" in answer.json()
+            stored = requests.post(
+                f"{base}/cds-services/baclofen-order-sign/feedback", json=feedback, timeout=30
+            )
+            assert stored.status_code == 200
+        assert "newer than this release" in first_log.read_text()
+
+    store = Store(create_store_engine(database_url))
+    try:
+        assert store.schema().unknown == (FUTURE_REVISION,)
+        assert [(c.outcome, c.count) for c in store.feedback_summary()] == [("accepted", 1)]
+        # Rolling forward again finds its own head and keeps what the old release stored.
+        upgrade_as_future_release(database_url, tmp_path)
+        assert [(c.outcome, c.count) for c in store.feedback_summary()] == [("accepted", 1)]
+    finally:
+        store.dispose()
+
+
+def _documented_role_sql() -> tuple[list[str], list[str]]:
+    """The SQL of docs/operations.md, "Database roles": the statements run on the server,
+    then those run in the new database (after psql's ``\\c``)."""
+    section = OPERATIONS.read_text(encoding="utf-8").split("### Database roles", 1)[1]
+    block = section.split("```sql", 1)[1].split("```", 1)[0]
+    on_server, in_database = block.split("\\c baclofen_cds")
+
+    def statements(sql: str) -> list[str]:
+        without_comments = "\n".join(line.split("--")[0] for line in sql.splitlines())
+        return [part.strip() for part in without_comments.split(";") if part.strip()]
+
+    return statements(on_server), statements(in_database)
+
+
+def test_the_service_needs_only_row_rights_on_a_schema_its_owner_upgraded(
+    postgresql_server: PostgreSQLExecutor,
+) -> None:
+    """The documented roles: the init container's (owner) upgrades, the service's can read
+    and write rows and nothing more, so it can neither migrate nor drop a table."""
+    server = f"postgresql+psycopg://{postgresql_server.user}@{postgresql_server.host}:{postgresql_server.port}"
+    on_server, in_database = _documented_role_sql()
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for statement in on_server:
+            connection.exec_driver_sql(statement)
+    owner_db = create_engine(f"{server}/baclofen_cds", isolation_level="AUTOCOMMIT")
+    app: Flask | None = None
+    try:
+        with owner_db.connect() as connection:
+            for statement in in_database:
+                connection.exec_driver_sql(statement)
+        where = f"{postgresql_server.host}:{postgresql_server.port}/baclofen_cds"
+        upgrade_database(f"postgresql://baclofen_cds_owner@{where}")
+
+        app = create_app(
+            {
+                "TESTING": True,
+                "ENV": "development",
+                "DATABASE_URL": f"postgresql://baclofen_cds@{where}",
+            }
+        )
+        response = app.test_client().post(
+            "/cds-services/baclofen-order-sign/feedback", json={"feedback": [_accepted()]}
+        )
+        assert response.status_code == 200
+        store = get_store(app)
+        assert store.remember_jti(
+            "https://ehr.example", "j", datetime.now(UTC) + timedelta(minutes=5)
+        )
+        assert store.prune_expired_jti(datetime.now(UTC) + timedelta(hours=1)) == 1
+        with (
+            pytest.raises(ProgrammingError, match="InsufficientPrivilege"),
+            store.engine.begin() as connection,
+        ):
+            connection.execute(text("DROP TABLE feedback"))
+    finally:
+        if app is not None:
+            get_store(app).dispose()
+        owner_db.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql("DROP DATABASE IF EXISTS baclofen_cds")
+            connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds")
+            connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds_owner")
+        admin.dispose()

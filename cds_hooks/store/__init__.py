@@ -3,12 +3,21 @@
 SQLite (a file in the Flask instance folder) by default; PostgreSQL when several
 instances must share state (``DATABASE_URL=postgresql://...``, driven by psycopg 3).
 
-The schema is owned by Alembic (``migrations/``, configured in code, no alembic.ini) and
-brought to ``head`` by every instance at start-up. Concurrent start-ups are serialised
-by a lock held for the migration transaction: ``pg_advisory_xact_lock`` on PostgreSQL
-(DDL is transactional there, so a waiting instance then finds the schema at head), and
-``BEGIN IMMEDIATE`` on SQLite (the database write lock). A new revision can be written
-with ``alembic.command.revision(alembic_config(connection), message, autogenerate=True)``.
+The schema is owned by Alembic (``migrations/``, configured in code, no alembic.ini).
+The service never changes it: ``baclofen-cds db upgrade`` does, as its own step before
+serving (a Kubernetes init container, ``make run``), with the rights to change the schema
+that the serving processes need not have. Upgrades are serialised by a lock held for the
+migration transaction: ``pg_advisory_xact_lock`` on PostgreSQL (DDL is transactional
+there, so a waiting upgrade then finds the schema at head), and ``BEGIN IMMEDIATE`` on
+SQLite (the database write lock).
+
+Migrations are expand/contract: each one leaves a schema the release before it still
+serves (new tables, nullable or defaulted columns; a column goes only in a release after
+the one that stopped using it). So a release finding a revision it does not know (a newer
+release migrated, then was rolled back) serves on and leaves the schema alone, and
+a schema behind this release's head is refused at start-up with the command that fixes it.
+A new revision can be written with
+``alembic.command.revision(alembic_config(connection), message, autogenerate=True)``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from flask import Flask, current_app
 from sqlalchemy import (
     Connection,
@@ -50,6 +62,7 @@ from cds_hooks.store.schema import feedback, jwt_replay
 
 __all__ = [
     "FeedbackCount",
+    "SchemaState",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -59,6 +72,9 @@ __all__ = [
     "get_store",
     "init_store",
     "normalise_database_url",
+    "open_store",
+    "schema_state",
+    "upgrade_database",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,7 +92,55 @@ _ALEMBIC_IN_PROCESS = threading.Lock()
 
 
 class StoreError(RuntimeError):
-    """The database could not be reached or migrated at start-up."""
+    """The database could not be reached at start-up, or its schema is behind this release."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """Where the database's schema stands against this release's migrations."""
+
+    current: tuple[str, ...]
+    """Revisions recorded in the database; empty when it was never migrated."""
+    head: str
+    """This release's newest revision."""
+    unknown: tuple[str, ...]
+    """Recorded revisions this release does not have: a newer release migrated."""
+
+    @property
+    def newer(self) -> bool:
+        return bool(self.unknown)
+
+    @property
+    def behind(self) -> bool:
+        return not self.newer and self.current != (self.head,)
+
+    def describe(self) -> str:
+        if self.newer:
+            return (
+                f"is at revision {', '.join(self.unknown)}, newer than this release "
+                f"(head {self.head})"
+            )
+        if not self.current:
+            return f"has no schema yet; this release needs revision {self.head}"
+        if self.behind:
+            return f"is at revision {', '.join(self.current)}; this release needs {self.head}"
+        return f"is at revision {self.head}, this release's head"
+
+
+def _schema_state(connection: Connection) -> SchemaState:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    current = tuple(sorted(context.get_current_heads()))
+    script = ScriptDirectory.from_config(alembic_config(connection))
+    unknown = []
+    for revision in current:
+        try:
+            script.get_revision(revision)
+        except CommandError:
+            unknown.append(revision)
+    head = script.get_current_head()
+    if head is None:
+        raise StoreError("the packaged migrations hold no revision")
+    return SchemaState(current=current, head=head, unknown=tuple(unknown))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +275,34 @@ class Store:
             with connection.begin():
                 yield connection
 
-    def migrate(self) -> None:
-        """Upgrade the schema to the newest revision, one instance at a time."""
+    def schema(self) -> SchemaState:
+        """Where the schema stands; raises ``SQLAlchemyError`` when the database is down."""
+        with self.engine.connect() as connection:
+            return _schema_state(connection)
+
+    def upgrade(self) -> SchemaState:
+        """Bring the schema to this release's head, one upgrade at a time; returns where it
+        stood before. A schema a newer release migrated is left as it is (expand/contract:
+        it serves this release too), so a rolled-back release's upgrade step succeeds."""
         with _ALEMBIC_IN_PROCESS, self._transaction(lock=True) as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
-            command.upgrade(alembic_config(connection), "head")
+            before = _schema_state(connection)
+            if not before.newer:
+                command.upgrade(alembic_config(connection), "head")
+        if before.newer:
+            log.warning(
+                "database schema newer than this release: left as it is",
+                extra={"revision": ",".join(before.unknown), "head": before.head},
+            )
+        else:
+            log.info(
+                "database schema at head",
+                extra={"from_revision": ",".join(before.current) or None, "head": before.head},
+            )
+        return before
 
     def ping(self) -> bool:
         """True when the database answers; never raises (it backs /readyz)."""
@@ -432,19 +516,62 @@ class Store:
             return result.rowcount
 
 
-def init_store(app: Flask, settings: Settings) -> Store:
-    """Open the database named by the settings, migrate it to head, attach it to ``app``."""
-    engine = create_store_engine(settings.database_url)
-    store = Store(engine, timedelta(days=settings.feedback_comment_retention_days))
+@contextmanager
+def _starting(store: Store, *, dispose: bool) -> Iterator[None]:
+    """A database failure before serving becomes a ``StoreError`` naming the database
+    (without its password) and the error's type, never SQLAlchemy's message."""
     try:
-        store.migrate()
+        yield
     except SQLAlchemyError as exc:
-        engine.dispose()
-        where = engine.url.render_as_string(hide_password=True)
+        store.dispose()
+        where = store.engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"Cannot open the database at {where}: {type(exc).__name__}") from exc
+    finally:
+        if dispose:
+            store.dispose()
+
+
+def upgrade_database(database_url: str) -> SchemaState:
+    """``baclofen-cds db upgrade``: bring the database at ``database_url`` to this release's
+    schema (``Store.upgrade``); returns where it stood before."""
+    store = Store(create_store_engine(database_url))
+    with _starting(store, dispose=True):
+        return store.upgrade()
+
+
+def schema_state(database_url: str) -> SchemaState:
+    """``baclofen-cds db current``: where the schema at ``database_url`` stands."""
+    store = Store(create_store_engine(database_url))
+    with _starting(store, dispose=True):
+        return store.schema()
+
+
+def open_store(database_url: str, comment_retention: timedelta | None = None) -> Store:
+    """The store at ``database_url`` once its schema is one this release serves: at its
+    head, or newer (logged). Raises ``StoreError`` when the database cannot be reached or
+    its schema is behind (the message names ``baclofen-cds db upgrade``)."""
+    store = Store(create_store_engine(database_url), comment_retention)
+    with _starting(store, dispose=False):
+        state = store.schema()
+    if state.behind:
+        store.dispose()
+        where = store.engine.url.render_as_string(hide_password=True)
         raise StoreError(
-            f"Cannot open or migrate the database at {where}: {type(exc).__name__}"
-        ) from exc
-    log.info("database schema at head", extra={"backend": engine.dialect.name})
+            f"The database at {where} {state.describe()}. "
+            "Run `baclofen-cds db upgrade` before starting the service."
+        )
+    if state.newer:
+        log.warning(
+            "database schema newer than this release: serving on it",
+            extra={"revision": ",".join(state.unknown), "head": state.head},
+        )
+    return store
+
+
+def init_store(app: Flask, settings: Settings) -> Store:
+    """Open the database named by the settings (``open_store``) and attach it to ``app``."""
+    retention = timedelta(days=settings.feedback_comment_retention_days)
+    store = open_store(settings.database_url, retention)
     app.extensions["baclofen_store"] = store
     return store
 

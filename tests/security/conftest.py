@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import sqlite_url
 from tests.security.tokens import OTHER_ISSUER, PUBLIC_BASE, Client
 
 
@@ -38,7 +39,7 @@ def app_config(tmp_path: Path, ec_client: Client, rsa_client: Client) -> dict[st
             ec_client.issuer_config(jku=["https://ehr.example.org/jwks.json"]),
             rsa_client.issuer_config(),
         ],
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        "DATABASE_URL": sqlite_url(tmp_path, "store.sqlite3"),
     }
 
 
