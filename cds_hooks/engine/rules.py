@@ -51,6 +51,8 @@ OTHER_SEDATING = frozenset(
 KIDNEY_FAILURE_FLAGS = ("dialysis", "esrd", "ckd-5")
 CAUTION_FLAGS = ("epilepsy", "psychosis", "autonomic-dysreflexia", "stroke", "pregnancy")
 MASS_UNITS = frozenset({"mg", "g", "milligram", "milligrams", "gram", "grams"})
+ORDERED_NOW = "ordered now"
+"""Said of a co-medication drafted in this session: the prescriber is writing it now."""
 
 
 # Records built on every call are slotted but not frozen: a frozen dataclass pays an
@@ -688,7 +690,8 @@ def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) 
     for m in meds:
         if not m.classes.isdisjoint(classes):  # no empty intersection built per medication
             shared = m.classes & classes
-            named.append(f"{m.label} ({k.class_labels(shared)}{', draft' if m.draft else ''})")
+            drafted = f", {ORDERED_NOW}" if m.draft else ""
+            named.append(f"{m.label} ({k.class_labels(shared)}{drafted})")
     return named
 
 
@@ -775,7 +778,11 @@ def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
     limit = k.thresholds["R6d", "cns_active_count"]
     if count < limit:
         return []
-    named = ["baclofen", *(m.label for m in active), *(f"{a} (alcohol)" for a in alcohol)]
+    named = [
+        "baclofen",
+        *(f"{m.label} ({ORDERED_NOW})" if m.draft else m.label for m in active),
+        *(f"{a} (alcohol)" for a in alcohol),
+    ]
     return [
         Hit(
             "R6d",
