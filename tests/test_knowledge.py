@@ -115,6 +115,21 @@ def test_every_contract_rule_is_in_the_table_with_cited_sources(knowledge: Knowl
             assert all(s in knowledge.sources for s in threshold.source_ids)
 
 
+def test_source_scopes_name_known_classes_and_ages(knowledge: Knowledge) -> None:
+    """A scope that names no real class would hide the source from every card."""
+    for source in knowledge.sources.values():
+        for class_id in source.with_classes:
+            assert knowledge.drug_class(class_id), (source.id, class_id)
+        assert source.from_age is None or 0 < source.from_age < 130
+    assert knowledge.unsupported_sources(64, frozenset({"opioid"})) == {
+        "BEERS23",
+        "BEERS19",
+        "FDA-2019",
+    }
+    assert knowledge.unsupported_sources(None, frozenset()) >= {"BEERS23", "FDA-2019"}
+    assert knowledge.unsupported_sources(65, frozenset({"gabapentinoid"})) == frozenset()
+
+
 def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
     critical = {"R1a", "R2d", "R4a", "R4b", "R3b", "R6b", "R7b"}
     warning = {

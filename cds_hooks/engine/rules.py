@@ -31,6 +31,9 @@ PARENTERAL_ROUTES = frozenset(
 RESPIRATORY_PARTNERS = frozenset(
     {"benzodiazepine", "z-drug", "barbiturate", "gabapentinoid", "oxybate"}
 )
+BEERS_OPIOID_PARTNERS = frozenset({"benzodiazepine", "gabapentinoid"})
+"""Classes Beers 2023 Table 5 names as pairs to avoid with an opioid."""
+GABAPENTINOIDS = frozenset({"gabapentinoid"})
 OPIOIDS = frozenset({"opioid"})
 DEPRESSANTS = frozenset({"muscle-relaxant"} | OPIOIDS | RESPIRATORY_PARTNERS)
 OTHER_DEPRESSANTS = DEPRESSANTS - OPIOIDS
@@ -749,10 +752,14 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
     if "opioid" in classes and partners:
         partner_text = k.class_labels(partners)
         primary = s.primary
+        older = s.age is not None and s.age >= k.thresholds["R6d", "age"]
         hits.append(
             Hit(
                 "R6b",
                 facts | {"partners": partner_text},
+                variant="older"
+                if older and not partners.isdisjoint(BEERS_OPIOID_PARTNERS)
+                else None,
                 inputs=inputs,
                 actions=frozenset({Action.DELETE_DRAFT}) if primary else frozenset(),
                 order=primary.order.reference if primary else None,
@@ -763,7 +770,8 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
         hits.append(Hit("R6a", facts | {"drugs": only}, inputs=inputs))
     if not classes <= OPIOIDS:
         others = "; ".join(_named(k, s.comedications, OTHER_DEPRESSANTS))
-        hits.append(Hit("R6c", facts | {"drugs": others}, inputs=inputs))
+        variant = "gabapentinoid" if not classes.isdisjoint(GABAPENTINOIDS) else None
+        hits.append(Hit("R6c", facts | {"drugs": others}, variant=variant, inputs=inputs))
     if alcohol:
         hits.append(Hit("R6h", facts | {"conditions": ", ".join(alcohol)}, inputs=inputs))
     return hits

@@ -86,6 +86,8 @@ def sources() -> Mapping[str, Source]:
                 citation=entry["citation"],
                 url=entry.get("url"),
                 grade=entry["grade"],
+                from_age=entry.get("from_age"),
+                with_classes=frozenset(entry.get("with_classes", ())),
             )
             for key, entry in data["sources"].items()
         }
