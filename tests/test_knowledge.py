@@ -148,8 +148,9 @@ def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
         "R2c",
         "R7a",
         "R7c",
+        "R8f",
     }
-    info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8"}
+    info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8", "R8c", "R8d", "R8e", "R6j"}
     assert {r for r in critical if knowledge.rules[r].tier is Indicator.CRITICAL} == critical
     assert {r for r in warning if knowledge.rules[r].tier is Indicator.WARNING} == warning
     assert {r for r in info if knowledge.rules[r].tier is Indicator.INFO} == info
@@ -447,6 +448,18 @@ def test_triage_never_rules_out_what_the_engine_calls_baclofen(knowledge: Knowle
         (Concept(codings=(Coding("urn:local", "X1", "Hemodialysis dependent"),)), "dialysis"),
         (text("Autonomic dysreflexia"), "autonomic-dysreflexia"),
         (text("History of CVA"), "stroke"),
+        (Concept(codings=(Coding(ICD10CM, "J44.1"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "G47.33"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "J96.11"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(SNOMED, "78275009"),)), "respiratory-impairment"),
+        (text("Severe OSA on CPAP"), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "K74.60"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "K70.30"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(SNOMED, "59927004"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "Z39.1"),)), "breastfeeding"),
+        (text("Currently breast-feeding"), "breastfeeding"),
+        (Concept(codings=(Coding(ICD10CM, "T85.735A"),)), "intrathecal-site-infection"),
+        (text("Baclofen pump pocket infection"), "intrathecal-site-infection"),
     ],
 )
 def test_condition_flags(knowledge: Knowledge, concept: Concept, flag: str) -> None:
@@ -480,6 +493,11 @@ def test_condition_triage_rules_out_conditions_without_flags() -> None:
         text("Acute kidney failure"),
         text("Essential hypertension"),
         text("Heat stroke"),
+        text("Not breastfeeding"),
+        text("Fatty liver"),
+        text("Central venous catheter site infection"),
+        Concept(codings=(Coding(ICD10CM, "K76.0"),)),
+        Concept(codings=(Coding(ICD10CM, "J45.909"),)),
     ],
 )
 def test_conditions_without_flags(knowledge: Knowledge, concept: Concept) -> None:

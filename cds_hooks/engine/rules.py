@@ -53,6 +53,11 @@ OTHER_SEDATING = frozenset(
 )
 KIDNEY_FAILURE_FLAGS = ("dialysis", "esrd", "ckd-5")
 CAUTION_FLAGS = ("epilepsy", "psychosis", "autonomic-dysreflexia", "stroke", "pregnancy")
+RESPIRATORY = "respiratory-impairment"
+PRECAUTION_RULES = (("R8c", RESPIRATORY), ("R8d", "hepatic-impairment"), ("R8e", "breastfeeding"))
+"""Label precautions with a rule (tier, sources) of their own, for baclofen being taken on."""
+PUMP_SITE_INFECTION = "intrathecal-site-infection"
+ALCOHOL = "alcohol-use-disorder"
 MASS_UNITS = frozenset({"mg", "g", "milligram", "milligrams", "gram", "grams"})
 ORDERED_NOW = "ordered now"
 """Said of a co-medication drafted in this session: the prescriber is writing it now."""
@@ -730,7 +735,7 @@ def _med_inputs(s: Situation) -> tuple[str, ...]:
 
 def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
     classes = s.comedication_classes & DEPRESSANTS
-    alcohol = s.conditions.get("alcohol-use-disorder", ())
+    alcohol = s.conditions.get(ALCOHOL, ())
     if not classes and not alcohol:
         return []
     drugs = _named(k, s.comedications, DEPRESSANTS)
@@ -774,6 +779,15 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
         hits.append(Hit("R6c", facts | {"drugs": others}, variant=variant, inputs=inputs))
     if alcohol:
         hits.append(Hit("R6h", facts | {"conditions": ", ".join(alcohol)}, inputs=inputs))
+    lungs = s.conditions.get(RESPIRATORY, ())
+    if lungs:
+        hits.append(
+            Hit(
+                "R6j",
+                facts | {"conditions": ", ".join(lungs)},
+                inputs=inputs + tuple(f"Condition on record: {label}" for label in lungs),
+            )
+        )
     return hits
 
 
@@ -938,14 +952,19 @@ def duplicates(s: Situation, k: Knowledge) -> list[Hit]:
 def conditions(s: Situation, k: Knowledge) -> list[Hit]:
     """R8: one reason per precaution (variant = condition flag), all named in the summary.
 
+    R8c-R8e: precautions with a rule of their own, for baclofen being started or continued
+    (not for an order that stops it). Respiratory impairment goes on the CNS-depressant card
+    (R6j) when a CNS depressant is there. R8f: an infection at the pump or catheter site, for
+    intrathecal baclofen being started or continued.
+
     R8b: without the problem list none of them can be on record. An oral order's kidney
     cards already list that gap (R4h when none other shows), so R8b is for an intrathecal
     order alone, which no kidney rule covers.
     """
-    del k
     if s.conditions_unavailable:
         if s.intrathecal_reviewed and not s.oral_reviewed:
-            flags = ", ".join(flag.replace("-", " ") for flag in CAUTION_FLAGS)
+            unchecked = (*CAUTION_FLAGS, *(flag for _, flag in PRECAUTION_RULES))
+            flags = ", ".join(flag.replace("-", " ") for flag in (PUMP_SITE_INFECTION, *unchecked))
             return [
                 Hit(
                     "R8b",
@@ -955,16 +974,28 @@ def conditions(s: Situation, k: Knowledge) -> list[Hit]:
                 )
             ]
         return []
-    present = [flag for flag in CAUTION_FLAGS if s.conditions.get(flag)]
-    every = ", ".join(flag.replace("-", " ") for flag in present)
+    present = [(flag, "R8") for flag in CAUTION_FLAGS if s.conditions.get(flag)]
+    if s.reviewed:
+        said_with_depressants = k.rules["R6j"].enabled and (
+            not s.comedication_classes.isdisjoint(DEPRESSANTS) or ALCOHOL in s.conditions
+        )
+        present += [
+            (flag, rule_id)
+            for rule_id, flag in PRECAUTION_RULES
+            if s.conditions.get(flag) and not (flag == RESPIRATORY and said_with_depressants)
+        ]
+    if s.intrathecal_reviewed and s.conditions.get(PUMP_SITE_INFECTION):
+        present.insert(0, (PUMP_SITE_INFECTION, "R8f"))
+    every = ", ".join(flag.replace("-", " ") for flag, _ in present)
     return [
         Hit(
-            "R8",
+            rule_id,
             {"conditions": ", ".join(s.conditions[flag]), "flags": every},
-            variant=flag,
+            variant=flag if rule_id == "R8" else None,
             inputs=tuple(f"On record: {label}" for label in s.conditions[flag]),
+            order=s.intrathecal_reviewed[0].order.reference if rule_id == "R8f" else None,
         )
-        for flag in present
+        for flag, rule_id in present
     ]
 
 
