@@ -48,8 +48,12 @@ def _check_words_and_sources(scenario: dict[str, Any], cards: list[dict[str, Any
     """The row's ``sources`` justify its expectation: each is a source of the knowledge, and
     where cards are expected each is cited on one of them; ``not_cited`` sources are cited on
     none (a source is quoted only where it supports the card). ``mentions`` are words some
-    card must say, ``not_mentions`` words no card may say."""
-    text = "\n".join(f"{c['summary']}\n{c['detail']}" for c in cards)
+    card must say (summary, detail or a suggestion's label), ``not_mentions`` words no card
+    may say."""
+    text = "\n".join(
+        f"{c['summary']}\n{c['detail']}\n" + "\n".join(s["label"] for s in c.get("suggestions", ()))
+        for c in cards
+    )
     for key in [*scenario.get("sources", ()), *scenario.get("not_cited", ())]:
         assert key in KNOWN_SOURCES, f"unknown source {key}"
     cited = {key for key, source in KNOWN_SOURCES.items() if f"\n- {source.label}: " in text}
@@ -75,24 +79,26 @@ CAPTURED = {
     "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json": {
         # eGFR 37.7 is from 1984: stale, so kidney function is unknown (age >= 65: warning);
         # the active oxycodone/acetaminophen order is a CNS depressant; 3 tablets once daily
-        # is a 30 mg single dose and a 30 mg/day new start.
+        # is a 30 mg single dose and a 30 mg/day new start, above the 10 mg/day older-adult
+        # start at her age (over 75), which the geriatric card says instead of the titration
+        # card's adult start.
         ("renal-function-unknown", "warning"),
         ("cns-depressant", "warning"),
         ("max-daily-dose", "info"),
-        ("titration", "info"),
+        ("geriatric", "info"),
     },
+    # The sandbox patient is over 75: the 60 and 30 mg/day new starts are said on the
+    # geriatric card (older-adult start), with the Beers count.
     "sandbox-order-select-baclofen10-2tab-tid-spasticity.json": {
         ("cns-depressant", "critical"),
         ("renal-function-unknown", "warning"),
         ("geriatric", "warning"),
-        ("titration", "info"),
     },
     "sandbox-order-sign-baclofen10-3tab-daily.json": {
         ("cns-depressant", "critical"),
         ("renal-function-unknown", "warning"),
         ("geriatric", "warning"),
         ("max-daily-dose", "info"),
-        ("titration", "info"),
     },
     "sandbox-order-select-no-medication-yet.json": set(),
     "legacy-medication-prescribe-no-medication-yet.json": set(),

@@ -79,6 +79,16 @@ class Hit:
 
 
 @dataclass(slots=True)
+class OlderStart:
+    """R5c's start limit for an older adult and why (``variant``): the older-old age, reduced
+    kidney function (``renal``), or neither (the adult start)."""
+
+    limit: float
+    variant: str | None
+    renal: RenalValue | None = None
+
+
+@dataclass(slots=True)
 class Band:
     rule_id: str
     value: RenalValue
@@ -357,6 +367,9 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
     previous = s.previous_total(Route.ORAL)
     if previous is None:
         start = k.thresholds["R3d", "start_daily"]
+        older = _older_start(s, k)
+        if older is not None and older.limit < start and k.rules["R5c"].enabled:
+            return []  # the older-adult card says it, with its lower limit
         if total > start:
             proposal = _target(s, k, reviewed[0], start)
             return [
@@ -646,28 +659,56 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
                 order=intrathecal[0].order.reference,
             )
         )
-    start = k.thresholds["R5c", "start_daily"]
-    said_by_titration = k.rules["R3d"].enabled and k.thresholds["R3d", "start_daily"] <= start
+    older = _older_start(s, k)
     if (
         oral
-        and not said_by_titration
-        and s.age >= k.thresholds["R5c", "age"]
+        and older is not None
+        and not (k.rules["R3d"].enabled and k.thresholds["R3d", "start_daily"] <= older.limit)
         and s.previous_total(Route.ORAL) is None
         and total is not None
-        and total > start
+        and total > older.limit
     ):
-        proposal = _target(s, k, oral[0], start)
+        proposal = _target(s, k, oral[0], older.limit)
+        facts = {"age": str(s.age), "daily": num(total), "limit": num(older.limit)}
+        inputs = age_line(s) + dose_lines(s, Route.ORAL)
+        if older.variant == "old-age":
+            facts["old_age"] = num(k.thresholds["R5c", "old_age"])
+        elif older.renal is not None:
+            facts |= {
+                "renal": short(older.renal),
+                "egfr_limit": num(k.thresholds["R5c", "egfr_limit"]),
+            }
+            inputs += (renal_line(older.renal),)
         hits.append(
             Hit(
                 "R5c",
-                {"age": str(s.age), "daily": num(total), "limit": num(start)},
-                inputs=age_line(s) + dose_lines(s, Route.ORAL),
+                facts,
+                variant=older.variant,
+                inputs=inputs,
                 proposal=proposal,
                 actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
                 order=oral[0].order.reference,
             )
         )
     return hits
+
+
+def _older_start(s: Situation, k: Knowledge) -> OlderStart | None:
+    """R5c's start limit, None below its age (or with no age): the reduced start from the
+    older-old age, or with eGFR (CrCl when no eGFR is known) below the normal limit; else the
+    adult start. An unknown kidney function is not read as reduced here: the kidney-unknown
+    card asks for it at this age."""
+    if s.age is None or s.age < k.thresholds["R5c", "age"]:
+        return None
+    reduced = k.thresholds["R5c", "reduced_start_daily"]
+    if s.age >= k.thresholds["R5c", "old_age"]:
+        return OlderStart(reduced, "old-age")
+    limit = k.thresholds["R5c", "egfr_limit"]
+    values = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
+    low = next((v for v in values if v.certainly_below(limit)), None)
+    if low is not None:
+        return OlderStart(reduced, "kidney", low)
+    return OlderStart(k.thresholds["R5c", "start_daily"], None)
 
 
 def _age_unknown(s: Situation, k: Knowledge) -> list[Hit]:
