@@ -271,9 +271,19 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
     total = _amount(s.route_total(Route.INTRATHECAL))
     inputs = dose_lines(s, Route.INTRATHECAL)
     limit = k.thresholds["R2b", "max_daily"]
-    if total is not None and total > limit:
-        hits.append(Hit("R2b", {"daily": num(total), "limit": num(limit)}, inputs=inputs))
     before = _amount(s.previous_total(Route.INTRATHECAL))
+    if total is not None and total > limit:
+        # Raised past the limit: repeated increases suggest tolerance or a system problem.
+        raised = before is not None and total > before
+        facts = {"daily": num(total), "limit": num(limit)}
+        hits.append(
+            Hit(
+                "R2b",
+                facts | ({"before": num(before)} if raised and before is not None else {}),
+                variant="increase" if raised else None,
+                inputs=inputs,
+            )
+        )
     if total is not None and before:
         rise = (total - before) / before * 100
         # An unknown age may be a child's: the smaller step, never the adult one by default.
@@ -327,10 +337,15 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
         if total > reference_max and k.rules["R3b"].enabled:
             exceeded.insert(0, ("R3b", reference_max))
             actions.add(Action.DELETE_DRAFT)
+        # Raised past the label maximum: repeated increases suggest tolerance (R3a says so).
+        before = _amount(s.previous_total(Route.ORAL))
+        raised = before is not None and total > before
         hits.extend(
             Hit(
                 rule_id,
-                {"daily": num(total), "limit": num(limit), "label_max": num(label_max)},
+                {"daily": num(total), "limit": num(limit), "label_max": num(label_max)}
+                | ({"before": num(before)} if raised and before is not None else {}),
+                variant="increase" if raised and rule_id == "R3a" else None,
                 inputs=inputs,
                 proposal=proposal,
                 actions=frozenset(actions),
