@@ -150,7 +150,7 @@ def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
         "R7c",
         "R8f",
     }
-    info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8", "R8c", "R8d", "R8e", "R6j"}
+    info = {"R3d", "R4d", "R4i", "R5c", "R6f", "R0", "R4f", "R8", "R8c", "R8d", "R8e", "R6j"}
     assert {r for r in critical if knowledge.rules[r].tier is Indicator.CRITICAL} == critical
     assert {r for r in warning if knowledge.rules[r].tier is Indicator.WARNING} == warning
     assert {r for r in info if knowledge.rules[r].tier is Indicator.INFO} == info

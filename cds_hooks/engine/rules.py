@@ -447,7 +447,7 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
 
 
 def kidney(s: Situation, k: Knowledge) -> list[Hit]:
-    """R4a-R4f and R4h for oral baclofen (R4g: intrathecal doses give little systemic
+    """R4a-R4f, R4h and R4i for oral baclofen (R4g: intrathecal doses give little systemic
     exposure).
 
     R4f escalates to warning from the high-risk age, or when the age is unknown: renal
@@ -474,6 +474,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
 
     on_record = [label for flag in KIDNEY_FAILURE_FLAGS for label in s.conditions.get(flag, ())]
     worst = _worst_band(s.renal.values, k)
+    beers = _beers_low_egfr(s, k)
     failing = worst is not None and worst.rule_id == "R4a"
     if (on_record and k.rules["R4a"].enabled) or failing:
         ceiling = k.thresholds["R4a", "dialysis_ceiling"]
@@ -512,29 +513,71 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                     order=order.order.reference,
                 )
             )
+        elif band is not None and band.rule_id == "R4b" and total is not None and beers is None:
+            hits.append(_severe_within_ceiling(s, k, order, band, total, inputs))
         if not s.renal.known:
             hits.append(_renal_unknown(s, k, order, total, unchecked))
 
-    beers_age = k.thresholds["R4e", "age"]
-    if s.age is not None and s.age >= beers_age:
-        limit = k.thresholds["R4e", "egfr_limit"]
-        egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
-        low = [v for v in egfrs if v.certainly_below(limit)]
-        if low:
-            hits.append(
-                Hit(
-                    "R4e",
-                    daily | {"age": str(s.age), "renal": short(low[0]), "limit": num(limit)},
-                    inputs=inputs,
-                    order=order.order.reference,
-                )
+    if beers is not None:
+        hits.append(
+            Hit(
+                "R4e",
+                daily
+                | {
+                    "age": str(s.age),
+                    "renal": short(beers),
+                    "limit": num(k.thresholds["R4e", "egfr_limit"]),
+                },
+                inputs=inputs,
+                order=order.order.reference,
             )
+        )
     if unchecked and not hits:
         # R4h: a dialysis patient's results need not look like kidney failure, and no
         # other kidney card is there to list what was not checked.
         facts = daily | {"ceiling": num(k.thresholds["R4a", "dialysis_ceiling"])}
         hits.append(Hit("R4h", facts, inputs=inputs, order=order.order.reference))
     return hits
+
+
+def _beers_low_egfr(s: Situation, k: Knowledge) -> RenalValue | None:
+    """R4e: the eGFR (CrCl when no eGFR is known) under the Beers limit at the Beers age."""
+    if s.age is None or s.age < k.thresholds["R4e", "age"]:
+        return None
+    limit = k.thresholds["R4e", "egfr_limit"]
+    egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
+    return next((v for v in egfrs if v.certainly_below(limit)), None)
+
+
+def _severe_within_ceiling(
+    s: Situation,
+    k: Knowledge,
+    order: BaclofenOrder,
+    band: Band,
+    total: float,
+    inputs: tuple[str, ...],
+) -> Hit:
+    """R4i: severe impairment with a dose at or under its ceiling still gets a word, since
+    neurotoxicity is reported at 10 mg/day in CKD stage 4 (the ceiling is a most, not a safe
+    dose). A new start above the renal start is offered that start; a regimen already taken
+    is not changed from here. From the Beers age the R4e card says avoid instead."""
+    start = k.thresholds["R4i", "start_daily"]
+    new_start = s.previous_total(Route.ORAL) is None
+    proposal = _target(s, k, order, start) if new_start and total > start else None
+    return Hit(
+        "R4i",
+        {
+            "daily": num(total),
+            "ceiling": num(band.ceiling),
+            "renal": short(band.value),
+            "start": num(start),
+        },
+        variant=None if new_start else "continuing",
+        inputs=inputs,
+        proposal=proposal,
+        actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+        order=order.order.reference,
+    )
 
 
 def _renal_unknown(

@@ -65,6 +65,7 @@ NON_DECREASING = (
         ("R3b", "max_daily"),
     ),
     (("R3d", "start_daily"), ("R3a", "max_daily")),
+    (("R4i", "start_daily"), ("R4b", "ceiling")),
     (("R5c", "reduced_start_daily"), ("R5c", "start_daily"), ("R3a", "max_daily")),
     (("R5c", "age"), ("R5c", "old_age")),
     (("R5a", "young_child_ceiling"), ("R5a", "child_ceiling"), ("R3a", "max_daily")),
