@@ -248,7 +248,7 @@ def _wording(rule: str, variant: str | None) -> _Wording | None:
     entry = found or rules.get(rule)
     if entry is None:
         return None
-    advice = entry.get("recommendation")
+    advice = entry.get("recommendation") or rules.get(rule, {}).get("recommendation")
     return _Wording(
         summary=_template_of(entry["summary"]),
         reason=_template_of(entry["reason"]),
