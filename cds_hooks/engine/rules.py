@@ -544,7 +544,11 @@ def _beers_low_egfr(s: Situation, k: Knowledge) -> RenalValue | None:
     """R4e: the eGFR (CrCl when no eGFR is known) under the Beers limit at the Beers age."""
     if s.age is None or s.age < k.thresholds["R4e", "age"]:
         return None
-    limit = k.thresholds["R4e", "egfr_limit"]
+    return _egfr_below(s, k.thresholds["R4e", "egfr_limit"])
+
+
+def _egfr_below(s: Situation, limit: float) -> RenalValue | None:
+    """The first current eGFR (CrCl when no eGFR is known) certainly below ``limit``."""
     egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
     return next((v for v in egfrs if v.certainly_below(limit)), None)
 
@@ -761,9 +765,7 @@ def _older_start(s: Situation, k: Knowledge) -> OlderStart | None:
     reduced = k.thresholds["R5c", "reduced_start_daily"]
     if s.age >= k.thresholds["R5c", "old_age"]:
         return OlderStart(reduced, "old-age")
-    limit = k.thresholds["R5c", "egfr_limit"]
-    values = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
-    low = next((v for v in values if v.certainly_below(limit)), None)
+    low = _egfr_below(s, k.thresholds["R5c", "egfr_limit"])
     if low is not None:
         return OlderStart(reduced, "kidney", low)
     return OlderStart(k.thresholds["R5c", "start_daily"], None)
