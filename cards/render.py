@@ -226,6 +226,8 @@ def _has_special(text: str) -> bool:
 class _Wording:
     summary: _Template
     reason: _Template
+    recommendation: str | None = None
+    """The rule's own recommendation paragraph, in place of the topic's (catalogue header)."""
 
 
 def _wording_of(reason: Mapping[str, Any]) -> _Wording:
@@ -246,7 +248,12 @@ def _wording(rule: str, variant: str | None) -> _Wording | None:
     entry = found or rules.get(rule)
     if entry is None:
         return None
-    return _Wording(summary=_template_of(entry["summary"]), reason=_template_of(entry["reason"]))
+    advice = entry.get("recommendation") or rules.get(rule, {}).get("recommendation")
+    return _Wording(
+        summary=_template_of(entry["summary"]),
+        reason=_template_of(entry["reason"]),
+        recommendation=f"\n\n**Recommendation**\n{advice}" if advice else None,
+    )
 
 
 @cache
@@ -385,6 +392,7 @@ def _summary(finding: Finding) -> str:
 
 def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None) -> str:
     reasons = finding.facts["reasons"]
+    recommendation = _wording_of(reasons[0]).recommendation or topic.recommendation
     if len(reasons) == 1:
         (reason,) = reasons
         why = f"**Why**\n- {_fill(_wording_of(reason).reason, reason, escape=True)}"
@@ -404,7 +412,7 @@ def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str 
         else ""
     )
     more = f"\n\n{extra}" if extra else ""
-    return f"{why}{data}{topic.recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
+    return f"{why}{data}{recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
 
 
 def _draft(request: HookRequest, reference: str | None) -> MedicationOrder | None:

@@ -260,7 +260,8 @@ class HookRequest:
 
     ``draft_orders`` holds every unsigned order in the session; ``selected`` the
     references of those under evaluation (order-select: the selections; order-sign and
-    medication-prescribe: all drafts). Drafts not selected count as co-medications.
+    medication-prescribe: all drafts). The engine counts every other drug drafted, selected
+    or not, as a co-medication of the baclofen drafts.
     """
 
     hook: str

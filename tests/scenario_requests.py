@@ -122,7 +122,7 @@ def condition(spec: dict[str, Any], index: int) -> dict[str, Any]:
             "coding": [
                 {
                     "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                    "code": "active",
+                    "code": spec.get("clinical_status", "active"),
                 }
             ]
         },

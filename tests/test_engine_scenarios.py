@@ -39,6 +39,32 @@ def test_scenario(
     expected = {tuple(pair) for pair in scenario["expect"]}
     assert got == expected, [c["summary"] for c in cards]
     assert len(cards) == len(got), "one card per topic"
+    _check_words_and_sources(scenario, cards)
+
+
+KNOWN_SOURCES = load_knowledge().sources
+
+
+def _check_words_and_sources(scenario: dict[str, Any], cards: list[dict[str, Any]]) -> None:
+    """The row's ``sources`` justify its expectation: each is a source of the knowledge, and
+    where cards are expected each is cited on one of them; ``not_cited`` sources are cited on
+    none (a source is quoted only where it supports the card). ``mentions`` are words some
+    card must say (summary, detail or a suggestion's label), ``not_mentions`` words no card
+    may say."""
+    text = "\n".join(
+        f"{c['summary']}\n{c['detail']}\n" + "\n".join(s["label"] for s in c.get("suggestions", ()))
+        for c in cards
+    )
+    for key in [*scenario.get("sources", ()), *scenario.get("not_cited", ())]:
+        assert key in KNOWN_SOURCES, f"unknown source {key}"
+    cited = {key for key, source in KNOWN_SOURCES.items() if f"\n- {source.label}: " in text}
+    if cards:
+        assert set(scenario.get("sources", ())) <= cited, cited
+    assert not cited & set(scenario.get("not_cited", ())), cited
+    for words in scenario.get("mentions", ()):
+        assert words in text, words
+    for words in scenario.get("not_mentions", ()):
+        assert words not in text, words
 
 
 def test_every_rule_of_the_table_is_exercised_by_some_scenario() -> None:
@@ -54,18 +80,18 @@ CAPTURED = {
     # Requests the public CDS Hooks sandbox really sent (tests/data/requests/README.md).
     # Evelyn died in 1985 (her Synthea record's deceasedDateTime): that card alone.
     "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json": {("deceased", "warning")},
+    # The sandbox patient is over 75: the 60 and 30 mg/day new starts are said on the
+    # geriatric card (older-adult start), with the Beers count.
     "sandbox-order-select-baclofen10-2tab-tid-spasticity.json": {
         ("cns-depressant", "critical"),
         ("renal-function-unknown", "warning"),
         ("geriatric", "warning"),
-        ("titration", "info"),
     },
     "sandbox-order-sign-baclofen10-3tab-daily.json": {
         ("cns-depressant", "critical"),
         ("renal-function-unknown", "warning"),
         ("geriatric", "warning"),
         ("max-daily-dose", "info"),
-        ("titration", "info"),
     },
     "sandbox-order-select-no-medication-yet.json": set(),
     "legacy-medication-prescribe-no-medication-yet.json": set(),
@@ -93,7 +119,9 @@ def test_evelyn_as_recorded_gets_the_deceased_card_with_her_date_of_death(
 def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) -> None:
     """Her real, messy data, read as for a living patient: eGFR 37.7 is from 1984, so
     stale (age >= 65: warning); the active oxycodone/acetaminophen order is a CNS
-    depressant; 3 tablets once daily is a 30 mg single dose and a 30 mg/day new start."""
+    depressant; 3 tablets once daily is a 30 mg single dose and a 30 mg/day new start,
+    above the 10 mg/day older-adult start at her age (over 75), which the geriatric card
+    says instead of the titration card's adult start."""
     body = load_json(EVELYN)["body"]
     body["prefetch"]["patient"] = as_if_alive(body["prefetch"]["patient"])
     cards = {c["source"]["topic"]["code"]: c for c in post(client, body)}
@@ -101,7 +129,7 @@ def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) ->
         ("renal-function-unknown", "warning"),
         ("cns-depressant", "warning"),
         ("max-daily-dose", "info"),
-        ("titration", "info"),
+        ("geriatric", "info"),
     }
     renal = cards["renal-function-unknown"]
     assert "37.7" in renal["summary"] and "1984-10-08" in renal["summary"]

@@ -116,6 +116,21 @@ def test_every_contract_rule_is_in_the_table_with_cited_sources(knowledge: Knowl
             assert all(s in knowledge.sources for s in threshold.source_ids)
 
 
+def test_source_scopes_name_known_classes_and_ages(knowledge: Knowledge) -> None:
+    """A scope that names no real class would hide the source from every card."""
+    for source in knowledge.sources.values():
+        for class_id in source.with_classes:
+            assert knowledge.drug_class(class_id), (source.id, class_id)
+        assert source.from_age is None or 0 < source.from_age < 130
+    assert knowledge.unsupported_sources(64, frozenset({"opioid"})) == {
+        "BEERS23",
+        "BEERS19",
+        "FDA-2019",
+    }
+    assert knowledge.unsupported_sources(None, frozenset()) >= {"BEERS23", "FDA-2019"}
+    assert knowledge.unsupported_sources(65, frozenset({"gabapentinoid"})) == frozenset()
+
+
 def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
     critical = {"R1a", "R2d", "R4a", "R4b", "R3b", "R6b", "R7b"}
     warning = {
@@ -134,8 +149,9 @@ def test_tiers_follow_the_product_decision(knowledge: Knowledge) -> None:
         "R2c",
         "R7a",
         "R7c",
+        "R8f",
     }
-    info = {"R3d", "R4d", "R5c", "R6f", "R0", "R4f", "R8"}
+    info = {"R3d", "R4d", "R4i", "R5c", "R6f", "R0", "R4f", "R8", "R8c", "R8d", "R8e", "R6j"}
     assert {r for r in critical if knowledge.rules[r].tier is Indicator.CRITICAL} == critical
     assert {r for r in warning if knowledge.rules[r].tier is Indicator.WARNING} == warning
     assert {r for r in info if knowledge.rules[r].tier is Indicator.INFO} == info
@@ -439,6 +455,18 @@ def test_triage_never_rules_out_what_the_engine_calls_baclofen(knowledge: Knowle
         (Concept(codings=(Coding("urn:local", "X1", "Hemodialysis dependent"),)), "dialysis"),
         (text("Autonomic dysreflexia"), "autonomic-dysreflexia"),
         (text("History of CVA"), "stroke"),
+        (Concept(codings=(Coding(ICD10CM, "J44.1"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "G47.33"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "J96.11"),)), "respiratory-impairment"),
+        (Concept(codings=(Coding(SNOMED, "78275009"),)), "respiratory-impairment"),
+        (text("Severe OSA on CPAP"), "respiratory-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "K74.60"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "K70.30"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(SNOMED, "59927004"),)), "hepatic-impairment"),
+        (Concept(codings=(Coding(ICD10CM, "Z39.1"),)), "breastfeeding"),
+        (text("Currently breast-feeding"), "breastfeeding"),
+        (Concept(codings=(Coding(ICD10CM, "T85.735A"),)), "intrathecal-site-infection"),
+        (text("Baclofen pump pocket infection"), "intrathecal-site-infection"),
     ],
 )
 def test_condition_flags(knowledge: Knowledge, concept: Concept, flag: str) -> None:
@@ -472,6 +500,11 @@ def test_condition_triage_rules_out_conditions_without_flags() -> None:
         text("Acute kidney failure"),
         text("Essential hypertension"),
         text("Heat stroke"),
+        text("Not breastfeeding"),
+        text("Fatty liver"),
+        text("Central venous catheter site infection"),
+        Concept(codings=(Coding(ICD10CM, "K76.0"),)),
+        Concept(codings=(Coding(ICD10CM, "J45.909"),)),
     ],
 )
 def test_conditions_without_flags(knowledge: Knowledge, concept: Concept) -> None:

@@ -155,7 +155,10 @@ def test_evelyn_active_oxycodone_is_named_on_the_cns_card(client: FlaskClient) -
     cards = cards_by_topic(client, EVELYN)
     assert cards["cns-depressant"]["indicator"] == "warning"
     assert "oxyCODONE" in cards["cns-depressant"]["detail"]
-    assert cards["titration"]["indicator"] == "info"  # 30 mg/day new start
+    # A 30 mg/day new start over 75: the older-adult start (10 mg/day), not the adult one.
+    assert "titration" not in cards
+    assert cards["geriatric"]["indicator"] == "info"
+    assert "at most 10 mg/day" in cards["geriatric"]["summary"]
 
 
 def test_hartmann_diazepam_and_epilepsy(client: FlaskClient) -> None:

@@ -37,7 +37,8 @@ def evaluate(
                     by_topic[spec.topic] = [ranked]
                 else:
                     group.append(ranked)
-    return _merge(by_topic, situation)
+    unsupported = knowledge.unsupported_sources(situation.age, situation.comedication_classes)
+    return _merge(by_topic, situation, unsupported)
 
 
 _Ranked = tuple[Hit, RuleSpec, Indicator, int, str]
@@ -65,8 +66,11 @@ def _reason(hit: Hit, tier_value: str) -> dict[str, object]:
     return {"rule": hit.rule_id, "variant": hit.variant, "tier": tier_value, **hit.facts}
 
 
-def _merge(by_topic: dict[Topic, list[_Ranked]], situation: Situation) -> list[Finding]:
-    """One finding per topic (topics in order of their first hit), most severe first."""
+def _merge(
+    by_topic: dict[Topic, list[_Ranked]], situation: Situation, unsupported: frozenset[str]
+) -> list[Finding]:
+    """One finding per topic (topics in order of their first hit), most severe first, citing
+    only the sources that support it for this patient (none of ``unsupported``)."""
     fallback_order = situation.primary.order.reference if situation.primary is not None else None
     findings: list[tuple[int, Finding]] = []
     for topic, group in by_topic.items():
@@ -85,6 +89,8 @@ def _merge(by_topic: dict[Topic, list[_Ranked]], situation: Situation) -> list[F
             group.sort(key=_most_severe_first)  # stable: family order within a tier
             first_hit, _, indicator, rank, _ = group[0]
             proposal, order, actions, reasons, inputs, sources = _combine(group)
+        if unsupported:
+            sources = tuple(s for s in sources if s not in unsupported)
         finding = Finding(
             rule_id=first_hit.rule_id,
             topic=topic,

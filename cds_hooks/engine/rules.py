@@ -32,6 +32,9 @@ PARENTERAL_ROUTES = frozenset(
 RESPIRATORY_PARTNERS = frozenset(
     {"benzodiazepine", "z-drug", "barbiturate", "gabapentinoid", "oxybate"}
 )
+BEERS_OPIOID_PARTNERS = frozenset({"benzodiazepine", "gabapentinoid"})
+"""Classes Beers 2023 Table 5 names as pairs to avoid with an opioid."""
+GABAPENTINOIDS = frozenset({"gabapentinoid"})
 OPIOIDS = frozenset({"opioid"})
 DEPRESSANTS = frozenset({"muscle-relaxant"} | OPIOIDS | RESPIRATORY_PARTNERS)
 OTHER_DEPRESSANTS = DEPRESSANTS - OPIOIDS
@@ -51,7 +54,14 @@ OTHER_SEDATING = frozenset(
 )
 KIDNEY_FAILURE_FLAGS = ("dialysis", "esrd", "ckd-5")
 CAUTION_FLAGS = ("epilepsy", "psychosis", "autonomic-dysreflexia", "stroke", "pregnancy")
+RESPIRATORY = "respiratory-impairment"
+PRECAUTION_RULES = (("R8c", RESPIRATORY), ("R8d", "hepatic-impairment"), ("R8e", "breastfeeding"))
+"""Label precautions with a rule (tier, sources) of their own, for baclofen being taken on."""
+PUMP_SITE_INFECTION = "intrathecal-site-infection"
+ALCOHOL = "alcohol-use-disorder"
 MASS_UNITS = frozenset({"mg", "g", "milligram", "milligrams", "gram", "grams"})
+ORDERED_NOW = "ordered now"
+"""Said of a co-medication drafted in this session: the prescriber is writing it now."""
 
 
 # Records built on every call are slotted but not frozen: a frozen dataclass pays an
@@ -67,6 +77,16 @@ class Hit:
     order: str | None = None
     tier: Indicator | None = None
     """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
+
+
+@dataclass(slots=True)
+class OlderStart:
+    """R5c's start limit for an older adult and why (``variant``): the older-old age, reduced
+    kidney function (``renal``), or neither (the adult start)."""
+
+    limit: float
+    variant: str | None
+    renal: RenalValue | None = None
 
 
 @dataclass(slots=True)
@@ -252,9 +272,19 @@ def intrathecal_dose(s: Situation, k: Knowledge) -> list[Hit]:
     total = _amount(s.route_total(Route.INTRATHECAL))
     inputs = dose_lines(s, Route.INTRATHECAL)
     limit = k.thresholds["R2b", "max_daily"]
-    if total is not None and total > limit:
-        hits.append(Hit("R2b", {"daily": num(total), "limit": num(limit)}, inputs=inputs))
     before = _amount(s.previous_total(Route.INTRATHECAL))
+    if total is not None and total > limit:
+        # Raised past the limit: repeated increases suggest tolerance or a system problem.
+        raised = before is not None and total > before
+        facts = {"daily": num(total), "limit": num(limit)}
+        hits.append(
+            Hit(
+                "R2b",
+                facts | ({"before": num(before)} if raised and before is not None else {}),
+                variant="increase" if raised else None,
+                inputs=inputs,
+            )
+        )
     if total is not None and before:
         rise = (total - before) / before * 100
         # An unknown age may be a child's: the smaller step, never the adult one by default.
@@ -308,10 +338,15 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
         if total > reference_max and k.rules["R3b"].enabled:
             exceeded.insert(0, ("R3b", reference_max))
             actions.add(Action.DELETE_DRAFT)
+        # Raised past the label maximum: repeated increases suggest tolerance (R3a says so).
+        before = _amount(s.previous_total(Route.ORAL))
+        raised = before is not None and total > before
         hits.extend(
             Hit(
                 rule_id,
-                {"daily": num(total), "limit": num(limit), "label_max": num(label_max)},
+                {"daily": num(total), "limit": num(limit), "label_max": num(label_max)}
+                | ({"before": num(before)} if raised and before is not None else {}),
+                variant="increase" if raised and rule_id == "R3a" else None,
                 inputs=inputs,
                 proposal=proposal,
                 actions=frozenset(actions),
@@ -348,6 +383,9 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
     previous = s.previous_total(Route.ORAL)
     if previous is None:
         start = k.thresholds["R3d", "start_daily"]
+        older = _older_start(s, k)
+        if older is not None and older.limit < start and k.rules["R5c"].enabled:
+            return []  # the older-adult card says it, with its lower limit
         if total > start:
             proposal = _target(s, k, reviewed[0], start)
             return [
@@ -410,7 +448,7 @@ def _band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
 
 
 def kidney(s: Situation, k: Knowledge) -> list[Hit]:
-    """R4a-R4f and R4h for oral baclofen (R4g: intrathecal doses give little systemic
+    """R4a-R4f, R4h and R4i for oral baclofen (R4g: intrathecal doses give little systemic
     exposure).
 
     R4f escalates to warning from the high-risk age, or when the age is unknown: renal
@@ -437,6 +475,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
 
     on_record = [label for flag in KIDNEY_FAILURE_FLAGS for label in s.conditions.get(flag, ())]
     worst = _worst_band(s.renal.values, k)
+    beers = _beers_low_egfr(s, k)
     failing = worst is not None and worst.rule_id == "R4a"
     if (on_record and k.rules["R4a"].enabled) or failing:
         ceiling = k.thresholds["R4a", "dialysis_ceiling"]
@@ -475,29 +514,75 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                     order=order.order.reference,
                 )
             )
+        elif band is not None and band.rule_id == "R4b" and total is not None and beers is None:
+            hits.append(_severe_within_ceiling(s, k, order, band, total, inputs))
         if not s.renal.known:
             hits.append(_renal_unknown(s, k, order, total, unchecked))
 
-    beers_age = k.thresholds["R4e", "age"]
-    if s.age is not None and s.age >= beers_age:
-        limit = k.thresholds["R4e", "egfr_limit"]
-        egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
-        low = [v for v in egfrs if v.certainly_below(limit)]
-        if low:
-            hits.append(
-                Hit(
-                    "R4e",
-                    daily | {"age": str(s.age), "renal": short(low[0]), "limit": num(limit)},
-                    inputs=inputs,
-                    order=order.order.reference,
-                )
+    if beers is not None:
+        hits.append(
+            Hit(
+                "R4e",
+                daily
+                | {
+                    "age": str(s.age),
+                    "renal": short(beers),
+                    "limit": num(k.thresholds["R4e", "egfr_limit"]),
+                },
+                inputs=inputs,
+                order=order.order.reference,
             )
+        )
     if unchecked and not hits:
         # R4h: a dialysis patient's results need not look like kidney failure, and no
         # other kidney card is there to list what was not checked.
         facts = daily | {"ceiling": num(k.thresholds["R4a", "dialysis_ceiling"])}
         hits.append(Hit("R4h", facts, inputs=inputs, order=order.order.reference))
     return hits
+
+
+def _beers_low_egfr(s: Situation, k: Knowledge) -> RenalValue | None:
+    """R4e: the eGFR (CrCl when no eGFR is known) under the Beers limit at the Beers age."""
+    if s.age is None or s.age < k.thresholds["R4e", "age"]:
+        return None
+    return _egfr_below(s, k.thresholds["R4e", "egfr_limit"])
+
+
+def _egfr_below(s: Situation, limit: float) -> RenalValue | None:
+    """The first current eGFR (CrCl when no eGFR is known) certainly below ``limit``."""
+    egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
+    return next((v for v in egfrs if v.certainly_below(limit)), None)
+
+
+def _severe_within_ceiling(
+    s: Situation,
+    k: Knowledge,
+    order: BaclofenOrder,
+    band: Band,
+    total: float,
+    inputs: tuple[str, ...],
+) -> Hit:
+    """R4i: severe impairment with a dose at or under its ceiling still gets a word, since
+    neurotoxicity is reported at 10 mg/day in CKD stage 4 (the ceiling is a most, not a safe
+    dose). A new start above the renal start is offered that start; a regimen already taken
+    is not changed from here. From the Beers age the R4e card says avoid instead."""
+    start = k.thresholds["R4i", "start_daily"]
+    new_start = s.previous_total(Route.ORAL) is None
+    proposal = _target(s, k, order, start) if new_start and total > start else None
+    return Hit(
+        "R4i",
+        {
+            "daily": num(total),
+            "ceiling": num(band.ceiling),
+            "renal": short(band.value),
+            "start": num(start),
+        },
+        variant=None if new_start else "continuing",
+        inputs=inputs,
+        proposal=proposal,
+        actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+        order=order.order.reference,
+    )
 
 
 def _renal_unknown(
@@ -637,28 +722,54 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
                 order=intrathecal[0].order.reference,
             )
         )
-    start = k.thresholds["R5c", "start_daily"]
-    said_by_titration = k.rules["R3d"].enabled and k.thresholds["R3d", "start_daily"] <= start
+    older = _older_start(s, k)
     if (
         oral
-        and not said_by_titration
-        and s.age >= k.thresholds["R5c", "age"]
+        and older is not None
+        and not (k.rules["R3d"].enabled and k.thresholds["R3d", "start_daily"] <= older.limit)
         and s.previous_total(Route.ORAL) is None
         and total is not None
-        and total > start
+        and total > older.limit
     ):
-        proposal = _target(s, k, oral[0], start)
+        proposal = _target(s, k, oral[0], older.limit)
+        facts = {"age": str(s.age), "daily": num(total), "limit": num(older.limit)}
+        inputs = age_line(s) + dose_lines(s, Route.ORAL)
+        if older.variant == "old-age":
+            facts["old_age"] = num(k.thresholds["R5c", "old_age"])
+        elif older.renal is not None:
+            facts |= {
+                "renal": short(older.renal),
+                "egfr_limit": num(k.thresholds["R5c", "egfr_limit"]),
+            }
+            inputs += (renal_line(older.renal),)
         hits.append(
             Hit(
                 "R5c",
-                {"age": str(s.age), "daily": num(total), "limit": num(start)},
-                inputs=age_line(s) + dose_lines(s, Route.ORAL),
+                facts,
+                variant=older.variant,
+                inputs=inputs,
                 proposal=proposal,
                 actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
                 order=oral[0].order.reference,
             )
         )
     return hits
+
+
+def _older_start(s: Situation, k: Knowledge) -> OlderStart | None:
+    """R5c's start limit, None below its age (or with no age): the reduced start from the
+    older-old age, or with eGFR (CrCl when no eGFR is known) below the normal limit; else the
+    adult start. An unknown kidney function is not read as reduced here: the kidney-unknown
+    card asks for it at this age."""
+    if s.age is None or s.age < k.thresholds["R5c", "age"]:
+        return None
+    reduced = k.thresholds["R5c", "reduced_start_daily"]
+    if s.age >= k.thresholds["R5c", "old_age"]:
+        return OlderStart(reduced, "old-age")
+    low = _egfr_below(s, k.thresholds["R5c", "egfr_limit"])
+    if low is not None:
+        return OlderStart(reduced, "kidney", low)
+    return OlderStart(k.thresholds["R5c", "start_daily"], None)
 
 
 def _age_unknown(s: Situation, k: Knowledge) -> list[Hit]:
@@ -689,7 +800,8 @@ def _named(k: Knowledge, meds: Iterable[CoMedication], classes: frozenset[str]) 
     for m in meds:
         if not m.classes.isdisjoint(classes):  # no empty intersection built per medication
             shared = m.classes & classes
-            named.append(f"{m.label} ({k.class_labels(shared)}{', draft' if m.draft else ''})")
+            drafted = f", {ORDERED_NOW}" if m.draft else ""
+            named.append(f"{m.label} ({k.class_labels(shared)}{drafted})")
     return named
 
 
@@ -725,7 +837,7 @@ def _med_inputs(s: Situation) -> tuple[str, ...]:
 
 def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
     classes = s.comedication_classes & DEPRESSANTS
-    alcohol = s.conditions.get("alcohol-use-disorder", ())
+    alcohol = s.conditions.get(ALCOHOL, ())
     if not classes and not alcohol:
         return []
     drugs = _named(k, s.comedications, DEPRESSANTS)
@@ -747,10 +859,14 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
     if "opioid" in classes and partners:
         partner_text = k.class_labels(partners)
         primary = s.primary
+        older = s.age is not None and s.age >= k.thresholds["R6d", "age"]
         hits.append(
             Hit(
                 "R6b",
                 facts | {"partners": partner_text},
+                variant="older"
+                if older and not partners.isdisjoint(BEERS_OPIOID_PARTNERS)
+                else None,
                 inputs=inputs,
                 actions=frozenset({Action.DELETE_DRAFT}) if primary else frozenset(),
                 order=primary.order.reference if primary else None,
@@ -761,9 +877,19 @@ def cns_depressants(s: Situation, k: Knowledge) -> list[Hit]:
         hits.append(Hit("R6a", facts | {"drugs": only}, inputs=inputs))
     if not classes <= OPIOIDS:
         others = "; ".join(_named(k, s.comedications, OTHER_DEPRESSANTS))
-        hits.append(Hit("R6c", facts | {"drugs": others}, inputs=inputs))
+        variant = "gabapentinoid" if not classes.isdisjoint(GABAPENTINOIDS) else None
+        hits.append(Hit("R6c", facts | {"drugs": others}, variant=variant, inputs=inputs))
     if alcohol:
         hits.append(Hit("R6h", facts | {"conditions": ", ".join(alcohol)}, inputs=inputs))
+    lungs = s.conditions.get(RESPIRATORY, ())
+    if lungs:
+        hits.append(
+            Hit(
+                "R6j",
+                facts | {"conditions": ", ".join(lungs)},
+                inputs=inputs + tuple(f"Condition on record: {label}" for label in lungs),
+            )
+        )
     return hits
 
 
@@ -776,7 +902,11 @@ def beers_cns_count(s: Situation, k: Knowledge) -> list[Hit]:
     limit = k.thresholds["R6d", "cns_active_count"]
     if count < limit:
         return []
-    named = ["baclofen", *(m.label for m in active), *(f"{a} (alcohol)" for a in alcohol)]
+    named = [
+        "baclofen",
+        *(f"{m.label} ({ORDERED_NOW})" if m.draft else m.label for m in active),
+        *(f"{a} (alcohol)" for a in alcohol),
+    ]
     return [
         Hit(
             "R6d",
@@ -924,14 +1054,19 @@ def duplicates(s: Situation, k: Knowledge) -> list[Hit]:
 def conditions(s: Situation, k: Knowledge) -> list[Hit]:
     """R8: one reason per precaution (variant = condition flag), all named in the summary.
 
+    R8c-R8e: precautions with a rule of their own, for baclofen being started or continued
+    (not for an order that stops it). Respiratory impairment goes on the CNS-depressant card
+    (R6j) when a CNS depressant is there. R8f: an infection at the pump or catheter site, for
+    intrathecal baclofen being started or continued.
+
     R8b: without the problem list none of them can be on record. An oral order's kidney
     cards already list that gap (R4h when none other shows), so R8b is for an intrathecal
     order alone, which no kidney rule covers.
     """
-    del k
     if s.conditions_unavailable:
         if s.intrathecal_reviewed and not s.oral_reviewed:
-            flags = ", ".join(flag.replace("-", " ") for flag in CAUTION_FLAGS)
+            unchecked = (*CAUTION_FLAGS, *(flag for _, flag in PRECAUTION_RULES))
+            flags = ", ".join(flag.replace("-", " ") for flag in (PUMP_SITE_INFECTION, *unchecked))
             return [
                 Hit(
                     "R8b",
@@ -941,16 +1076,28 @@ def conditions(s: Situation, k: Knowledge) -> list[Hit]:
                 )
             ]
         return []
-    present = [flag for flag in CAUTION_FLAGS if s.conditions.get(flag)]
-    every = ", ".join(flag.replace("-", " ") for flag in present)
+    present = [(flag, "R8") for flag in CAUTION_FLAGS if s.conditions.get(flag)]
+    if s.reviewed:
+        said_with_depressants = k.rules["R6j"].enabled and (
+            not s.comedication_classes.isdisjoint(DEPRESSANTS) or ALCOHOL in s.conditions
+        )
+        present += [
+            (flag, rule_id)
+            for rule_id, flag in PRECAUTION_RULES
+            if s.conditions.get(flag) and not (flag == RESPIRATORY and said_with_depressants)
+        ]
+    if s.intrathecal_reviewed and s.conditions.get(PUMP_SITE_INFECTION):
+        present.insert(0, (PUMP_SITE_INFECTION, "R8f"))
+    every = ", ".join(flag.replace("-", " ") for flag, _ in present)
     return [
         Hit(
-            "R8",
+            rule_id,
             {"conditions": ", ".join(s.conditions[flag]), "flags": every},
-            variant=flag,
+            variant=flag if rule_id == "R8" else None,
             inputs=tuple(f"On record: {label}" for label in s.conditions[flag]),
+            order=s.intrathecal_reviewed[0].order.reference if rule_id == "R8f" else None,
         )
-        for flag in present
+        for flag, rule_id in present
     ]
 
 

@@ -4,6 +4,10 @@
 drafts of the session, and the active orders that no draft stops or replaces. A draft that
 stops an order (status stopped/cancelled/...) or replaces it (``priorPrescription``, or the
 same id) takes that active order out of the total.
+
+Every other drug drafted in the session, under review or not, is a co-medication of every
+baclofen draft: an opioid written in the same order set as baclofen (often with gabapentin)
+is given with it, and in order-sign every draft is under review.
 """
 
 from __future__ import annotations
@@ -200,13 +204,16 @@ def build(
         under_review = order.reference in selected
         if product is not None:
             drafts.append(_baclofen(order, product, draft=True, under_review=under_review))
-        elif classes and not under_review:
+        elif classes and (order.status or "") not in STOPPING_STATUSES:
             other_drafts.append(
                 CoMedication(order.medication_label or "unnamed drug", classes, draft=True)
             )
     if not any(d.under_review for d in drafts):
         return None
     draft_refs = {o.reference for o in request.draft_orders}
+    # Active orders a draft stops or renews: the draft stands for them (a renewed opioid is
+    # one opioid, a stopped one none).
+    superseded = {_id(o.prior_prescription) for o in request.draft_orders} - {None}
     previous: list[BaclofenOrder] = []
     comedications: list[CoMedication] = []
     for order in snapshot.medications:
@@ -215,7 +222,7 @@ def build(
         product, classes = _drug(order, knowledge)
         if product is not None:
             previous.append(_baclofen(order, product, draft=False, under_review=False))
-        elif classes:
+        elif classes and _id(order.reference) not in superseded:
             comedications.append(
                 CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
             )

@@ -65,11 +65,17 @@ def observation_codes() -> ObservationCodes:
 
 @dataclass(frozen=True, slots=True)
 class Source:
+    """A cited source. ``from_age`` and ``with_classes`` bound what it supports: a card
+    cites it only for a patient of that age or more (Beers: older adults), or only when a
+    drug of one of those classes is there (the FDA 2019 communication: gabapentinoids)."""
+
     id: str
     label: str
     citation: str
     url: str | None
     grade: str
+    from_age: float | None = None
+    with_classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,9 @@ class Knowledge:
         self.condition_flags = concept_memo(conditions.flags)
         self.class_labels = lru_cache(maxsize=MEMO_SIZE)(self._labels_of)
         self.any_beers_cns = lru_cache(maxsize=MEMO_SIZE)(self._beers_cns_of)
+        self._scoped_sources = tuple(
+            s for s in sources.values() if s.from_age is not None or s.with_classes
+        )
         self.thresholds = {
             (spec.id, name): t.value
             for spec in rules.values()
@@ -153,6 +162,16 @@ class Knowledge:
         self, concept: Concept, product: MedicationProduct | None
     ) -> tuple[BaclofenProduct | None, frozenset[str]]:
         return self._drugs.baclofen_product(concept, product), self._drugs.classes(concept)
+
+    def unsupported_sources(self, age: int | None, classes: frozenset[str]) -> frozenset[str]:
+        """Ids of the sources that say nothing about this patient: an age-bound source for a
+        younger patient or one of unknown age, a class-bound one with no drug of its classes."""
+        return frozenset(
+            source.id
+            for source in self._scoped_sources
+            if (source.from_age is not None and (age is None or age < source.from_age))
+            or (source.with_classes and source.with_classes.isdisjoint(classes))
+        )
 
     def drug_class(self, class_id: str) -> DrugClass:
         """Label and grouping of a class id (e.g. whether Beers counts it as CNS-active)."""

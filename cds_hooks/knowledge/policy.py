@@ -65,7 +65,9 @@ NON_DECREASING = (
         ("R3b", "max_daily"),
     ),
     (("R3d", "start_daily"), ("R3a", "max_daily")),
-    (("R5c", "start_daily"), ("R3a", "max_daily")),
+    (("R4i", "start_daily"), ("R4b", "ceiling")),
+    (("R5c", "reduced_start_daily"), ("R5c", "start_daily"), ("R3a", "max_daily")),
+    (("R5c", "age"), ("R5c", "old_age")),
     (("R5a", "young_child_ceiling"), ("R5a", "child_ceiling"), ("R3a", "max_daily")),
     (("R5a", "young_child_age"), ("R5a", "min_age")),
     (("R3d", "start_single_dose"), ("R3c", "max_single_dose")),
@@ -86,6 +88,8 @@ def sources() -> Mapping[str, Source]:
                 citation=entry["citation"],
                 url=entry.get("url"),
                 grade=entry["grade"],
+                from_age=entry.get("from_age"),
+                with_classes=frozenset(entry.get("with_classes", ())),
             )
             for key, entry in data["sources"].items()
         }

@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cds_hooks.knowledge import Knowledge, RuleSpec, Threshold
+from cds_hooks.knowledge import Knowledge, RuleSpec, Source, Threshold
 
 CSV_COLUMNS = (
     "rule",
@@ -84,6 +84,13 @@ def rule_table_csv(knowledge: Knowledge) -> str:
     return out.getvalue()
 
 
+def _scope(source: Source) -> str:
+    scope = [f"age {source.from_age:g} or over"] if source.from_age is not None else []
+    if source.with_classes:
+        scope.append("with a " + " or ".join(sorted(source.with_classes)))
+    return "; ".join(scope) or "—"
+
+
 def rule_table_markdown(knowledge: Knowledge) -> str:
     policy = f"`{knowledge.policy_file}`" if knowledge.policy_file else "none (defaults)"
     lines = [
@@ -113,8 +120,16 @@ def rule_table_markdown(knowledge: Knowledge) -> str:
             labels = ", ".join(knowledge.sources[s].label for s in t.source_ids)
             value = f"{t.value:g} {_DISPLAY_UNITS.get(t.unit, t.unit)}"
             lines.append(f"| {spec.id}.{t.name} | {value} | {_cell(t.note)} | {_cell(labels)} |")
-    lines += ["", "## Sources", "", "| Source | Citation | Grade |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Sources",
+        "",
+        "A source with a scope is cited on a card only for a patient within it.",
+        "",
+        "| Source | Citation | Grade | Scope |",
+        "|---|---|---|---|",
+    ]
     for source in knowledge.sources.values():
         citation = _cell(source.citation) + (f" <{source.url}>" if source.url else "")
-        lines.append(f"| {_cell(source.label)} | {citation} | {source.grade} |")
+        lines.append(f"| {_cell(source.label)} | {citation} | {source.grade} | {_scope(source)} |")
     return "\n".join(lines) + "\n"
