@@ -22,6 +22,7 @@ from cds_hooks.app import create_app
 from cds_hooks.knowledge import load_knowledge
 from tests.scenario_requests import build_request, post
 
+KNOWLEDGE = load_knowledge()
 SCENARIOS = tomllib.loads(
     (Path(__file__).parent / "data" / "scenarios" / "scenarios.toml").read_text("utf-8")
 )["scenario"]
@@ -38,6 +39,12 @@ def test_scenario(
     expected = {tuple(pair) for pair in scenario["expect"]}
     assert got == expected, [c["summary"] for c in cards]
     assert len(cards) == len(got), "one card per topic"
+    by_topic = {c["source"]["topic"]["code"]: c for c in cards}
+    sources = KNOWLEDGE.sources
+    for topic, cited in scenario.get("sources", {}).items():
+        detail = by_topic[topic]["detail"]
+        for source in cited:
+            assert f"\n- {sources[source].label}: " in detail, (topic, source)
 
 
 def test_every_rule_of_the_table_is_exercised_by_some_scenario() -> None:
