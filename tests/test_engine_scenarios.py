@@ -155,3 +155,23 @@ def test_policy_thresholds_reach_the_card_text(policy_client: FlaskClient) -> No
     mild = next(s for s in SCENARIOS if s["id"] == "egfr-80")
     (card,) = post(policy_client, build_request(mild, date.today()))
     assert "exceeds 45 mg/day" in card["summary"]
+
+
+def cards_of(client: FlaskClient, scenario_id: str) -> dict[str, dict[str, Any]]:
+    scenario = next(s for s in SCENARIOS if s["id"] == scenario_id)
+    return {
+        c["source"]["topic"]["code"]: c for c in post(client, build_request(scenario, date.today()))
+    }
+
+
+def test_kidney_cards_name_the_value_used_and_why(client: FlaskClient) -> None:
+    newer = cards_of(client, "newer-raised-creatinine-over-older-normal-egfr")["renal-dose"]
+    assert "eGFR 27.7" in newer["summary"] and "calculated" in newer["summary"]
+    assert "newer than the reported eGFR 92" in newer["detail"]
+    assert "Used: eGFR 27.7" in newer["detail"]
+    cystatin = cards_of(client, "cystatin-egfr-preferred-low-muscle-mass")["renal-dose"]
+    assert "cystatin C" in cystatin["summary"]
+    assert "Not used: eGFR 110" in cystatin["detail"]
+    assert "cystatin C-based eGFR of the same day is preferred" in cystatin["detail"]
+    same_day = cards_of(client, "same-day-egfrs-stricter-wins")["renal-dose"]
+    assert "Not used: eGFR 65" in same_day["detail"] and "stricter" in same_day["detail"]

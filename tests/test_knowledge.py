@@ -173,6 +173,14 @@ def test_issue_thresholds(knowledge: Knowledge) -> None:
     assert "MUANDA" in knowledge.rules["R4b"].thresholds["ceiling"].source_ids
 
 
+def test_kidney_readings_cite_known_sources_and_name_egfr_codes(knowledge: Knowledge) -> None:
+    codes = observation_codes()
+    assert codes.cystatin_c_egfr <= set(codes.egfr)
+    cited = [*codes.cystatin_c_sources]
+    cited += tomllib.loads(DATA.joinpath("observations.toml").read_text("utf-8"))["egfr"]["sources"]
+    assert cited and all(source in knowledge.sources for source in cited)
+
+
 def test_one_version_for_every_data_file() -> None:
     manifest = tomllib.loads(DATA.joinpath("manifest.toml").read_text(encoding="utf-8"))
     assert manifest["version"] == KNOWLEDGE_VERSION == observation_codes().version

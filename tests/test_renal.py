@@ -16,10 +16,17 @@ CODES = observation_codes()
 
 
 def obs(
-    code: str, value: float, unit: str, days_ago: int | None, comparator: str | None = None
+    code: str,
+    value: float,
+    unit: str,
+    days_ago: int | None,
+    comparator: str | None = None,
+    hours_ago: float = 0,
 ) -> Observation:
+    """A result ``days_ago`` days (at midnight) and ``hours_ago`` hours before ``TODAY``."""
     when = (
         datetime.combine(TODAY - timedelta(days=days_ago), datetime.min.time(), UTC)
+        - timedelta(hours=hours_ago)
         if days_ago is not None
         else None
     )
@@ -72,7 +79,7 @@ def test_units_are_converted_or_refused():
     assert renal.clearance_ml_min(Quantity(40, code="%")) is None
 
 
-def test_newest_egfr_wins_and_race_free_code_breaks_date_ties():
+def test_newest_day_wins_and_of_its_egfrs_the_stricter():
     status = assess(
         obs("62238-1", 50, "mL/min/{1.73_m2}", 10),
         obs("98979-8", 55, "mL/min/{1.73_m2}", 10),
@@ -80,83 +87,77 @@ def test_newest_egfr_wins_and_race_free_code_breaks_date_ties():
     )
     egfr = status.egfr()
     assert egfr is not None
-    assert (egfr.value, egfr.code) == (55, "98979-8")
+    assert (egfr.value, egfr.code) == (50, "62238-1")
+    (set_aside,) = status.set_aside
+    assert (set_aside.value.value, set_aside.for_cystatin_c) == (55, False)
 
 
-def test_value_outside_look_back_is_stale_not_used():
-    status = assess(obs("33914-3", 37.7, "mL/min/{1.73_m2}", 400), age=80, lookback=90)
-    assert not status.known
-    assert status.stale[0].value == 37.7
-    assert "37.7" in status.stale[0].label
+def test_equal_egfrs_of_a_day_go_to_the_race_free_code_and_a_bound_is_not_stricter():
+    equal = assess(
+        obs("62238-1", 55, "mL/min/{1.73_m2}", 10), obs("98979-8", 55, "mL/min/{1.73_m2}", 10)
+    ).egfr()
+    assert equal is not None and equal.code == "98979-8"
+    bounded = assess(
+        obs("98979-8", 60, "mL/min/{1.73_m2}", 10, comparator=">"),
+        obs("62238-1", 75, "mL/min/{1.73_m2}", 10),
+    ).egfr()
+    assert bounded is not None and bounded.value == 75  # ">60" proves no ceiling
 
 
-def test_undated_or_voided_results_are_not_used():
-    undated = assess(obs("98979-8", 80, "mL/min/{1.73_m2}", None))
-    assert not undated.known
-    voided = Observation(
-        id=None,
-        code=Concept((Coding(LOINC, "98979-8"),)),
-        value=Quantity(80, code="mL/min/{1.73_m2}"),
-        effective=datetime(2026, 11, 1, tzinfo=UTC),
-        status="entered-in-error",
-    )
-    assert not assess(voided).known
-
-
-def test_comparators_are_bounds_not_numbers():
-    above = assess(obs("98979-8", 60, "mL/min/{1.73_m2}", 5, comparator=">")).values[0]
-    assert above.bound is Bound.ABOVE
-    assert not above.certainly_below(60)
-    assert not above.certainly_below(90)  # ">60" may still be 70: not provably mild
-    below = assess(obs("98979-8", 15, "mL/min/{1.73_m2}", 5, comparator="<")).values[0]
-    assert below.certainly_below(15)
-    assert below.certainly_below(30)
-    assert below.display == "<15"
-
-
-def test_creatinine_gives_calculated_egfr_and_crcl_when_no_egfr_reported():
+@pytest.mark.parametrize("cystatin", ["98980-6", "94677-2", "50210-4"])
+def test_a_cystatin_c_egfr_of_the_day_is_preferred_even_when_higher(cystatin: str) -> None:
     status = assess(
-        obs("2160-0", 2.0, "mg/dL", 20),
-        obs("29463-7", 70, "kg", 30),
-        age=70,
+        obs("98979-8", 55, "mL/min/{1.73_m2}", 10),
+        obs(cystatin, 75, "mL/min/{1.73_m2}", 10),
+    )
+    (egfr,) = status.values
+    assert (egfr.value, egfr.cystatin_c) == (75, True)
+    assert "cystatin C-based" in egfr.label
+    (set_aside,) = status.set_aside
+    assert (set_aside.value.value, set_aside.for_cystatin_c) == (55, True)
+
+
+def test_an_older_cystatin_c_egfr_does_not_outrank_a_newer_egfr():
+    status = assess(
+        obs("98979-8", 55, "mL/min/{1.73_m2}", 5), obs("98980-6", 75, "mL/min/{1.73_m2}", 10)
+    )
+    assert [v.value for v in status.values] == [55]
+
+
+def test_a_creatinine_newer_than_the_egfr_is_calculated_beside_it():
+    status = assess(
+        obs("98979-8", 92, "mL/min/{1.73_m2}", 30),
+        obs("2160-0", 2.6, "mg/dL", 1),
+        age=58,
         gender="male",
     )
-    kinds = {v.kind: v for v in status.values}
-    assert round(kinds[RenalKind.EGFR_CALCULATED].value) == 35
-    assert kinds[RenalKind.CRCL_CALCULATED].value == pytest.approx((140 - 70) * 70 / (72 * 2.0))
-    assert "Cockcroft-Gault" in (kinds[RenalKind.CRCL_CALCULATED].inputs or "")
+    values = {v.kind: v for v in status.values}
+    assert values[RenalKind.EGFR].value == 92
+    calculated = values[RenalKind.EGFR_CALCULATED]
+    assert round(calculated.value) == 28
+    assert "newer than the reported eGFR 92" in (calculated.inputs or "")
 
 
-def test_reported_egfr_suppresses_the_calculated_one_but_crcl_is_still_computed():
+def test_a_creatinine_older_than_or_as_old_as_the_egfr_is_not_calculated():
+    for days in (30, 40):
+        status = assess(
+            obs("98979-8", 92, "mL/min/{1.73_m2}", 30), obs("2160-0", 2.6, "mg/dL", days)
+        )
+        assert [v.kind for v in status.values] == [RenalKind.EGFR]
+
+
+def test_a_creatinine_later_the_same_day_is_newer():
     status = assess(
-        obs("98979-8", 70, "mL/min/{1.73_m2}", 20),
-        obs("14682-9", 176.8, "umol/L", 20),
-        obs("29463-7", 50, "kg", 30),
-        age=80,
+        obs("98979-8", 92, "mL/min/{1.73_m2}", 1, hours_ago=16),
+        obs("2160-0", 2.6, "mg/dL", 1, hours_ago=4),
     )
-    kinds = [v.kind for v in status.values]
-    assert RenalKind.EGFR_CALCULATED not in kinds
-    crcl = next(v for v in status.values if v.kind is RenalKind.CRCL_CALCULATED)
-    assert crcl.value == pytest.approx((140 - 80) * 50 / (72 * 2.0) * 0.85)
+    assert RenalKind.EGFR_CALCULATED in [v.kind for v in status.values]
 
 
-def test_unknown_sex_takes_the_more_cautious_estimate():
-    unknown = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="unknown").egfr()
-    female = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="female").egfr()
-    male = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="male").egfr()
-    assert unknown is not None and female is not None and male is not None
-    assert unknown.value == min(female.value, male.value)
-
-
-def test_creatinine_upper_bound_makes_clearance_a_lower_bound():
-    value = assess(obs("2160-0", 0.5, "mg/dL", 5, comparator="<")).egfr()
-    assert value is not None
-    assert value.bound is Bound.ABOVE
-    assert not value.certainly_below(200)
-
-
-def test_children_get_no_adult_equation():
-    assert not assess(obs("2160-0", 0.5, "mg/dL", 5), age=10).known
+def test_a_stale_egfr_does_not_stop_the_recent_creatinine_being_calculated():
+    status = assess(obs("98979-8", 92, "mL/min/{1.73_m2}", 400), obs("2160-0", 2.6, "mg/dL", 1))
+    assert [v.kind for v in status.values] == [RenalKind.EGFR_CALCULATED]
+    assert status.stale[0].value == 92
 
 
 def without_birth_date(*observations: Observation, gender: str | None) -> renal.RenalStatus:
@@ -194,6 +195,15 @@ def test_without_birth_date_a_creatinine_bound_keeps_or_loses_its_direction(
 ) -> None:
     status = without_birth_date(obs("2160-0", 2.0, "mg/dL", 10, comparator), gender="male")
     assert [v.bound for v in status.without_age] == ([bound] if bound else [])
+
+
+def test_without_birth_date_a_newer_creatinine_beside_a_reported_egfr_is_an_upper_bound():
+    status = without_birth_date(
+        obs("98979-8", 90, "mL/min/{1.73_m2}", 60), obs("2160-0", 4.0, "mg/dL", 1), gender="male"
+    )
+    calculated = next(v for v in status.values if v.kind is RenalKind.EGFR_CALCULATED)
+    assert calculated.bound is Bound.AT_MOST and calculated.certainly_below(30)
+    assert status.without_age == ()
 
 
 def test_without_birth_date_a_reported_egfr_is_used_as_usual():

@@ -14,9 +14,9 @@ from typing import Any
 from cds_hooks.engine import proposals
 from cds_hooks.engine.dose import DailyDose, Route
 from cds_hooks.engine.findings import Action, ProposedRegimen
-from cds_hooks.engine.renal import RenalKind, RenalValue
+from cds_hooks.engine.renal import RenalKind, RenalValue, SetAside
 from cds_hooks.engine.situation import BaclofenOrder, CoMedication, Situation
-from cds_hooks.knowledge import Knowledge
+from cds_hooks.knowledge import Knowledge, observation_codes
 from cds_hooks.model import Indicator
 
 PARENTERAL_ROUTES = frozenset(
@@ -66,6 +66,8 @@ class Hit:
     order: str | None = None
     tier: Indicator | None = None
     """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
+    sources: tuple[str, ...] = ()
+    """Sources beyond the rule's own, cited where this hit rests on them."""
 
 
 @dataclass(slots=True)
@@ -84,11 +86,13 @@ def num(value: float) -> str:
 
 
 def short(value: RenalValue) -> str:
-    """``eGFR 24 (2026-10-03)`` for summaries; calculated values say so."""
+    """``eGFR 24 (2026-10-03)`` for summaries; calculated and cystatin C values say so."""
     kind = "eGFR" if value.kind.is_egfr else "CrCl"
     calc = (
         ", calculated"
         if value.kind in (RenalKind.EGFR_CALCULATED, RenalKind.CRCL_CALCULATED)
+        else ", cystatin C"
+        if value.cystatin_c
         else ""
     )
     when = value.effective.isoformat() if value.effective else "undated"
@@ -421,7 +425,11 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
         return []
     order = reviewed[0]
     total = _amount(s.route_total(Route.ORAL))
-    inputs = dose_lines(s, Route.ORAL) + tuple(renal_line(v) for v in s.renal.values) + age_line(s)
+    renal_lines = tuple(renal_line(v) for v in s.renal.values) + tuple(
+        _set_aside_line(aside, k) for aside in s.renal.set_aside
+    )
+    cystatin = _cystatin_sources(s)
+    inputs = dose_lines(s, Route.ORAL) + renal_lines + age_line(s)
     unchecked = (
         (
             "Problem list could not be obtained: "
@@ -468,10 +476,17 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 Hit(
                     band.rule_id,
                     daily | {"ceiling": num(band.ceiling), "renal": short(band.value)},
-                    inputs=inputs,
+                    inputs=(
+                        dose_lines(s, Route.ORAL)
+                        + renal_lines
+                        + _used(band, s.renal.values)
+                        + age_line(s)
+                        + unchecked
+                    ),
                     proposal=proposal,
                     actions=frozenset(actions),
                     order=order.order.reference,
+                    sources=cystatin if band.value.cystatin_c else (),
                 )
             )
         if not s.renal.known:
@@ -481,7 +496,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     if s.age is not None and s.age >= beers_age:
         limit = k.thresholds["R4e", "egfr_limit"]
         egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
-        low = [v for v in egfrs if v.certainly_below(limit)]
+        low = sorted((v for v in egfrs if v.certainly_below(limit)), key=lambda v: v.strictness)
         if low:
             hits.append(
                 Hit(
@@ -497,6 +512,37 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
         facts = daily | {"ceiling": num(k.thresholds["R4a", "dialysis_ceiling"])}
         hits.append(Hit("R4h", facts, inputs=inputs, order=order.order.reference))
     return hits
+
+
+def _set_aside_line(aside: SetAside, k: Knowledge) -> str:
+    value = aside.value
+    when = value.effective.isoformat() if value.effective else "undated"
+    shown = f"{value.kind.value} {value.display} {value.kind.unit} ({when}, LOINC {value.code})"
+    if not aside.for_cystatin_c:
+        return f"Not used: {shown}: the stricter result of the same day is used"
+    cited = ", ".join(k.sources[s].label for s in observation_codes().cystatin_c_sources)
+    return (
+        f"Not used: {shown}: a cystatin C-based eGFR of the same day is preferred, since "
+        "creatinine depends on muscle mass (low in spinal cord injury and multiple "
+        f"sclerosis) and cystatin C does not ({cited})"
+    )
+
+
+def _cystatin_sources(s: Situation) -> tuple[str, ...]:
+    """The cystatin C preference's sources, when it decided which eGFR was used."""
+    if any(aside.for_cystatin_c for aside in s.renal.set_aside):
+        return observation_codes().cystatin_c_sources
+    return ()
+
+
+def _used(band: Band, values: tuple[RenalValue, ...]) -> tuple[str, ...]:
+    """Which of several results set the ceiling, and why that one."""
+    if len(values) < 2:
+        return ()
+    return (
+        f"Used: {short(band.value)}, the stricter of the kidney function results above "
+        "(the most restrictive band applies)",
+    )
 
 
 def _renal_unknown(

@@ -38,13 +38,16 @@ KNOWLEDGE_VERSION: str = read_data("manifest.toml")["version"]
 
 @dataclass(frozen=True, slots=True)
 class ObservationCodes:
-    """LOINC codes by purpose, each tuple in preference order."""
+    """LOINC codes by purpose, each tuple in preference order, and how kidney labs are read."""
 
     version: str
     egfr: tuple[str, ...]
     creatinine_clearance: tuple[str, ...]
     serum_creatinine: tuple[str, ...]
     body_weight: tuple[str, ...]
+    cystatin_c_egfr: frozenset[str]
+    """eGFR codes (each also in ``egfr``) of an eGFR with cystatin C."""
+    cystatin_c_sources: tuple[str, ...]
 
     @property
     def renal(self) -> tuple[str, ...]:
@@ -60,6 +63,8 @@ def observation_codes() -> ObservationCodes:
         creatinine_clearance=tuple(data["creatinine_clearance"]["codes"]),
         serum_creatinine=tuple(data["serum_creatinine"]["codes"]),
         body_weight=tuple(data["body_weight"]["codes"]),
+        cystatin_c_egfr=frozenset(data["cystatin_c_egfr"]["codes"]),
+        cystatin_c_sources=tuple(data["cystatin_c_egfr"]["sources"]),
     )
 
 
