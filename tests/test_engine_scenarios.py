@@ -175,3 +175,19 @@ def test_kidney_cards_name_the_value_used_and_why(client: FlaskClient) -> None:
     assert "cystatin C-based eGFR of the same day is preferred" in cystatin["detail"]
     same_day = cards_of(client, "same-day-egfrs-stricter-wins")["renal-dose"]
     assert "Not used: eGFR 65" in same_day["detail"] and "stricter" in same_day["detail"]
+
+
+def test_kidney_injury_card_says_function_is_unstable_and_offers_a_creatinine(
+    client: FlaskClient,
+) -> None:
+    within = cards_of(client, "aki-1-5-times-lowest-of-7-days")["renal-dose"]
+    assert within["summary"].startswith("Creatinine rising (0.80 to 1.25 mg/dL")
+    assert "acute kidney injury by KDIGO" in within["detail"]
+    assert "overstates kidney function" in within["detail"]
+    assert [s["label"] for s in within["suggestions"]] == ["Order serum creatinine"]
+    over = cards_of(client, "aki-rise-within-48-hours-over-ceiling")["renal-dose"]
+    assert over["summary"].startswith("Baclofen 60 mg/day exceeds 50 mg/day for eGFR 64.9")
+    assert "creatinine rising" in over["summary"]
+    assert "0.40 mg/dL in 36 h" in over["detail"]
+    labels = [s["label"] for s in over["suggestions"]]
+    assert labels[0].startswith("Change to") and "Order serum creatinine" in labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import timedelta
 from importlib import resources
 
 import pytest
@@ -176,7 +177,15 @@ def test_issue_thresholds(knowledge: Knowledge) -> None:
 def test_kidney_readings_cite_known_sources_and_name_egfr_codes(knowledge: Knowledge) -> None:
     codes = observation_codes()
     assert codes.cystatin_c_egfr <= set(codes.egfr)
-    cited = [*codes.cystatin_c_sources]
+    rise = codes.creatinine_rise
+    assert (rise.rise_mg_dl, rise.rise_window, rise.ratio, rise.ratio_window) == (
+        0.3,
+        timedelta(hours=48),
+        1.5,
+        timedelta(days=7),
+    )
+    assert rise.history_days == 7
+    cited = [*codes.cystatin_c_sources, *rise.source_ids]
     cited += tomllib.loads(DATA.joinpath("observations.toml").read_text("utf-8"))["egfr"]["sources"]
     assert cited and all(source in knowledge.sources for source in cited)
 

@@ -160,6 +160,137 @@ def test_a_stale_egfr_does_not_stop_the_recent_creatinine_being_calculated():
     assert status.stale[0].value == 92
 
 
+# --- acute kidney injury (KDIGO serum creatinine criteria) -----------------------------------
+
+
+def creatinines(*points: tuple[float, float], unit: str = "mg/dL") -> list[Observation]:
+    """Creatinine results as (value, hours before TODAY's midnight)."""
+    return [obs("2160-0", value, unit, 0, hours_ago=hours) for value, hours in points]
+
+
+@pytest.mark.parametrize(
+    ("points", "unit", "by_ratio"),
+    [
+        (((0.9, 40), (1.3, 4)), "mg/dL", False),  # +0.4 in 36 h
+        (((0.8, 48), (1.1, 0)), "mg/dL", False),  # +0.3 in exactly 48 h
+        (((70.7, 46), (97.2, 2)), "umol/L", False),  # +26.5 umol/L is KDIGO's 0.3 mg/dL
+        (((0.8, 144), (1.0, 96), (1.2, 24)), "mg/dL", True),  # 1.5x the lowest of 7 days
+        (((1.0, 150), (2.0, 60), (1.6, 0)), "mg/dL", True),  # falling from a peak, still 1.6x
+    ],
+)
+def test_a_creatinine_rising_by_the_kdigo_criteria_is_unstable(
+    points: tuple[tuple[float, float], ...], unit: str, by_ratio: bool
+) -> None:
+    rise = assess(*creatinines(*points, unit=unit)).rise
+    assert rise is not None and rise.by_ratio is by_ratio
+    assert rise.latest_at > rise.baseline_at and rise.latest > rise.baseline
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        ((0.8, 52), (1.1, 2)),  # +0.3 but over 50 h, and only 1.4x
+        ((0.7, 100), (1.0, 2)),  # +0.3 over 98 h, 1.43x
+        ((0.8, 200), (1.3, 2)),  # 1.6x, but the low value is older than 7 days
+        ((0.9, 120), (0.95, 48), (1.0, 2)),  # stable
+        ((1.3, 40), (0.9, 4)),  # falling
+        ((1.0, 4),),  # one value: nothing to compare
+    ],
+)
+def test_a_creatinine_not_rising_by_the_criteria_is_not_unstable(
+    points: tuple[tuple[float, float], ...],
+) -> None:
+    assert assess(*creatinines(*points)).rise is None
+
+
+def test_a_rise_is_not_current_once_a_newer_egfr_is_reported():
+    rising = creatinines((0.9, 40), (1.3, 30))
+    assert assess(*rising, obs("98979-8", 95, "mL/min/{1.73_m2}", 0, hours_ago=30)).rise
+    assert not assess(*rising, obs("98979-8", 95, "mL/min/{1.73_m2}", 0, hours_ago=2)).rise
+
+
+def test_a_creatinine_bound_proves_no_rise_and_old_rises_do_not_count():
+    bounded = [obs("2160-0", 0.8, "mg/dL", 0, hours_ago=30, comparator="<")]
+    assert assess(*bounded, *creatinines((1.3, 2))).rise is None
+    assert assess(*creatinines((0.9, 40 * 24), (1.3, 40 * 24 - 20)), lookback=30).rise is None
+
+
+def test_value_outside_look_back_is_stale_not_used():
+    status = assess(obs("33914-3", 37.7, "mL/min/{1.73_m2}", 400), age=80, lookback=90)
+    assert not status.known
+    assert status.stale[0].value == 37.7
+    assert "37.7" in status.stale[0].label
+
+
+def test_undated_or_voided_results_are_not_used():
+    undated = assess(obs("98979-8", 80, "mL/min/{1.73_m2}", None))
+    assert not undated.known
+    voided = Observation(
+        id=None,
+        code=Concept((Coding(LOINC, "98979-8"),)),
+        value=Quantity(80, code="mL/min/{1.73_m2}"),
+        effective=datetime(2026, 11, 1, tzinfo=UTC),
+        status="entered-in-error",
+    )
+    assert not assess(voided).known
+
+
+def test_comparators_are_bounds_not_numbers():
+    above = assess(obs("98979-8", 60, "mL/min/{1.73_m2}", 5, comparator=">")).values[0]
+    assert above.bound is Bound.ABOVE
+    assert not above.certainly_below(60)
+    assert not above.certainly_below(90)  # ">60" may still be 70: not provably mild
+    below = assess(obs("98979-8", 15, "mL/min/{1.73_m2}", 5, comparator="<")).values[0]
+    assert below.certainly_below(15)
+    assert below.certainly_below(30)
+    assert below.display == "<15"
+
+
+def test_creatinine_gives_calculated_egfr_and_crcl_when_no_egfr_reported():
+    status = assess(
+        obs("2160-0", 2.0, "mg/dL", 20),
+        obs("29463-7", 70, "kg", 30),
+        age=70,
+        gender="male",
+    )
+    kinds = {v.kind: v for v in status.values}
+    assert round(kinds[RenalKind.EGFR_CALCULATED].value) == 35
+    assert kinds[RenalKind.CRCL_CALCULATED].value == pytest.approx((140 - 70) * 70 / (72 * 2.0))
+    assert "Cockcroft-Gault" in (kinds[RenalKind.CRCL_CALCULATED].inputs or "")
+
+
+def test_reported_egfr_suppresses_the_calculated_one_but_crcl_is_still_computed():
+    status = assess(
+        obs("98979-8", 70, "mL/min/{1.73_m2}", 20),
+        obs("14682-9", 176.8, "umol/L", 20),
+        obs("29463-7", 50, "kg", 30),
+        age=80,
+    )
+    kinds = [v.kind for v in status.values]
+    assert RenalKind.EGFR_CALCULATED not in kinds
+    crcl = next(v for v in status.values if v.kind is RenalKind.CRCL_CALCULATED)
+    assert crcl.value == pytest.approx((140 - 80) * 50 / (72 * 2.0) * 0.85)
+
+
+def test_unknown_sex_takes_the_more_cautious_estimate():
+    unknown = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="unknown").egfr()
+    female = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="female").egfr()
+    male = assess(obs("2160-0", 1.0, "mg/dL", 5), gender="male").egfr()
+    assert unknown is not None and female is not None and male is not None
+    assert unknown.value == min(female.value, male.value)
+
+
+def test_creatinine_upper_bound_makes_clearance_a_lower_bound():
+    value = assess(obs("2160-0", 0.5, "mg/dL", 5, comparator="<")).egfr()
+    assert value is not None
+    assert value.bound is Bound.ABOVE
+    assert not value.certainly_below(200)
+
+
+def test_children_get_no_adult_equation():
+    assert not assess(obs("2160-0", 0.5, "mg/dL", 5), age=10).known
+
+
 def without_birth_date(*observations: Observation, gender: str | None) -> renal.RenalStatus:
     return renal.assess(
         tuple(observations), Patient(id="p", birth_date=None, gender=gender), CODES, TODAY, 90

@@ -8,7 +8,8 @@ below" rather than pretending the bound is exact. Nothing found in the look-back
 The newest evidence is never dropped for an older one: of one day's eGFRs a cystatin
 C-based one is preferred (creatinine overstates kidney function with low muscle mass) and
 otherwise the lower one is used; a creatinine newer than that eGFR is turned into an eGFR
-too, and the rules use the stricter of the two.
+too, and the rules use the stricter of the two. A creatinine rising by the acute kidney
+injury criteria marks kidney function as unstable (``RenalStatus.rise``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 
-from cds_hooks.knowledge import ObservationCodes
+from cds_hooks.knowledge import CreatinineRise, ObservationCodes
 from cds_hooks.model import LOINC, Observation, Patient, Quantity
 
 MG_DL_PER_UMOL_L = 1 / 88.4  # creatinine molar mass 113.12 g/mol
@@ -106,6 +107,21 @@ class RenalValue:
 
 
 @dataclass(slots=True)
+class Rise:
+    """The newest serum creatinine meets the acute kidney injury criteria against ``baseline``
+    (mg/dL): kidney function is unstable."""
+
+    baseline: float
+    baseline_at: datetime
+    latest: float
+    latest_at: datetime
+    by_ratio: bool
+    """True: to ``criteria.ratio`` times the lowest of the longer window; False: up by
+    ``criteria.rise_mg_dl`` within the shorter one."""
+    criteria: CreatinineRise
+
+
+@dataclass(slots=True)
 class SetAside:
     """A reported result of the same day as the one used, and why it was not used."""
 
@@ -132,6 +148,7 @@ class RenalStatus:
     bounds only (kidney function falls with age), so they never count as known."""
     set_aside: tuple[SetAside, ...] = ()
     """Results of the newest day that were not used (for the cards)."""
+    rise: Rise | None = None
 
     @property
     def known(self) -> bool:
@@ -252,18 +269,32 @@ def code_ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
     return {code: i for i, code in enumerate(codes)}
 
 
-def lab_kinds(
-    codes: ObservationCodes,
-) -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
-    """Per kind of lab ``assess`` reads (eGFR, CrCl, serum creatinine, body weight): each of
-    its codes with its preference rank, and whether ``assess`` would use an observation
-    of it. The snapshot reads labs in this order until this says one would be used, so the
-    choice of lab is made here alone."""
+@dataclass(frozen=True, slots=True)
+class LabKind:
+    """A kind of lab ``assess`` reads (eGFR, CrCl, serum creatinine, body weight)."""
+
+    ranks: Mapping[str, int]
+    """Each of its codes with its preference rank."""
+    decides: Callable[[Observation], bool]
+    """Whether ``assess`` would use an observation of it."""
+    history_days: int
+    """Days before the newest usable one whose results ``assess`` reads too."""
+
+
+def lab_kinds(codes: ObservationCodes) -> tuple[LabKind, ...]:
+    """What ``assess`` reads of each kind of lab: the newest usable one (with every result
+    of its day, among which it chooses) and, for serum creatinine, each one of the acute
+    kidney injury window before it. The snapshot reads labs in this order and no further,
+    so the choice of lab is made here alone."""
     return (
-        (code_ranks(codes.egfr), _reported_usable),
-        (code_ranks(codes.creatinine_clearance), _reported_usable),
-        (code_ranks(codes.serum_creatinine), _converted_usable(creatinine_mg_dl)),
-        (code_ranks(codes.body_weight), _converted_usable(weight_kg)),
+        LabKind(code_ranks(codes.egfr), _reported_usable, 0),
+        LabKind(code_ranks(codes.creatinine_clearance), _reported_usable, 0),
+        LabKind(
+            code_ranks(codes.serum_creatinine),
+            _converted_usable(creatinine_mg_dl),
+            codes.creatinine_rise.history_days,
+        ),
+        LabKind(code_ranks(codes.body_weight), _converted_usable(weight_kg), 0),
     )
 
 
@@ -456,6 +487,48 @@ def _calculated(
     return results
 
 
+def _rise(
+    labs: tuple[_Lab, ...], codes: ObservationCodes, since: date, egfr: _Reported | None
+) -> Rise | None:
+    """Does the newest creatinine of the look-back meet the acute kidney injury criteria
+    against the creatinines before it? Only exact values count: a bound proves no rise, and
+    a reported eGFR newer than that creatinine comes from a newer one not seen here."""
+    criteria = codes.creatinine_rise
+    series: list[tuple[datetime, float, Bound]] = []
+    for lab, _code in _newest(labs, codes.serum_creatinine):
+        obs = lab.observation
+        assert obs.value is not None
+        value = creatinine_mg_dl(obs.value)
+        if obs.effective is None or value is None or value <= 0:
+            continue
+        series.append(
+            (obs.effective, value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT))
+        )
+    if not series:
+        return None
+    latest_at, latest, latest_bound = series[0]
+    if latest_bound is not Bound.EXACT or latest_at.date() < since:
+        return None
+    if egfr is not None and egfr.at > latest_at:
+        return None
+    before = [
+        (at, value)
+        for at, value, bound in series[1:]
+        if bound is Bound.EXACT and at < latest_at and latest_at - at <= criteria.ratio_window
+    ]
+    recent = [(at, value) for at, value in before if latest_at - at <= criteria.rise_window]
+    # Rounded as labs report creatinine, so 26.5 umol/L is the 0.3 mg/dL it stands for.
+    if recent:
+        at, lowest = min(recent, key=lambda d: d[1])
+        if round(latest - lowest, 2) >= criteria.rise_mg_dl:
+            return Rise(lowest, at, latest, latest_at, by_ratio=False, criteria=criteria)
+    if before:
+        at, lowest = min(before, key=lambda d: d[1])
+        if round(latest / lowest, 2) >= criteria.ratio:
+            return Rise(lowest, at, latest, latest_at, by_ratio=True, criteria=criteria)
+    return None
+
+
 def _split(reported: _Reported | None, since: date) -> tuple[RenalValue | None, RenalValue | None]:
     """(the value if inside the look-back, else the value as stale)."""
     if reported is None:
@@ -500,4 +573,5 @@ def assess(
             if used is not None and found is not None
             for aside in found.set_aside
         ),
+        rise=_rise(labs, codes, since, reported_egfr if egfr is not None else None),
     )

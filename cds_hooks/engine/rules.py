@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from cds_hooks.engine import proposals
 from cds_hooks.engine.dose import DailyDose, Route
 from cds_hooks.engine.findings import Action, ProposedRegimen
-from cds_hooks.engine.renal import RenalKind, RenalValue, SetAside
+from cds_hooks.engine.renal import RenalKind, RenalValue, Rise, SetAside
 from cds_hooks.engine.situation import BaclofenOrder, CoMedication, Situation
 from cds_hooks.knowledge import Knowledge, observation_codes
 from cds_hooks.model import Indicator
@@ -506,6 +507,8 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                     order=order.order.reference,
                 )
             )
+    if s.renal.rise is not None:
+        hits.append(_unstable(s, k, order, total, s.renal.rise, inputs))
     if unchecked and not hits:
         # R4h: a dialysis patient's results need not look like kidney failure, and no
         # other kidney card is there to list what was not checked.
@@ -543,6 +546,75 @@ def _used(band: Band, values: tuple[RenalValue, ...]) -> tuple[str, ...]:
         f"Used: {short(band.value)}, the stricter of the kidney function results above "
         "(the most restrictive band applies)",
     )
+
+
+def _unstable(
+    s: Situation,
+    k: Knowledge,
+    order: BaclofenOrder,
+    total: float | None,
+    rise: Rise,
+    inputs: tuple[str, ...],
+) -> Hit:
+    """R4j: creatinine rising by the acute kidney injury criteria. Escalated to a warning
+    when the dose is above the ceiling for the worse of the results (an estimate from a
+    rising creatinine overstates kidney function, so the true ceiling may be lower)."""
+    criteria = rise.criteria
+    facts = {
+        "daily": num(total) if total is not None else "unknown",
+        "before": f"{rise.baseline:.2f}",
+        "before_at": _moment(rise.baseline_at),
+        "latest": f"{rise.latest:.2f}",
+        "latest_at": _moment(rise.latest_at),
+        "span": _span(rise.latest_at - rise.baseline_at),
+    }
+    if rise.by_ratio:
+        variant = "ratio"
+        facts |= {
+            "ratio": num(rise.latest / rise.baseline),
+            "limit": num(criteria.ratio),
+            "window": _span(criteria.ratio_window),
+        }
+    else:
+        variant = "rise"
+        facts |= {
+            "rise": f"{rise.latest - rise.baseline:.2f}",
+            "limit": num(criteria.rise_mg_dl),
+            "window": _span(criteria.rise_window),
+        }
+    worst = _worst_band((*s.renal.values, *s.renal.without_age), k)
+    over = worst is not None and total is not None and total > worst.ceiling
+    proposal = None
+    if worst is not None and over:
+        variant += "-over-ceiling"
+        facts |= {"renal": short(worst.value), "ceiling": num(worst.ceiling)}
+        proposal = _target(s, k, order, worst.ceiling)
+    return Hit(
+        "R4j",
+        facts,
+        variant=variant,
+        inputs=inputs,
+        proposal=proposal,
+        actions=frozenset(
+            {Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if proposal else set())
+        ),
+        order=order.order.reference,
+        tier=Indicator.WARNING if over else None,
+    )
+
+
+def _moment(at: datetime) -> str:
+    """A result's date, with its time of day when it has one (48-hour windows need it)."""
+    if at.time() == time():
+        return at.date().isoformat()
+    return at.strftime("%Y-%m-%d %H:%M")
+
+
+def _span(delta: timedelta) -> str:
+    hours = delta / timedelta(hours=1)
+    if hours < 72:
+        return f"{num(hours)} h"
+    return f"{num(delta / timedelta(days=1))} days"
 
 
 def _renal_unknown(

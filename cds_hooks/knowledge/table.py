@@ -21,8 +21,9 @@ _DISPLAY_UNITS = {
     "h": "hours",
     "mL/min/{1.73_m2}": "mL/min/1.73 m²",
     "{drugs}": "drugs",
+    "1": "times",
 }
-KIDNEY_READINGS = ("egfr", "cystatin_c_egfr")
+KIDNEY_READINGS = ("egfr", "cystatin_c_egfr", "creatinine_rise")
 """Tables of ``observations.toml`` that decide which kidney result the rules see."""
 
 
