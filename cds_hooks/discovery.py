@@ -14,7 +14,8 @@ from cds_hooks.knowledge import observation_codes
 from cds_hooks.model import LOINC, DataKind
 
 PATIENT = "{{context.patientId}}"
-RENAL_LAB_COUNT = 20
+RENAL_RESULTS_PER_DAY = 8
+"""Kidney results a day at most in hospital: creatinine with its eGFR, every 6 hours."""
 MEDICATION_COUNT = 100
 CONDITION_COUNT = 100
 
@@ -80,13 +81,19 @@ def _code_list(codes: tuple[str, ...]) -> str:
     return ",".join(f"{LOINC}|{code}" for code in codes)
 
 
+def renal_lab_count() -> int:
+    """Newest-first kidney results on one page: enough for the acute kidney injury window
+    before the newest creatinine (and that creatinine's own day) at the hospital rate."""
+    return (observation_codes().creatinine_rise.history_days + 1) * RENAL_RESULTS_PER_DAY
+
+
 def prefetch_templates() -> dict[str, str]:
     codes = observation_codes()
     return {
         DataKind.PATIENT.value: f"Patient/{PATIENT}",
         DataKind.RENAL_LABS.value: (
             f"Observation?patient={PATIENT}&code={_code_list(codes.renal)}"
-            f"&_sort=-date&_count={RENAL_LAB_COUNT}"
+            f"&_sort=-date&_count={renal_lab_count()}"
         ),
         DataKind.WEIGHT.value: (
             f"Observation?patient={PATIENT}&code={_code_list(codes.body_weight)}&_sort=-date&_count=1"

@@ -13,13 +13,14 @@ Rules, in the order they apply:
 
 Validating FHIR costs far more than the rest of a hook call, so the raw JSON is sorted
 in one pass and triaged first; only what the engine will use is validated and
-normalised: the newest usable lab of each kind (``_observations``), medications that
-could be baclofen (the whole order) or an interacting drug (its drug alone, the only
-element the engine reads of it), and conditions that could raise a flag. A long
-medication list or lab history then costs little, and a malformed resource that does
-not matter can neither fail the call nor slow it. Which labs are read is asked of
-``engine.renal.lab_kinds``, which decides what ``assess`` would use; current orders whose
-drug cannot be identified are counted, never dropped in silence.
+normalised: the labs ``engine.renal.lab_kinds`` says the engine reads (the newest usable
+lab of each kind with its day, and the creatinines of the acute kidney injury window
+before it: ``_observations``), medications that could be baclofen (the whole order) or an
+interacting drug (its drug alone, the only element the engine reads of it), and
+conditions that could raise a flag. A long medication list or lab history then costs
+little, and a malformed resource that does not matter can neither fail the call nor
+slow it. Current orders whose drug cannot be identified are
+counted, never dropped in silence.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 
 from cds_hooks import fhir
 from cds_hooks.config import Settings
-from cds_hooks.engine.renal import lab_kinds
+from cds_hooks.engine.renal import LabKind, lab_kinds
 from cds_hooks.errors import PreconditionFailed
 from cds_hooks.fhir.values import JSON_OBJECT, Reader
 from cds_hooks.fhir_client import (
@@ -373,13 +374,14 @@ def _observations(
     """The labs and weights the renal engine will use, read newest first; the rest unread.
 
     ``renal.assess`` takes, per kind (eGFR, CrCl, serum creatinine, body weight), the
-    newest value it can use and ignores every older one. Candidates are put in its order
-    from the raw JSON (effective day newest first, then the preferred code, then list
-    order) and validated one by one until the engine would use one (status, value and
-    unit it accepts); the rest of that day is read too, so its tie-breaking sees them all,
-    and so is any lab whose date the JSON does not give plainly (validation may still
-    find one). So an old malformed lab costs nothing and cannot fail the call, and a
-    newest lab too broken to use does not hide the next one.
+    newest value it can use, chooses among the results of that value's day, and compares
+    a creatinine with those of the days before it that ``LabKind.history_days`` names.
+    Candidates are put in its order from the raw JSON (effective day newest first, then
+    the preferred code, then list order) and validated one by one until the engine would
+    use one (status, value and unit it accepts); the rest of that day and of the history
+    days is read too, and so is any lab whose date the JSON does not give plainly
+    (validation may still find one). So an old malformed lab costs nothing and cannot
+    fail the call, and a newest lab too broken to use does not hide the next one.
     """
     # Every pooled lab has a code of at least one kind, so each one's day is needed.
     kinds = _lab_kinds()
@@ -389,11 +391,15 @@ def _observations(
         for kind, rank in _kind_ranks(lab_codes):
             by_kind[kind].append((day, rank, index))
     read: dict[int, Observation | None] = {}
-    for candidates, (_, decides) in zip(by_kind, kinds, strict=True):
+    for candidates, lab_kind in zip(by_kind, kinds, strict=True):
         candidates.sort()
-        decided: int | None = None
+        decides = lab_kind.decides
+        # Days are those of each lab's own UTC offset while the engine compares instants:
+        # one more day covers any offset.
+        history = lab_kind.history_days + 1 if lab_kind.history_days else 0
+        oldest: int | None = None
         for day, _rank, index in candidates:
-            if decided is not None and day not in (decided, _UNDATED):
+            if oldest is not None and day > oldest and day != _UNDATED:
                 continue
             if index in read:
                 found = read[index]
@@ -406,8 +412,8 @@ def _observations(
                     _skipped(resource, exc)
                     found = None
                 read[index] = found
-            if decided is None and found is not None and decides(found):
-                decided = day
+            if oldest is None and found is not None and decides(found):
+                oldest = day + history  # days are negated ordinals: older is larger
     return tuple(found for _, found in sorted(read.items()) if found is not None)
 
 
@@ -420,13 +426,13 @@ def _kind_ranks(lab_codes: frozenset[str]) -> tuple[tuple[int, int], ...]:
     the preference rank of its best code for that kind."""
     return tuple(
         (kind, min(ranks[code] for code in lab_codes if code in ranks))
-        for kind, (ranks, _) in enumerate(_lab_kinds())
+        for kind, ranks in enumerate(lab.ranks for lab in _lab_kinds())
         if not lab_codes.isdisjoint(ranks)
     )
 
 
 @cache
-def _lab_kinds() -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
+def _lab_kinds() -> tuple[LabKind, ...]:
     return lab_kinds(observation_codes())
 
 

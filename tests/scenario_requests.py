@@ -6,7 +6,7 @@ Shared by the scenario, card and Synthea tests so each posts what an EHR would s
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -101,14 +101,17 @@ def observation(spec: dict[str, Any], today: date, index: int) -> dict[str, Any]
     quantity = {"value": spec["value"], "unit": spec["unit"], "system": UCUM, "code": spec["unit"]}
     if "comparator" in spec:
         quantity["comparator"] = spec["comparator"]
-    when = today - timedelta(days=spec["days_ago"])
+    if "hours_ago" in spec:
+        when = datetime.combine(today, time(), UTC) - timedelta(hours=spec["hours_ago"])
+    else:
+        when = datetime.combine(today - timedelta(days=spec["days_ago"]), time(8), UTC)
     return {
         "resourceType": "Observation",
         "id": f"obs-{index}",
         "status": "final",
         "code": {"coding": [{"system": LOINC, "code": spec["loinc"]}]},
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
-        "effectiveDateTime": f"{when.isoformat()}T08:00:00Z",
+        "effectiveDateTime": when.isoformat().replace("+00:00", "Z"),
         "valueQuantity": quantity,
     }
 

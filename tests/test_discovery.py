@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
+from cds_hooks.knowledge import observation_codes
+
 
 def test_one_distinct_service_per_hook(client: FlaskClient) -> None:
     services = client.get("/cds-services").get_json()["services"]
@@ -23,6 +25,9 @@ def test_prefetch_templates_cover_patient_labs_weight_meds_conditions(client: Fl
     for loinc in ("98979-8", "62238-1", "33914-3", "2160-0", "35591-7"):
         assert f"http://loinc.org|{loinc}" in labs
     assert "_sort=-date" in labs and "_count=" in labs
+    # One page reaches back over the kidney injury window at creatinine + eGFR every 6 h.
+    window = observation_codes().creatinine_rise.history_days
+    assert int(labs.rsplit("_count=", 1)[1]) >= (window + 1) * 4 * 2
     assert "29463-7" in prefetch["weight"]
     assert prefetch["activeMedications"].startswith(
         "MedicationRequest?patient={{context.patientId}}"

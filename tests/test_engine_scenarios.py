@@ -23,6 +23,7 @@ from cds_hooks.knowledge import load_knowledge
 from tests.conftest import as_if_alive, load_json
 from tests.scenario_requests import build_request, post
 
+KNOWLEDGE = load_knowledge()
 SCENARIOS = tomllib.loads(
     (Path(__file__).parent / "data" / "scenarios" / "scenarios.toml").read_text("utf-8")
 )["scenario"]
@@ -42,7 +43,7 @@ def test_scenario(
     _check_words_and_sources(scenario, cards)
 
 
-KNOWN_SOURCES = load_knowledge().sources
+KNOWN_SOURCES = KNOWLEDGE.sources
 
 
 def _check_words_and_sources(scenario: dict[str, Any], cards: list[dict[str, Any]]) -> None:
@@ -55,11 +56,19 @@ def _check_words_and_sources(scenario: dict[str, Any], cards: list[dict[str, Any
         f"{c['summary']}\n{c['detail']}\n" + "\n".join(s["label"] for s in c.get("suggestions", ()))
         for c in cards
     )
-    for key in [*scenario.get("sources", ()), *scenario.get("not_cited", ())]:
+    justified = scenario.get("sources", ())
+    if isinstance(justified, dict):  # per topic: each cited on that topic's card
+        by_topic = {c["source"]["topic"]["code"]: c for c in cards}
+        for topic, keys in justified.items():
+            for key in keys:
+                label = KNOWN_SOURCES[key].label
+                assert f"\n- {label}: " in by_topic[topic]["detail"], (topic, key)
+        justified = ()
+    for key in [*justified, *scenario.get("not_cited", ())]:
         assert key in KNOWN_SOURCES, f"unknown source {key}"
     cited = {key for key, source in KNOWN_SOURCES.items() if f"\n- {source.label}: " in text}
     if cards:
-        assert set(scenario.get("sources", ())) <= cited, cited
+        assert set(justified) <= cited, cited
     assert not cited & set(scenario.get("not_cited", ())), cited
     for words in scenario.get("mentions", ()):
         assert words in text, words
@@ -198,3 +207,39 @@ def test_with_r9_switched_off_a_deceased_record_gets_the_ordinary_checks(
         c["source"]["topic"]["code"] for c in post(client, build_request(deceased, date.today()))
     }
     assert "deceased" not in topics and {"cns-depressant", "renal-function-unknown"} <= topics
+
+
+def cards_of(client: FlaskClient, scenario_id: str) -> dict[str, dict[str, Any]]:
+    scenario = next(s for s in SCENARIOS if s["id"] == scenario_id)
+    return {
+        c["source"]["topic"]["code"]: c for c in post(client, build_request(scenario, date.today()))
+    }
+
+
+def test_kidney_cards_name_the_value_used_and_why(client: FlaskClient) -> None:
+    newer = cards_of(client, "newer-raised-creatinine-over-older-normal-egfr")["renal-dose"]
+    assert "eGFR 27.7" in newer["summary"] and "calculated" in newer["summary"]
+    assert "newer than the reported eGFR 92" in newer["detail"]
+    assert "Used: eGFR 27.7" in newer["detail"]
+    cystatin = cards_of(client, "cystatin-egfr-preferred-low-muscle-mass")["renal-dose"]
+    assert "cystatin C" in cystatin["summary"]
+    assert "Not used: eGFR 110" in cystatin["detail"]
+    assert "cystatin C-based eGFR of the same day is preferred" in cystatin["detail"]
+    same_day = cards_of(client, "same-day-egfrs-stricter-wins")["renal-dose"]
+    assert "Not used: eGFR 65" in same_day["detail"] and "stricter" in same_day["detail"]
+
+
+def test_kidney_injury_card_says_function_is_unstable_and_offers_a_creatinine(
+    client: FlaskClient,
+) -> None:
+    within = cards_of(client, "aki-1-5-times-lowest-of-7-days")["renal-dose"]
+    assert within["summary"].startswith("Creatinine rising (0.80 to 1.25 mg/dL")
+    assert "acute kidney injury by KDIGO" in within["detail"]
+    assert "overstates kidney function" in within["detail"]
+    assert [s["label"] for s in within["suggestions"]] == ["Order serum creatinine"]
+    over = cards_of(client, "aki-rise-within-48-hours-over-ceiling")["renal-dose"]
+    assert over["summary"].startswith("Baclofen 60 mg/day exceeds 50 mg/day for eGFR 64.9")
+    assert "creatinine rising" in over["summary"]
+    assert "0.40 mg/dL in 36 h" in over["detail"]
+    labels = [s["label"] for s in over["suggestions"]]
+    assert labels[0].startswith("Change to") and "Order serum creatinine" in labels

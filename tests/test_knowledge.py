@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -188,6 +189,22 @@ def test_issue_thresholds(knowledge: Knowledge) -> None:
     assert 0 < t("R7a", "sharp_cut") <= 100
     assert "Muanda" in knowledge.sources["MUANDA"].citation
     assert "MUANDA" in knowledge.rules["R4b"].thresholds["ceiling"].source_ids
+
+
+def test_kidney_readings_cite_known_sources_and_name_egfr_codes(knowledge: Knowledge) -> None:
+    codes = observation_codes()
+    assert codes.cystatin_c_egfr <= set(codes.egfr)
+    rise = codes.creatinine_rise
+    assert (rise.rise_mg_dl, rise.rise_window, rise.ratio, rise.ratio_window) == (
+        0.3,
+        timedelta(hours=48),
+        1.5,
+        timedelta(days=7),
+    )
+    assert rise.history_days == 7
+    cited = [*codes.cystatin_c_sources, *rise.source_ids]
+    cited += tomllib.loads(DATA.joinpath("observations.toml").read_text("utf-8"))["egfr"]["sources"]
+    assert cited and all(source in knowledge.sources for source in cited)
 
 
 def test_one_version_for_every_data_file() -> None:

@@ -16,10 +16,17 @@ CODES = observation_codes()
 
 
 def obs(
-    code: str, value: float, unit: str, days_ago: int | None, comparator: str | None = None
+    code: str,
+    value: float,
+    unit: str,
+    days_ago: int | None,
+    comparator: str | None = None,
+    hours_ago: float = 0,
 ) -> Observation:
+    """A result ``days_ago`` days (at midnight) and ``hours_ago`` hours before ``TODAY``."""
     when = (
         datetime.combine(TODAY - timedelta(days=days_ago), datetime.min.time(), UTC)
+        - timedelta(hours=hours_ago)
         if days_ago is not None
         else None
     )
@@ -72,7 +79,7 @@ def test_units_are_converted_or_refused():
     assert renal.clearance_ml_min(Quantity(40, code="%")) is None
 
 
-def test_newest_egfr_wins_and_race_free_code_breaks_date_ties():
+def test_newest_day_wins_and_of_its_egfrs_the_stricter():
     status = assess(
         obs("62238-1", 50, "mL/min/{1.73_m2}", 10),
         obs("98979-8", 55, "mL/min/{1.73_m2}", 10),
@@ -80,7 +87,132 @@ def test_newest_egfr_wins_and_race_free_code_breaks_date_ties():
     )
     egfr = status.egfr()
     assert egfr is not None
-    assert (egfr.value, egfr.code) == (55, "98979-8")
+    assert (egfr.value, egfr.code) == (50, "62238-1")
+    (set_aside,) = status.set_aside
+    assert (set_aside.value.value, set_aside.for_cystatin_c) == (55, False)
+
+
+def test_equal_egfrs_of_a_day_go_to_the_race_free_code_and_a_bound_is_not_stricter():
+    equal = assess(
+        obs("62238-1", 55, "mL/min/{1.73_m2}", 10), obs("98979-8", 55, "mL/min/{1.73_m2}", 10)
+    ).egfr()
+    assert equal is not None and equal.code == "98979-8"
+    bounded = assess(
+        obs("98979-8", 60, "mL/min/{1.73_m2}", 10, comparator=">"),
+        obs("62238-1", 75, "mL/min/{1.73_m2}", 10),
+    ).egfr()
+    assert bounded is not None and bounded.value == 75  # ">60" proves no ceiling
+
+
+@pytest.mark.parametrize("cystatin", ["98980-6", "94677-2", "50210-4"])
+def test_a_cystatin_c_egfr_of_the_day_is_preferred_even_when_higher(cystatin: str) -> None:
+    status = assess(
+        obs("98979-8", 55, "mL/min/{1.73_m2}", 10),
+        obs(cystatin, 75, "mL/min/{1.73_m2}", 10),
+    )
+    (egfr,) = status.values
+    assert (egfr.value, egfr.cystatin_c) == (75, True)
+    assert "cystatin C-based" in egfr.label
+    (set_aside,) = status.set_aside
+    assert (set_aside.value.value, set_aside.for_cystatin_c) == (55, True)
+
+
+def test_an_older_cystatin_c_egfr_does_not_outrank_a_newer_egfr():
+    status = assess(
+        obs("98979-8", 55, "mL/min/{1.73_m2}", 5), obs("98980-6", 75, "mL/min/{1.73_m2}", 10)
+    )
+    assert [v.value for v in status.values] == [55]
+
+
+def test_a_creatinine_newer_than_the_egfr_is_calculated_beside_it():
+    status = assess(
+        obs("98979-8", 92, "mL/min/{1.73_m2}", 30),
+        obs("2160-0", 2.6, "mg/dL", 1),
+        age=58,
+        gender="male",
+    )
+    values = {v.kind: v for v in status.values}
+    assert values[RenalKind.EGFR].value == 92
+    calculated = values[RenalKind.EGFR_CALCULATED]
+    assert round(calculated.value) == 28
+    assert "newer than the reported eGFR 92" in (calculated.inputs or "")
+
+
+def test_a_creatinine_older_than_or_as_old_as_the_egfr_is_not_calculated():
+    for days in (30, 40):
+        status = assess(
+            obs("98979-8", 92, "mL/min/{1.73_m2}", 30), obs("2160-0", 2.6, "mg/dL", days)
+        )
+        assert [v.kind for v in status.values] == [RenalKind.EGFR]
+
+
+def test_a_creatinine_later_the_same_day_is_newer():
+    status = assess(
+        obs("98979-8", 92, "mL/min/{1.73_m2}", 1, hours_ago=16),
+        obs("2160-0", 2.6, "mg/dL", 1, hours_ago=4),
+    )
+    assert RenalKind.EGFR_CALCULATED in [v.kind for v in status.values]
+
+
+def test_a_stale_egfr_does_not_stop_the_recent_creatinine_being_calculated():
+    status = assess(obs("98979-8", 92, "mL/min/{1.73_m2}", 400), obs("2160-0", 2.6, "mg/dL", 1))
+    assert [v.kind for v in status.values] == [RenalKind.EGFR_CALCULATED]
+    assert status.stale[0].value == 92
+
+
+# --- acute kidney injury (KDIGO serum creatinine criteria) -----------------------------------
+
+
+def creatinines(*points: tuple[float, float], unit: str = "mg/dL") -> list[Observation]:
+    """Creatinine results as (value, hours before TODAY's midnight)."""
+    return [obs("2160-0", value, unit, 0, hours_ago=hours) for value, hours in points]
+
+
+@pytest.mark.parametrize(
+    ("points", "unit", "by_ratio"),
+    [
+        (((0.9, 40), (1.3, 4)), "mg/dL", False),  # +0.4 in 36 h
+        (((0.8, 48), (1.1, 0)), "mg/dL", False),  # +0.3 in exactly 48 h
+        (((70.7, 46), (97.2, 2)), "umol/L", False),  # +26.5 umol/L is KDIGO's 0.3 mg/dL
+        (((0.8, 144), (1.0, 96), (1.2, 24)), "mg/dL", True),  # 1.5x the lowest of 7 days
+        (((1.0, 150), (2.0, 60), (1.6, 0)), "mg/dL", True),  # falling from a peak, still 1.6x
+    ],
+)
+def test_a_creatinine_rising_by_the_kdigo_criteria_is_unstable(
+    points: tuple[tuple[float, float], ...], unit: str, by_ratio: bool
+) -> None:
+    rise = assess(*creatinines(*points, unit=unit)).rise
+    assert rise is not None and rise.by_ratio is by_ratio
+    assert rise.latest_at > rise.baseline_at and rise.latest > rise.baseline
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        ((0.8, 52), (1.1, 2)),  # +0.3 but over 50 h, and only 1.4x
+        ((0.7, 100), (1.0, 2)),  # +0.3 over 98 h, 1.43x
+        ((0.8, 200), (1.3, 2)),  # 1.6x, but the low value is older than 7 days
+        ((0.9, 120), (0.95, 48), (1.0, 2)),  # stable
+        ((1.3, 40), (0.9, 4)),  # falling
+        ((1.0, 4),),  # one value: nothing to compare
+    ],
+)
+def test_a_creatinine_not_rising_by_the_criteria_is_not_unstable(
+    points: tuple[tuple[float, float], ...],
+) -> None:
+    assert assess(*creatinines(*points)).rise is None
+
+
+def test_a_rise_is_not_current_once_a_newer_egfr_is_reported():
+    rising = creatinines((0.9, 40), (1.3, 30))
+    assert assess(*rising, obs("98979-8", 95, "mL/min/{1.73_m2}", 0, hours_ago=30)).rise
+    assert not assess(*rising, obs("98979-8", 95, "mL/min/{1.73_m2}", 0, hours_ago=2)).rise
+
+
+def test_a_creatinine_bound_proves_no_rise_and_old_rises_do_not_count():
+    bounded = [obs("2160-0", 0.8, "mg/dL", 0, hours_ago=30, comparator="<")]
+    assert assess(*bounded, *creatinines((1.3, 2))).rise is None
+    assert assess(*creatinines((0.9, 40 * 24), (1.3, 40 * 24 - 20)), lookback=30).rise is None
 
 
 def test_value_outside_look_back_is_stale_not_used():
@@ -194,6 +326,15 @@ def test_without_birth_date_a_creatinine_bound_keeps_or_loses_its_direction(
 ) -> None:
     status = without_birth_date(obs("2160-0", 2.0, "mg/dL", 10, comparator), gender="male")
     assert [v.bound for v in status.without_age] == ([bound] if bound else [])
+
+
+def test_without_birth_date_a_newer_creatinine_beside_a_reported_egfr_is_an_upper_bound():
+    status = without_birth_date(
+        obs("98979-8", 90, "mL/min/{1.73_m2}", 60), obs("2160-0", 4.0, "mg/dL", 1), gender="male"
+    )
+    calculated = next(v for v in status.values if v.kind is RenalKind.EGFR_CALCULATED)
+    assert calculated.bound is Bound.AT_MOST and calculated.certainly_below(30)
+    assert status.without_age == ()
 
 
 def test_without_birth_date_a_reported_egfr_is_used_as_usual():

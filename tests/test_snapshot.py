@@ -392,6 +392,30 @@ def test_labs_of_the_newest_day_are_all_read() -> None:
     assert "egfr-old" not in {o.id for o in snapshot.observations}
 
 
+def test_the_creatinines_of_the_kidney_injury_window_are_read_and_no_older_ones() -> None:
+    """The engine compares the newest creatinine with those of the window before it."""
+    window = observation_codes().creatinine_rise.history_days
+    newest = date(2026, 10, 20)
+
+    def creatinine(rid: str, value: float, days_before: int) -> dict[str, Any]:
+        day = date.fromordinal(newest.toordinal() - days_before).isoformat()
+        return lab(rid, CREATININE, value, day, valueQuantity={"value": value, "unit": "mg/dL"})
+
+    labs = [
+        creatinine("scr-new", 1.4, 0),
+        creatinine("scr-window", 0.9, window),
+        creatinine("scr-beyond", 0.5, window + 2),
+        lab("egfr-new", "33914-3", 50, newest.isoformat()),
+        lab("egfr-day-before", "33914-3", 90, "2026-10-19"),
+    ]
+    snapshot = assemble_snapshot(request_with(full_prefetch(renalLabs=searchset(labs))), NO_SERVER)
+    read = {o.id for o in snapshot.observations}
+    assert {"scr-new", "scr-window", "egfr-new"} <= read
+    assert not read & {"scr-beyond", "egfr-day-before"}
+    status = renal.assess(snapshot.observations, snapshot.patient, observation_codes(), newest, 365)
+    assert status.rise is not None and status.rise.baseline == 0.9
+
+
 def test_a_weight_without_a_date_does_not_hide_a_dated_one() -> None:
     undated = {**lab("wt-undated", WEIGHT, 70, "2026-10-01"), "effectiveDateTime": None}
     weights = [

@@ -84,7 +84,7 @@ def _merge(
                 actions = actions - _WITHOUT_UPDATE
             reasons: tuple[dict[str, object], ...] = (_reason(first_hit, tier_value),)
             inputs = tuple(dict.fromkeys(first_hit.inputs))
-            sources = tuple(dict.fromkeys(first_spec.source_ids))
+            sources = tuple(dict.fromkeys((*first_spec.source_ids, *first_hit.sources)))
         else:
             group.sort(key=_most_severe_first)  # stable: family order within a tier
             first_hit, _, indicator, rank, _ = group[0]
@@ -133,6 +133,7 @@ def _combine(
         reasons.append(_reason(hit, tier_value))
         inputs.update(dict.fromkeys(hit.inputs))
         sources.update(dict.fromkeys(spec.source_ids))
+        sources.update(dict.fromkeys(hit.sources))
     if proposal is None:
         actions.discard(Action.UPDATE_DOSE)
     return proposal, order, frozenset(actions), tuple(reasons), tuple(inputs), tuple(sources)

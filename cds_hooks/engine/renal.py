@@ -4,6 +4,12 @@ Pure functions. A value a lab reports with a comparator is a bound, not a number
 only proves "not below 60" and ``<15`` proves "below 15", so comparisons answer "certainly
 below" rather than pretending the bound is exact. Nothing found in the look-back is
 *unknown*, never normal.
+
+The newest evidence is never dropped for an older one: of one day's eGFRs a cystatin
+C-based one is preferred (creatinine overstates kidney function with low muscle mass) and
+otherwise the lower one is used; a creatinine newer than that eGFR is turned into an eGFR
+too, and the rules use the stricter of the two. A creatinine rising by the acute kidney
+injury criteria marks kidney function as unstable (``RenalStatus.rise``).
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 
-from cds_hooks.knowledge import ObservationCodes
+from cds_hooks.knowledge import CreatinineRise, ObservationCodes
 from cds_hooks.model import LOINC, Observation, Patient, Quantity
 
 MG_DL_PER_UMOL_L = 1 / 88.4  # creatinine molar mass 113.12 g/mol
@@ -69,6 +75,7 @@ class RenalValue:
     bound: Bound = Bound.EXACT
     code: str | None = None
     inputs: str | None = None  # how a calculated value was obtained
+    cystatin_c: bool = False  # a reported eGFR with cystatin C
 
     def certainly_below(self, threshold: float) -> bool:
         """True only when the true value is known to be below ``threshold``."""
@@ -85,9 +92,42 @@ class RenalValue:
 
     @property
     def label(self) -> str:
-        """E.g. ``eGFR 24 mL/min/1.73 m² (2026-10-03)``."""
+        """E.g. ``eGFR 24 mL/min/1.73 m² (2026-10-03)``; a cystatin C-based eGFR says so."""
         when = f" ({self.effective.isoformat()})" if self.effective else ""
-        return f"{self.kind.value} {self.display} {self.kind.unit}{when}"
+        basis = " (cystatin C-based)" if self.cystatin_c else ""
+        return f"{self.kind.value}{basis} {self.display} {self.kind.unit}{when}"
+
+    @property
+    def strictness(self) -> tuple[float, int]:
+        """Sort key, stricter first: the lower proven ceiling on kidney function. A lower
+        bound (``>60``) proves no ceiling at all, so any number is stricter."""
+        if self.bound in (Bound.AT_LEAST, Bound.ABOVE):
+            return math.inf, 1
+        return self.value, 0 if self.bound is Bound.BELOW else 1
+
+
+@dataclass(slots=True)
+class Rise:
+    """The newest serum creatinine meets the acute kidney injury criteria against ``baseline``
+    (mg/dL): kidney function is unstable."""
+
+    baseline: float
+    baseline_at: datetime
+    latest: float
+    latest_at: datetime
+    by_ratio: bool
+    """True: to ``criteria.ratio`` times the lowest of the longer window; False: up by
+    ``criteria.rise_mg_dl`` within the shorter one."""
+    criteria: CreatinineRise
+
+
+@dataclass(slots=True)
+class SetAside:
+    """A reported result of the same day as the one used, and why it was not used."""
+
+    value: RenalValue
+    for_cystatin_c: bool
+    """True: a cystatin C-based eGFR was preferred to it; False: the stricter was used."""
 
 
 @dataclass(slots=True)
@@ -106,13 +146,16 @@ class RenalStatus:
     without_age: tuple[RenalValue, ...] = ()
     """With no birth date, what a recent creatinine would give the youngest adult: upper
     bounds only (kidney function falls with age), so they never count as known."""
+    set_aside: tuple[SetAside, ...] = ()
+    """Results of the newest day that were not used (for the cards)."""
+    rise: Rise | None = None
 
     @property
     def known(self) -> bool:
         return bool(self.values)
 
     def egfr(self) -> RenalValue | None:
-        """Newest eGFR (reported preferred to calculated)."""
+        """The reported eGFR used, else the calculated one."""
         for kind in (RenalKind.EGFR, RenalKind.EGFR_CALCULATED):
             found = [v for v in self.values if v.kind is kind]
             if found:
@@ -212,6 +255,13 @@ def _labs(observations: Iterable[Observation]) -> tuple[_Lab, ...]:
     )
 
 
+def _at(lab: _Lab) -> datetime:
+    return lab.observation.effective or _UNDATED
+
+
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
 @cache
 def code_ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
     """Preference of each code of a knowledge code set (read-only; one per set); the
@@ -219,18 +269,32 @@ def code_ranks(codes: tuple[str, ...]) -> Mapping[str, int]:
     return {code: i for i, code in enumerate(codes)}
 
 
-def lab_kinds(
-    codes: ObservationCodes,
-) -> tuple[tuple[Mapping[str, int], Callable[[Observation], bool]], ...]:
-    """Per kind of lab ``assess`` reads (eGFR, CrCl, serum creatinine, body weight): each of
-    its codes with its preference rank, and whether ``assess`` would use an observation
-    of it. The snapshot reads labs in this order until this says one would be used, so the
-    choice of lab is made here alone."""
+@dataclass(frozen=True, slots=True)
+class LabKind:
+    """A kind of lab ``assess`` reads (eGFR, CrCl, serum creatinine, body weight)."""
+
+    ranks: Mapping[str, int]
+    """Each of its codes with its preference rank."""
+    decides: Callable[[Observation], bool]
+    """Whether ``assess`` would use an observation of it."""
+    history_days: int
+    """Days before the newest usable one whose results ``assess`` reads too."""
+
+
+def lab_kinds(codes: ObservationCodes) -> tuple[LabKind, ...]:
+    """What ``assess`` reads of each kind of lab: the newest usable one (with every result
+    of its day, among which it chooses) and, for serum creatinine, each one of the acute
+    kidney injury window before it. The snapshot reads labs in this order and no further,
+    so the choice of lab is made here alone."""
     return (
-        (code_ranks(codes.egfr), _reported_usable),
-        (code_ranks(codes.creatinine_clearance), _reported_usable),
-        (code_ranks(codes.serum_creatinine), _converted_usable(creatinine_mg_dl)),
-        (code_ranks(codes.body_weight), _converted_usable(weight_kg)),
+        LabKind(code_ranks(codes.egfr), _reported_usable, 0),
+        LabKind(code_ranks(codes.creatinine_clearance), _reported_usable, 0),
+        LabKind(
+            code_ranks(codes.serum_creatinine),
+            _converted_usable(creatinine_mg_dl),
+            codes.creatinine_rise.history_days,
+        ),
+        LabKind(code_ranks(codes.body_weight), _converted_usable(weight_kg), 0),
     )
 
 
@@ -256,7 +320,7 @@ def _converted_usable(
 
 
 def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, str]]:
-    """Matching observations, newest first; on equal dates the preferred code first."""
+    """Matching observations, newest first; at equal times the preferred code first."""
     rank = code_ranks(codes)
     matches = []
     for lab in labs:
@@ -267,34 +331,65 @@ def _newest(labs: tuple[_Lab, ...], codes: tuple[str, ...]) -> list[tuple[_Lab, 
         if preferred is not None:
             matches.append((lab, preferred))
     if len(matches) > 1:
-        matches.sort(key=lambda m: (-(m[0].effective or date.min).toordinal(), rank[m[1]]))
+        matches.sort(key=lambda m: rank[m[1]])
+        matches.sort(key=lambda m: _at(m[0]), reverse=True)  # stable: rank breaks ties
     return matches
+
+
+@dataclass(slots=True)
+class _Reported:
+    """The reported value used of the newest day with one, and when it was taken."""
+
+    value: RenalValue
+    at: datetime
+    set_aside: tuple[SetAside, ...]
 
 
 def _reported(
     labs: tuple[_Lab, ...],
     codes: tuple[str, ...],
     kind: RenalKind,
-    since: date,
-) -> tuple[RenalValue | None, RenalValue | None]:
-    """Newest value inside the look-back, and the newest one before it (if no recent one)."""
+    cystatin_c: frozenset[str] = frozenset(),
+) -> _Reported | None:
+    """Of the newest day's results, a cystatin C-based one if there is one (creatinine
+    overstates kidney function with low muscle mass), else the stricter; the others are
+    named as set aside."""
+    day: list[tuple[RenalValue, datetime]] = []
     for lab, code in _newest(labs, codes):
         obs = lab.observation
         assert obs.value is not None
         value = clearance_ml_min(obs.value)
         if value is None or not math.isfinite(value):
             continue
+        if day and lab.effective != day[0][0].effective:
+            break
         result = RenalValue(
             kind=kind,
             value=value,
             effective=lab.effective,
             bound=_COMPARATORS.get(obs.value.comparator or "", Bound.EXACT),
             code=code,
+            cystatin_c=code in cystatin_c,
         )
-        if result.effective is not None and result.effective >= since:
-            return result, None
-        return None, result
-    return None, None
+        day.append((result, _at(lab)))
+    if not day:
+        return None
+    preferred = [d for d in day if d[0].cystatin_c] or day
+    used, at = min(preferred, key=lambda d: d[0].strictness)  # the newest of equals
+    set_aside = tuple(
+        SetAside(value, for_cystatin_c=used.cystatin_c and not value.cystatin_c)
+        for value, _ in day
+        if value is not used
+    )
+    return _Reported(used, at, set_aside)
+
+
+@dataclass(slots=True)
+class _Converted:
+    value: float
+    bound: Bound
+    effective: date
+    at: datetime
 
 
 def _newest_converted(
@@ -302,7 +397,7 @@ def _newest_converted(
     codes: tuple[str, ...],
     convert: Callable[[Quantity], float | None],
     since: date,
-) -> tuple[float, Bound, date] | None:
+) -> _Converted | None:
     for lab, _code in _newest(labs, codes):
         obs = lab.observation
         assert obs.value is not None
@@ -312,7 +407,8 @@ def _newest_converted(
         value = convert(obs.value)
         if value is None or not 0 < value < math.inf:
             continue
-        return value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT), when
+        bound = _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT)
+        return _Converted(value, bound, when, _at(lab))
     return None
 
 
@@ -328,9 +424,10 @@ def _calculated(
     codes: ObservationCodes,
     today: date,
     since: date,
-    want_egfr: bool,
+    egfr: _Reported | None,
 ) -> list[RenalValue]:
-    """eGFR and CrCl from the newest creatinine (and weight) in the look-back.
+    """eGFR and CrCl from the newest creatinine (and weight) in the look-back; the eGFR
+    only when no reported eGFR in the look-back is as new as that creatinine.
 
     With no birth date, the youngest adult's values: both equations fall with age, so
     they are the most an adult can have, upper bounds only (``RenalStatus.without_age``).
@@ -341,9 +438,9 @@ def _calculated(
     creatinine = _newest_converted(labs, codes.serum_creatinine, creatinine_mg_dl, since)
     if creatinine is None:
         return []
-    scr, scr_bound, scr_date = creatinine
+    scr, scr_date = creatinine.value, creatinine.effective
     # Clearance falls as creatinine rises, so a creatinine bound flips direction.
-    bound = _INVERTED[scr_bound]
+    bound = _INVERTED[creatinine.bound]
     sex = patient.gender if patient.gender in ("male", "female") else None
     sexes = (sex == "female",) if sex else (True, False)
     if age is None:
@@ -359,28 +456,34 @@ def _calculated(
         about = f"age {age}, " + (
             sex or "sex not recorded as male/female: the lower (more cautious) estimate used"
         )
-    shown = "" if scr_bound is Bound.EXACT else scr_bound.value
+    shown = "" if creatinine.bound is Bound.EXACT else creatinine.bound.value
     scr_text = f"creatinine {shown}{scr:.2f} mg/dL ({scr_date.isoformat()})"
     results: list[RenalValue] = []
-    egfr = (
+    egfr_value = (
         _estimate([ckd_epi_2021(scr, used_age, female) for female in sexes], pick)
-        if want_egfr
+        if egfr is None or creatinine.at > egfr.at
         else None
     )
-    if egfr is not None:
+    if egfr_value is not None:
+        newer = (
+            f"; this creatinine is newer than the reported {egfr.value.label}, "
+            "so the stricter of the two is used"
+            if egfr is not None
+            else ""
+        )
         results.append(
             RenalValue(
                 kind=RenalKind.EGFR_CALCULATED,
-                value=egfr,
+                value=egfr_value,
                 effective=scr_date,
                 bound=bound,
-                inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, {about}",
+                inputs=f"CKD-EPI 2021 (race-free) from {scr_text}, {about}{newer}",
             )
         )
     weight = _newest_converted(labs, codes.body_weight, weight_kg, since)
     if weight is None:
         return results
-    kg, _weight_bound, weight_date = weight
+    kg = weight.value
     crcl = _estimate([cockcroft_gault(scr, used_age, kg, female) for female in sexes], pick)
     if crcl is not None:
         results.append(
@@ -391,11 +494,63 @@ def _calculated(
                 bound=bound,
                 inputs=(
                     f"Cockcroft-Gault from {scr_text}, actual weight {kg:.1f} kg "
-                    f"({weight_date.isoformat()}), {about}"
+                    f"({weight.effective.isoformat()}), {about}"
                 ),
             )
         )
     return results
+
+
+def _rise(
+    labs: tuple[_Lab, ...], codes: ObservationCodes, since: date, egfr: _Reported | None
+) -> Rise | None:
+    """Does the newest creatinine of the look-back meet the acute kidney injury criteria
+    against the creatinines before it? Only exact values count: a bound proves no rise, and
+    a reported eGFR newer than that creatinine comes from a newer one not seen here."""
+    criteria = codes.creatinine_rise
+    series: list[tuple[datetime, float, Bound]] = []
+    for lab, _code in _newest(labs, codes.serum_creatinine):
+        obs = lab.observation
+        assert obs.value is not None
+        value = creatinine_mg_dl(obs.value)
+        if obs.effective is None or value is None or value <= 0:
+            continue
+        series.append(
+            (obs.effective, value, _COMPARATORS.get(obs.value.comparator or "", Bound.EXACT))
+        )
+    if not series:
+        return None
+    latest_at, latest, latest_bound = series[0]
+    if latest_bound is not Bound.EXACT or latest_at.date() < since:
+        return None
+    if egfr is not None and egfr.at > latest_at:
+        return None
+    before = [
+        (at, value)
+        for at, value, bound in series[1:]
+        if bound is Bound.EXACT and at < latest_at and latest_at - at <= criteria.ratio_window
+    ]
+    recent = [(at, value) for at, value in before if latest_at - at <= criteria.rise_window]
+    # Rounded as labs report creatinine, so 26.5 umol/L is the 0.3 mg/dL it stands for.
+    if recent:
+        at, lowest = min(recent, key=lambda d: d[1])
+        if round(latest - lowest, 2) >= criteria.rise_mg_dl:
+            return Rise(lowest, at, latest, latest_at, by_ratio=False, criteria=criteria)
+    if before:
+        at, lowest = min(before, key=lambda d: d[1])
+        if round(latest / lowest, 2) >= criteria.ratio:
+            return Rise(lowest, at, latest, latest_at, by_ratio=True, criteria=criteria)
+    return None
+
+
+def _split(reported: _Reported | None, since: date) -> tuple[RenalValue | None, RenalValue | None]:
+    """(the value if inside the look-back, else the value as stale)."""
+    if reported is None:
+        return None, None
+    value = reported.value
+    if value.effective is not None and value.effective >= since:
+        return value, None
+    return None, value
 
 
 def assess(
@@ -409,15 +564,28 @@ def assess(
     """Collect every usable kidney-function value; the rules pick the most restrictive."""
     since = today - timedelta(days=lookback_days)
     labs = _labs(observations)
-    egfr, stale_egfr = _reported(labs, codes.egfr, RenalKind.EGFR, since)
-    crcl, stale_crcl = _reported(labs, codes.creatinine_clearance, RenalKind.CRCL, since)
+    reported_egfr = _reported(labs, codes.egfr, RenalKind.EGFR, codes.cystatin_c_egfr)
+    reported_crcl = _reported(labs, codes.creatinine_clearance, RenalKind.CRCL)
+    egfr, stale_egfr = _split(reported_egfr, since)
+    crcl, stale_crcl = _split(reported_crcl, since)
     reported = [v for v in (egfr, crcl) if v is not None]
-    calculated = _calculated(labs, patient, codes, today, since, want_egfr=egfr is None)
-    bounds_only = patient.birth_date is None
+    calculated = _calculated(
+        labs, patient, codes, today, since, reported_egfr if egfr is not None else None
+    )
+    # Without a birth date the calculated values are upper bounds: used beside a reported
+    # value (a bound can still prove impairment), never alone as if function were known.
+    bounds_only = patient.birth_date is None and not reported
     return RenalStatus(
-        values=tuple(reported) if bounds_only else (*reported, *calculated),
+        values=() if bounds_only else (*reported, *calculated),
         stale=tuple(v for v in (stale_egfr, stale_crcl) if v is not None),
         lookback_days=lookback_days,
         labs_unavailable=labs_unavailable,
-        without_age=tuple(calculated) if bounds_only and not reported else (),
+        without_age=tuple(calculated) if bounds_only else (),
+        set_aside=tuple(
+            aside
+            for used, found in ((egfr, reported_egfr), (crcl, reported_crcl))
+            if used is not None and found is not None
+            for aside in found.set_aside
+        ),
+        rise=_rise(labs, codes, since, reported_egfr if egfr is not None else None),
     )

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from cds_hooks.engine import proposals
 from cds_hooks.engine.dose import DailyDose, Route
 from cds_hooks.engine.findings import Action, ProposedRegimen
-from cds_hooks.engine.renal import RenalKind, RenalValue
+from cds_hooks.engine.renal import RenalKind, RenalValue, Rise, SetAside
 from cds_hooks.engine.situation import BaclofenOrder, CoMedication, Situation
-from cds_hooks.knowledge import Knowledge
+from cds_hooks.knowledge import Knowledge, observation_codes
 from cds_hooks.model import Indicator
 
 PARENTERAL_ROUTES = frozenset(
@@ -77,6 +77,8 @@ class Hit:
     order: str | None = None
     tier: Indicator | None = None
     """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
+    sources: tuple[str, ...] = ()
+    """Sources beyond the rule's own, cited where this hit rests on them."""
 
 
 @dataclass(slots=True)
@@ -105,11 +107,13 @@ def num(value: float) -> str:
 
 
 def short(value: RenalValue) -> str:
-    """``eGFR 24 (2026-10-03)`` for summaries; calculated values say so."""
+    """``eGFR 24 (2026-10-03)`` for summaries; calculated and cystatin C values say so."""
     kind = "eGFR" if value.kind.is_egfr else "CrCl"
     calc = (
         ", calculated"
         if value.kind in (RenalKind.EGFR_CALCULATED, RenalKind.CRCL_CALCULATED)
+        else ", cystatin C"
+        if value.cystatin_c
         else ""
     )
     when = value.effective.isoformat() if value.effective else "undated"
@@ -460,7 +464,11 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
         return []
     order = reviewed[0]
     total = _amount(s.route_total(Route.ORAL))
-    inputs = dose_lines(s, Route.ORAL) + tuple(renal_line(v) for v in s.renal.values) + age_line(s)
+    renal_lines = tuple(renal_line(v) for v in s.renal.values) + tuple(
+        _set_aside_line(aside, k) for aside in s.renal.set_aside
+    )
+    cystatin = _cystatin_sources(s)
+    inputs = dose_lines(s, Route.ORAL) + renal_lines + age_line(s)
     unchecked = (
         (
             "Problem list could not be obtained: "
@@ -508,10 +516,17 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 Hit(
                     band.rule_id,
                     daily | {"ceiling": num(band.ceiling), "renal": short(band.value)},
-                    inputs=inputs,
+                    inputs=(
+                        dose_lines(s, Route.ORAL)
+                        + renal_lines
+                        + _used(band, s.renal.values)
+                        + age_line(s)
+                        + unchecked
+                    ),
                     proposal=proposal,
                     actions=frozenset(actions),
                     order=order.order.reference,
+                    sources=cystatin if band.value.cystatin_c else (),
                 )
             )
         elif band is not None and band.rule_id == "R4b" and total is not None and beers is None:
@@ -533,6 +548,8 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 order=order.order.reference,
             )
         )
+    if s.renal.rise is not None:
+        hits.append(_unstable(s, k, order, total, s.renal.rise, inputs))
     if unchecked and not hits:
         # R4h: a dialysis patient's results need not look like kidney failure, and no
         # other kidney card is there to list what was not checked.
@@ -549,9 +566,10 @@ def _beers_low_egfr(s: Situation, k: Knowledge) -> RenalValue | None:
 
 
 def _egfr_below(s: Situation, limit: float) -> RenalValue | None:
-    """The first current eGFR (CrCl when no eGFR is known) certainly below ``limit``."""
+    """The strictest current eGFR (CrCl when no eGFR is known) certainly below ``limit``."""
     egfrs = [v for v in s.renal.values if v.kind.is_egfr] or list(s.renal.values)
-    return next((v for v in egfrs if v.certainly_below(limit)), None)
+    low = (v for v in egfrs if v.certainly_below(limit))
+    return min(low, key=lambda v: v.strictness, default=None)
 
 
 def _severe_within_ceiling(
@@ -583,6 +601,106 @@ def _severe_within_ceiling(
         actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
         order=order.order.reference,
     )
+
+
+def _set_aside_line(aside: SetAside, k: Knowledge) -> str:
+    value = aside.value
+    when = value.effective.isoformat() if value.effective else "undated"
+    shown = f"{value.kind.value} {value.display} {value.kind.unit} ({when}, LOINC {value.code})"
+    if not aside.for_cystatin_c:
+        return f"Not used: {shown}: the stricter result of the same day is used"
+    cited = ", ".join(k.sources[s].label for s in observation_codes().cystatin_c_sources)
+    return (
+        f"Not used: {shown}: a cystatin C-based eGFR of the same day is preferred, since "
+        "creatinine depends on muscle mass (low in spinal cord injury and multiple "
+        f"sclerosis) and cystatin C does not ({cited})"
+    )
+
+
+def _cystatin_sources(s: Situation) -> tuple[str, ...]:
+    """The cystatin C preference's sources, when it decided which eGFR was used."""
+    if any(aside.for_cystatin_c for aside in s.renal.set_aside):
+        return observation_codes().cystatin_c_sources
+    return ()
+
+
+def _used(band: Band, values: tuple[RenalValue, ...]) -> tuple[str, ...]:
+    """Which of several results set the ceiling, and why that one."""
+    if len(values) < 2:
+        return ()
+    return (
+        f"Used: {short(band.value)}, the stricter of the kidney function results above "
+        "(the most restrictive band applies)",
+    )
+
+
+def _unstable(
+    s: Situation,
+    k: Knowledge,
+    order: BaclofenOrder,
+    total: float | None,
+    rise: Rise,
+    inputs: tuple[str, ...],
+) -> Hit:
+    """R4j: creatinine rising by the acute kidney injury criteria. Escalated to a warning
+    when the dose is above the ceiling for the worse of the results (an estimate from a
+    rising creatinine overstates kidney function, so the true ceiling may be lower)."""
+    criteria = rise.criteria
+    facts = {
+        "daily": num(total) if total is not None else "unknown",
+        "before": f"{rise.baseline:.2f}",
+        "before_at": _moment(rise.baseline_at),
+        "latest": f"{rise.latest:.2f}",
+        "latest_at": _moment(rise.latest_at),
+        "span": _span(rise.latest_at - rise.baseline_at),
+    }
+    if rise.by_ratio:
+        variant = "ratio"
+        facts |= {
+            "ratio": num(rise.latest / rise.baseline),
+            "limit": num(criteria.ratio),
+            "window": _span(criteria.ratio_window),
+        }
+    else:
+        variant = "rise"
+        facts |= {
+            "rise": f"{rise.latest - rise.baseline:.2f}",
+            "limit": num(criteria.rise_mg_dl),
+            "window": _span(criteria.rise_window),
+        }
+    worst = _worst_band((*s.renal.values, *s.renal.without_age), k)
+    over = worst is not None and total is not None and total > worst.ceiling
+    proposal = None
+    if worst is not None and over:
+        variant += "-over-ceiling"
+        facts |= {"renal": short(worst.value), "ceiling": num(worst.ceiling)}
+        proposal = _target(s, k, order, worst.ceiling)
+    return Hit(
+        "R4j",
+        facts,
+        variant=variant,
+        inputs=inputs,
+        proposal=proposal,
+        actions=frozenset(
+            {Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if proposal else set())
+        ),
+        order=order.order.reference,
+        tier=Indicator.WARNING if over else None,
+    )
+
+
+def _moment(at: datetime) -> str:
+    """A result's date, with its time of day when it has one (48-hour windows need it)."""
+    if at.time() == time():
+        return at.date().isoformat()
+    return at.strftime("%Y-%m-%d %H:%M")
+
+
+def _span(delta: timedelta) -> str:
+    hours = delta / timedelta(hours=1)
+    if hours < 72:
+        return f"{num(hours)} h"
+    return f"{num(delta / timedelta(days=1))} days"
 
 
 def _renal_unknown(

@@ -8,9 +8,11 @@ rules off, change tiers and override thresholds, and is validated before the ser
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache, lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -37,29 +39,63 @@ KNOWLEDGE_VERSION: str = read_data("manifest.toml")["version"]
 
 
 @dataclass(frozen=True, slots=True)
+class CreatinineRise:
+    """The serum creatinine criteria of acute kidney injury (``observations.toml``)."""
+
+    rise_mg_dl: float
+    rise_window: timedelta
+    ratio: float
+    ratio_window: timedelta
+    source_ids: tuple[str, ...]
+
+    @property
+    def history_days(self) -> int:
+        """Whole days before the newest creatinine that either criterion looks back over."""
+        return math.ceil(max(self.rise_window, self.ratio_window) / timedelta(days=1))
+
+
+@dataclass(frozen=True, slots=True)
 class ObservationCodes:
-    """LOINC codes by purpose, each tuple in preference order."""
+    """LOINC codes by purpose, each tuple in preference order, and how kidney labs are read."""
 
     version: str
     egfr: tuple[str, ...]
     creatinine_clearance: tuple[str, ...]
     serum_creatinine: tuple[str, ...]
     body_weight: tuple[str, ...]
+    cystatin_c_egfr: frozenset[str]
+    """eGFR codes (each also in ``egfr``) of an eGFR with cystatin C."""
+    cystatin_c_sources: tuple[str, ...]
+    creatinine_rise: CreatinineRise
 
     @property
     def renal(self) -> tuple[str, ...]:
         return self.egfr + self.creatinine_clearance + self.serum_creatinine
 
 
+_WINDOW_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
 @cache
 def observation_codes() -> ObservationCodes:
     data = read_data("observations.toml")
+    rise = data["creatinine_rise"]
     return ObservationCodes(
         version=data["version"],
         egfr=tuple(data["egfr"]["codes"]),
         creatinine_clearance=tuple(data["creatinine_clearance"]["codes"]),
         serum_creatinine=tuple(data["serum_creatinine"]["codes"]),
         body_weight=tuple(data["body_weight"]["codes"]),
+        cystatin_c_egfr=frozenset(data["cystatin_c_egfr"]["codes"]),
+        cystatin_c_sources=tuple(data["cystatin_c_egfr"]["sources"]),
+        creatinine_rise=CreatinineRise(
+            rise_mg_dl=rise["rise"]["value"],
+            rise_window=rise["rise_window"]["value"] * _WINDOW_UNITS[rise["rise_window"]["unit"]],
+            ratio=rise["ratio"]["value"],
+            ratio_window=rise["ratio_window"]["value"]
+            * _WINDOW_UNITS[rise["ratio_window"]["unit"]],
+            source_ids=tuple(rise["sources"]),
+        ),
     )
 
 
@@ -227,6 +263,7 @@ def load_knowledge(policy_file: str | None = None) -> Knowledge:
 __all__ = [
     "KNOWLEDGE_VERSION",
     "ConfigError",
+    "CreatinineRise",
     "Knowledge",
     "ObservationCodes",
     "RuleSpec",

@@ -7,8 +7,9 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from cds_hooks.knowledge import Knowledge, RuleSpec, Source, Threshold
+from cds_hooks.knowledge import Knowledge, RuleSpec, Source, Threshold, read_data
 
 CSV_COLUMNS = (
     "rule",
@@ -36,7 +37,10 @@ _DISPLAY_UNITS = {
     "h": "hours",
     "mL/min/{1.73_m2}": "mL/min/1.73 m²",
     "{drugs}": "drugs",
+    "1": "times",
 }
+KIDNEY_READINGS = ("egfr", "cystatin_c_egfr", "creatinine_rise")
+"""Tables of ``observations.toml`` that decide which kidney result the rules see."""
 
 
 def _threshold(t: Threshold) -> str:
@@ -120,6 +124,7 @@ def rule_table_markdown(knowledge: Knowledge) -> str:
             labels = ", ".join(knowledge.sources[s].label for s in t.source_ids)
             value = f"{t.value:g} {_DISPLAY_UNITS.get(t.unit, t.unit)}"
             lines.append(f"| {spec.id}.{t.name} | {value} | {_cell(t.note)} | {_cell(labels)} |")
+    lines += _kidney_readings(knowledge)
     lines += [
         "",
         "## Sources",
@@ -133,3 +138,29 @@ def rule_table_markdown(knowledge: Knowledge) -> str:
         citation = _cell(source.citation) + (f" <{source.url}>" if source.url else "")
         lines.append(f"| {_cell(source.label)} | {citation} | {source.grade} | {_scope(source)} |")
     return "\n".join(lines) + "\n"
+
+
+def _kidney_readings(knowledge: Knowledge) -> list[str]:
+    """How kidney results are chosen and when they count as unstable (``observations.toml``:
+    definitions read by the lab reader too, so no institution policy changes them)."""
+    data = read_data("observations.toml")
+    lines = [
+        "",
+        "## Kidney function readings",
+        "",
+        "From `cds_hooks/knowledge/data/observations.toml`.",
+        "",
+        "| Reading | Value(s) | What and why | Source(s) |",
+        "|---|---|---|---|",
+    ]
+    for name in KIDNEY_READINGS:
+        entry: dict[str, Any] = data[name]
+        measures = {k: v for k, v in entry.items() if isinstance(v, dict)}
+        values = "<br>".join(
+            f"{k} = {v['value']:g} {_DISPLAY_UNITS.get(v['unit'], v['unit'])}"
+            for k, v in measures.items()
+        ) or ", ".join(f"LOINC {code}" for code in entry["codes"])
+        why = " ".join([entry["description"], *(v["note"] for v in measures.values())])
+        labels = ", ".join(knowledge.sources[s].label for s in entry["sources"])
+        lines.append(f"| {name} | {values} | {_cell(why)} | {_cell(labels)} |")
+    return lines
