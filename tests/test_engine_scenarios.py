@@ -38,6 +38,32 @@ def test_scenario(
     expected = {tuple(pair) for pair in scenario["expect"]}
     assert got == expected, [c["summary"] for c in cards]
     assert len(cards) == len(got), "one card per topic"
+    _check_words_and_sources(scenario, cards)
+
+
+KNOWN_SOURCES = load_knowledge().sources
+
+
+def _check_words_and_sources(scenario: dict[str, Any], cards: list[dict[str, Any]]) -> None:
+    """The row's ``sources`` justify its expectation: each is a source of the knowledge, and
+    where cards are expected each is cited on one of them; ``not_cited`` sources are cited on
+    none (a source is quoted only where it supports the card). ``mentions`` are words some
+    card must say (summary, detail or a suggestion's label), ``not_mentions`` words no card
+    may say."""
+    text = "\n".join(
+        f"{c['summary']}\n{c['detail']}\n" + "\n".join(s["label"] for s in c.get("suggestions", ()))
+        for c in cards
+    )
+    for key in [*scenario.get("sources", ()), *scenario.get("not_cited", ())]:
+        assert key in KNOWN_SOURCES, f"unknown source {key}"
+    cited = {key for key, source in KNOWN_SOURCES.items() if f"\n- {source.label}: " in text}
+    if cards:
+        assert set(scenario.get("sources", ())) <= cited, cited
+    assert not cited & set(scenario.get("not_cited", ())), cited
+    for words in scenario.get("mentions", ()):
+        assert words in text, words
+    for words in scenario.get("not_mentions", ()):
+        assert words not in text, words
 
 
 def test_every_rule_of_the_table_is_exercised_by_some_scenario() -> None:
