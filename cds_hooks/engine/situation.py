@@ -4,6 +4,12 @@
 drafts of the session, and the active orders that no draft stops or replaces. A draft that
 stops an order (status stopped/cancelled/...) or replaces it (``priorPrescription``, or the
 same id) takes that active order out of the total.
+
+An EHR often sends a stop or a dose change as the active order itself: the same id with a
+stopping status or a new dosage. The prefetched version of that order is then what the
+patient is on before the session (``previous``) and the drafted version the change, so a
+stop, a cut or an increase is judged against it; only a pooled copy of the draft itself
+(status ``draft``) is left out.
 """
 
 from __future__ import annotations
@@ -208,12 +214,14 @@ def build(
     previous: list[BaclofenOrder] = []
     comedications: list[CoMedication] = []
     for order in snapshot.medications:
-        if order.reference in draft_refs or (order.status or "active") not in CURRENT_STATUSES:
+        order_status = order.status or "active"
+        drafted = order.reference in draft_refs
+        if order_status not in CURRENT_STATUSES or (drafted and order_status == "draft"):
             continue
         product, classes = _drug(order, knowledge)
         if product is not None:
             previous.append(_baclofen(order, product, draft=False, under_review=False))
-        elif classes:
+        elif classes and not drafted:  # the drafted version stands for it
             comedications.append(
                 CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
             )
