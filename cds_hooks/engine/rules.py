@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
+from operator import itemgetter
 from typing import Any
 
 from cds_hooks.engine import proposals
@@ -334,10 +336,13 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def titration(s: Situation, k: Knowledge) -> list[Hit]:
-    """R3d: a new start above the label start, or a step larger than the label step.
+    """R3d: a new start above the label start, a step larger than the label step, or a
+    step sooner than the label interval.
 
-    The label step is per 3 days; the service sees only the order being replaced, so any
-    single increase above one step is reported (the interval cannot be checked).
+    The interval is counted from the day the newest of the patient's active oral orders was
+    written (its ``authoredOn``): the last time the oral dose could have changed. A renewal
+    rewritten at the same dose also resets that day, so the card names the order and the
+    day. Without a written day only the size of the step is checked.
     """
     reviewed = s.oral_reviewed
     total = _amount(s.route_total(Route.ORAL))
@@ -362,23 +367,43 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
             ]
         return []
     before = previous.amount
+    if before is None or total <= before:
+        return []
     step = k.thresholds["R3d", "step_increase"]
-    if before is not None and total - before > step:
-        return [
-            Hit(
-                "R3d",
-                {
-                    "before": num(before),
-                    "daily": num(total),
-                    "increase": num(total - before),
-                    "limit": num(step),
-                    "days": num(k.thresholds["R3d", "step_days"]),
-                },
-                variant="increase",
-                inputs=(*inputs, f"Current oral baclofen before this change: {num(before)} mg/day"),
-            )
-        ]
-    return []
+    step_days = k.thresholds["R3d", "step_days"]
+    facts = {
+        "before": num(before),
+        "daily": num(total),
+        "increase": num(total - before),
+        "limit": num(step),
+        "days": num(step_days),
+    }
+    inputs = (*inputs, f"Current oral baclofen before this change: {num(before)} mg/day")
+    last = _last_written(s.previous, Route.ORAL)
+    if last is not None:
+        inputs += (f"{last[0].label} (active order) written {last[1].isoformat()}",)
+    if total - before > step:
+        return [Hit("R3d", facts, variant="increase", inputs=inputs)]
+    if last is None:
+        return []
+    since = (s.today - last[1]).days
+    if not 0 <= since < step_days:  # a day in the future is an error, not a recent step
+        return []
+    facts |= {
+        "since": f"{since} day{'s' if since > 1 else ''} after" if since else "on the day",
+        "order": last[0].label,
+        "written": last[1].isoformat(),
+    }
+    return [Hit("R3d", facts, variant="interval", inputs=inputs)]
+
+
+def _last_written(
+    orders: Iterable[BaclofenOrder], route: Route
+) -> tuple[BaclofenOrder, date] | None:
+    """The most recently written of ``orders`` on ``route`` with its day (None if none of
+    them gives the day it was written)."""
+    dated = [(o, day) for o in orders if o.route is route and (day := o.written) is not None]
+    return max(dated, key=itemgetter(1)) if dated else None
 
 
 # --- R4 kidney function --------------------------------------------------------------------

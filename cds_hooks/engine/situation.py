@@ -56,6 +56,16 @@ class BaclofenOrder:
     def oral(self) -> bool:
         return self.route is Route.ORAL
 
+    @property
+    def written(self) -> date | None:
+        """The day the order was written (``authoredOn``); None when it is not given to the
+        day (a year or month alone says nothing about a titration interval)."""
+        text = self.order.authored_on
+        try:
+            return date.fromisoformat(text[:10]) if text and len(text) >= 10 else None
+        except ValueError:
+            return None
+
 
 @dataclass(slots=True)
 class CoMedication:
