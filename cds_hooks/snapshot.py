@@ -465,8 +465,14 @@ def _medications(pool: _Pool, request: HookRequest) -> tuple[list[MedicationOrde
         status = resource.get("status")
         if not isinstance(status, str) or status not in CURRENT_MEDICATION_STATUSES:
             continue
-        # Pooled orders have a MedicationRequest or MedicationOrder resourceType.
-        if drafts and f"{resource['resourceType']}/{resource.get('id')}" in drafts:
+        # Pooled orders have a MedicationRequest or MedicationOrder resourceType. A draft
+        # of this hook listed again is left out; the active version of a drafted order is
+        # kept, as an EHR may send a stop or a new dose as that order itself (same id).
+        if (
+            status == "draft"
+            and drafts
+            and f"{resource['resourceType']}/{resource.get('id')}" in drafts
+        ):
             continue
         # _safely written out: this loop runs for every current order of the list.
         try:

@@ -49,7 +49,7 @@ def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def medication_request(spec: dict[str, Any], status: str) -> dict[str, Any]:
+def medication_request(spec: dict[str, Any], status: str, today: date) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": spec["id"],
@@ -57,6 +57,9 @@ def medication_request(spec: dict[str, Any], status: str) -> dict[str, Any]:
         "intent": "order",
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
     }
+    if "authored_days_ago" in spec:
+        written = today - timedelta(days=spec["authored_days_ago"])
+        resource["authoredOn"] = f"{written.isoformat()}T09:30:00Z"
     if "name" in spec:
         coding = {"system": RXNORM, "code": spec["rxnorm"]} if "rxnorm" in spec else {}
         resource["medicationCodeableConcept"] = {
@@ -150,7 +153,7 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
         patient["deceasedDateTime"] = f"{died.isoformat()}T14:30:00+01:00"
     if "deceased" in person:
         patient["deceasedBoolean"] = person["deceased"]
-    drafts = [medication_request(d, "draft") for d in scenario.get("drafts", [])]
+    drafts = [medication_request(d, "draft", today) for d in scenario.get("drafts", [])]
     labs = [observation(o, today, i) for i, o in enumerate(scenario.get("labs", []))]
     renal = [o for o in labs if o["code"]["coding"][0]["code"] != "29463-7"]
     weights = [o for o in labs if o["code"]["coding"][0]["code"] == "29463-7"]
@@ -163,7 +166,7 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
         prefetch["renalLabs"] = _bundle(renal)
     if scenario.get("medications_prefetch", True):
         prefetch["activeMedications"] = _bundle(
-            [medication_request(m, "active") for m in scenario.get("active", [])]
+            [medication_request(m, "active", today) for m in scenario.get("active", [])]
             + [medication(m) for m in scenario.get("medications", [])]
         )
     context: dict[str, Any] = {

@@ -197,6 +197,26 @@ def test_medications_are_current_ones_other_than_this_hooks_drafts() -> None:
     }
 
 
+def test_the_active_version_of_a_drafted_order_is_kept() -> None:
+    """An EHR may send a stop or a new dose as the active order itself (same id): the
+    prefetched active version is the order before the change, so it stays in the list."""
+    stop = MedicationOrder(
+        reference="MedicationRequest/bac-1",
+        resource_type="MedicationRequest",
+        fhir_version=FhirVersion.R4,
+        status="stopped",
+    )
+    meds = [med("bac-1", "197391", "Baclofen 10 MG Oral Tablet", authoredOn="2024-05-02")]
+    prefetch = full_prefetch(activeMedications=searchset(meds))
+    request = request_with(prefetch, draft_orders=(stop,), selected=(stop.reference,))
+    (kept,) = assemble_snapshot(request, NO_SERVER).medications
+    assert (kept.reference, kept.status, kept.authored_on) == (
+        "MedicationRequest/bac-1",
+        "active",
+        "2024-05-02",
+    )
+
+
 def test_only_medications_of_interest_are_normalised() -> None:
     irrelevant = [{**AMOXICILLIN, "id": f"amox-{i}"} for i in range(10)]
     irrelevant += [{**METFORMIN, "id": f"met-{i}"} for i in range(9)]

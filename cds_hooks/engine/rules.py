@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from operator import itemgetter
 from typing import Any
 
 from cds_hooks.engine import proposals
 from cds_hooks.engine.dose import DailyDose, Route
 from cds_hooks.engine.findings import Action, ProposedRegimen
 from cds_hooks.engine.renal import RenalKind, RenalValue, Rise, SetAside
-from cds_hooks.engine.situation import BaclofenOrder, CoMedication, Situation
+from cds_hooks.engine.situation import BaclofenOrder, Change, CoMedication, Situation
 from cds_hooks.knowledge import Knowledge, observation_codes
 from cds_hooks.model import Indicator
 
@@ -374,10 +375,13 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def titration(s: Situation, k: Knowledge) -> list[Hit]:
-    """R3d: a new start above the label start, or a step larger than the label step.
+    """R3d: a new start above the label start, a step larger than the label step, or a
+    step sooner than the label interval.
 
-    The label step is per 3 days; the service sees only the order being replaced, so any
-    single increase above one step is reported (the interval cannot be checked).
+    The interval is counted from the day the newest of the patient's active oral orders was
+    written (its ``authoredOn``): the last time the oral dose could have changed. A renewal
+    rewritten at the same dose also resets that day, so the card names the order and the
+    day. Without a written day only the size of the step is checked.
     """
     reviewed = s.oral_reviewed
     total = _amount(s.route_total(Route.ORAL))
@@ -405,23 +409,43 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
             ]
         return []
     before = previous.amount
+    if before is None or total <= before:
+        return []
     step = k.thresholds["R3d", "step_increase"]
-    if before is not None and total - before > step:
-        return [
-            Hit(
-                "R3d",
-                {
-                    "before": num(before),
-                    "daily": num(total),
-                    "increase": num(total - before),
-                    "limit": num(step),
-                    "days": num(k.thresholds["R3d", "step_days"]),
-                },
-                variant="increase",
-                inputs=(*inputs, f"Current oral baclofen before this change: {num(before)} mg/day"),
-            )
-        ]
-    return []
+    step_days = k.thresholds["R3d", "step_days"]
+    facts = {
+        "before": num(before),
+        "daily": num(total),
+        "increase": num(total - before),
+        "limit": num(step),
+        "days": num(step_days),
+    }
+    inputs = (*inputs, f"Current oral baclofen before this change: {num(before)} mg/day")
+    last = _last_written(s.previous, Route.ORAL)
+    if last is not None:
+        inputs += (f"{last[0].label} (active order) written {last[1].isoformat()}",)
+    if total - before > step:
+        return [Hit("R3d", facts, variant="increase", inputs=inputs)]
+    if last is None:
+        return []
+    since = (s.today - last[1]).days
+    if not 0 <= since < step_days:  # a day in the future is an error, not a recent step
+        return []
+    facts |= {
+        "since": f"{since} day{'s' if since > 1 else ''} after" if since else "on the day",
+        "order": last[0].label,
+        "written": last[1].isoformat(),
+    }
+    return [Hit("R3d", facts, variant="interval", inputs=inputs)]
+
+
+def _last_written(
+    orders: Iterable[BaclofenOrder], route: Route
+) -> tuple[BaclofenOrder, date] | None:
+    """The most recently written of ``orders`` on ``route`` with its day (None if none of
+    them gives the day it was written)."""
+    dated = [(o, day) for o in orders if o.route is route and (day := o.written) is not None]
+    return max(dated, key=itemgetter(1)) if dated else None
 
 
 # --- R4 kidney function --------------------------------------------------------------------
@@ -1082,56 +1106,108 @@ def other_interactions(s: Situation, k: Knowledge) -> list[Hit]:
 
 
 def withdrawal(s: Situation, k: Knowledge) -> list[Hit]:
+    """R7a, R7b: a stop or a sharp cut of the baclofen the patient is on.
+
+    A stop with a new order of the same route in the session is a step of a taper or a
+    rewritten order, not a stop: the route's total before the session is compared with the
+    total after it. When a dose on either side cannot be read, each change is judged
+    alone, as nothing shows the patient keeps the dose.
+    """
     hits = []
-    sharp = k.thresholds["R7a", "sharp_cut"]
+    intrathecal_before = _amount(s.previous_total(Route.INTRATHECAL))
+    intrathecal_after = _after(s, Route.INTRATHECAL)
+    # An intrathecal order stopped and rewritten at no lower a daily dose (a refill with a
+    # new concentration, say) keeps the pump running; a lower one may still be a stop.
+    rewritten = (
+        intrathecal_before is not None
+        and intrathecal_after is not None
+        and intrathecal_after >= intrathecal_before > 0
+    )
     for change in s.changes:
-        active, draft = change.active, change.draft
-        facts = {
-            "medication": active.label,
-            "before": num(active.dose.amount) if active.dose.amount else "current",
-        }
-        inputs = (
-            f"Active order: {active.label}: {active.dose.explanation}",
-            f"Draft ({draft.order.status or 'no status'}): {draft.dose.explanation}"
-            if not change.stops
-            else f"Draft sets the order to '{draft.order.status}'",
-        )
-        if active.intrathecal and change.stops:
+        if change.active.intrathecal and change.stops and not rewritten:
             hits.append(
                 Hit(
                     "R7b",
-                    facts,
-                    inputs=inputs,
+                    {"medication": change.active.label},
+                    inputs=_change_lines(change),
                     actions=frozenset({Action.DELETE_DRAFT}),
-                    order=draft.order.reference,
+                    order=change.draft.order.reference,
                 )
             )
-        elif active.oral and change.stops:
-            taper = {"taper": num(k.thresholds["R7a", "taper_days"])}
-            hits.append(
-                Hit(
-                    "R7a", facts | taper, variant="stop", inputs=inputs, order=draft.order.reference
-                )
-            )
-        elif active.oral and active.dose.amount and draft.dose.amount is not None:
-            cut = (active.dose.amount - draft.dose.amount) / active.dose.amount * 100
-            if cut > sharp:
-                hits.append(
-                    Hit(
-                        "R7a",
-                        facts
-                        | {
-                            "daily": num(draft.dose.amount),
-                            "cut": num(cut),
-                            "limit": num(sharp),
-                            "taper": num(k.thresholds["R7a", "taper_days"]),
-                        },
-                        variant="cut",
-                        inputs=inputs,
-                        order=draft.order.reference,
-                    )
-                )
+    oral = [c for c in s.changes if c.active.oral and (c.stops or c.draft.oral)]
+    if not oral:
+        return hits
+    before = _amount(s.previous_total(Route.ORAL))
+    after = _after(s, Route.ORAL)
+    if before and after is not None:
+        hits.extend(_oral_total_cut(s, k, oral, before, after))
+    else:
+        hits.extend(h for change in oral if (h := _oral_change_cut(k, change)) is not None)
     return hits
+
+
+def _after(s: Situation, route: Route) -> float | None:
+    """The route's daily total after signing: 0 when no order of it is left."""
+    total = s.route_total(route)
+    return 0.0 if total is None else total.amount
+
+
+def _change_lines(change: Change) -> tuple[str, ...]:
+    active, draft = change.active, change.draft
+    return (
+        f"Active order: {active.label}: {active.dose.explanation}",
+        f"Draft sets {active.label} to '{draft.order.status}'"
+        if change.stops
+        else f"Draft ({draft.order.status or 'no status'}): {draft.dose.explanation}",
+    )
+
+
+def _oral_total_cut(
+    s: Situation, k: Knowledge, changes: list[Change], before: float, after: float
+) -> list[Hit]:
+    """The patient's oral baclofen before and after the session: stopped, or cut by more
+    than the sharp-cut limit in one step."""
+    sharp = k.thresholds["R7a", "sharp_cut"]
+    stops = [c for c in changes if c.stops]
+    first = (stops or changes)[0]
+    inputs = (
+        *(line for c in changes for line in _change_lines(c)),
+        *dose_lines(s, Route.ORAL),
+        f"Oral baclofen before this session: {num(before)} mg/day; after it: {num(after)} mg/day",
+    )
+    facts = {
+        "medication": "; ".join(dict.fromkeys(c.active.label for c in stops or changes)),
+        "before": num(before),
+        "taper": num(k.thresholds["R7a", "taper_days"]),
+    }
+    if after <= 0:
+        return [Hit("R7a", facts, variant="stop", inputs=inputs, order=first.draft.order.reference)]
+    cut = (before - after) / before * 100
+    if cut <= sharp:
+        return []
+    facts |= {"daily": num(after), "cut": num(cut), "limit": num(sharp)}
+    return [Hit("R7a", facts, variant="cut", inputs=inputs, order=first.draft.order.reference)]
+
+
+def _oral_change_cut(k: Knowledge, change: Change) -> Hit | None:
+    """One change judged alone: a stop, or a draft dose cut sharply from its active order's."""
+    active, draft = change.active, change.draft
+    facts = {
+        "medication": active.label,
+        "before": num(active.dose.amount) if active.dose.amount else "current",
+        "taper": num(k.thresholds["R7a", "taper_days"]),
+    }
+    inputs = _change_lines(change)
+    if change.stops:
+        return Hit("R7a", facts, variant="stop", inputs=inputs, order=draft.order.reference)
+    sharp = k.thresholds["R7a", "sharp_cut"]
+    if not active.dose.amount or draft.dose.amount is None:
+        return None
+    cut = (active.dose.amount - draft.dose.amount) / active.dose.amount * 100
+    if cut <= sharp:
+        return None
+    facts |= {"daily": num(draft.dose.amount), "cut": num(cut), "limit": num(sharp)}
+    return Hit("R7a", facts, variant="cut", inputs=inputs, order=draft.order.reference)
 
 
 def duplicates(s: Situation, k: Knowledge) -> list[Hit]:

@@ -8,6 +8,12 @@ same id) takes that active order out of the total.
 Every other drug drafted in the session, under review or not, is a co-medication of every
 baclofen draft: an opioid written in the same order set as baclofen (often with gabapentin)
 is given with it, and in order-sign every draft is under review.
+
+An EHR often sends a stop or a dose change as the active order itself: the same id with a
+stopping status or a new dosage. The prefetched version of that order is then what the
+patient is on before the session (``previous``) and the drafted version the change, so a
+stop, a cut or an increase is judged against it; only a pooled copy of the draft itself
+(status ``draft``) is left out.
 """
 
 from __future__ import annotations
@@ -53,6 +59,16 @@ class BaclofenOrder:
     @property
     def oral(self) -> bool:
         return self.route is Route.ORAL
+
+    @property
+    def written(self) -> date | None:
+        """The day the order was written (``authoredOn``); None when it is not given to the
+        day (a year or month alone says nothing about a titration interval)."""
+        text = self.order.authored_on
+        try:
+            return date.fromisoformat(text[:10]) if text and len(text) >= 10 else None
+        except ValueError:
+            return None
 
 
 @dataclass(slots=True)
@@ -217,12 +233,14 @@ def build(
     previous: list[BaclofenOrder] = []
     comedications: list[CoMedication] = []
     for order in snapshot.medications:
-        if order.reference in draft_refs or (order.status or "active") not in CURRENT_STATUSES:
+        order_status = order.status or "active"
+        drafted = order.reference in draft_refs
+        if order_status not in CURRENT_STATUSES or (drafted and order_status == "draft"):
             continue
         product, classes = _drug(order, knowledge)
         if product is not None:
             previous.append(_baclofen(order, product, draft=False, under_review=False))
-        elif classes and _id(order.reference) not in superseded:
+        elif classes and not drafted and _id(order.reference) not in superseded:
             comedications.append(
                 CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
             )
