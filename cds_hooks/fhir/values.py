@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any
 
+import orjson
+
+from cds_hooks.memo import MEMO_SIZE, memo_key
 from cds_hooks.model import Coding, Concept, Quantity, Ratio
 
 JSON_OBJECT = dict | Mapping
@@ -138,8 +142,19 @@ class Reader:
         return self.text(node, key, path)
 
     def concept(self, node: Any, key: str, path: str) -> Concept | None:
+        """A CodeableConcept element. Drug, lab and condition concepts recur across patients,
+        so one given as a JSON object is read once per distinct JSON (and path, which its
+        problems name) and the reading reused."""
         value = node.get(key) if type(node) is dict else get(node, key)
-        return None if value is None else self.concept_of(value, path, key)
+        if value is None:
+            return None
+        memo = memo_key(value) if type(value) is dict else None
+        if memo is None:
+            return self.concept_of(value, path, key)
+        concept, problems = _read_concept(memo, path, key)
+        for problem in problems:
+            self.problem(problem)
+        return concept
 
     def concept_of(self, value: Any, path: str, key: str = "") -> Concept | None:
         """A CodeableConcept already taken from its node (``path`` + ``key`` name it)."""
@@ -249,6 +264,12 @@ class Reader:
             self.problem(f"{path}{key} is not a Reference")
             return None
         return self.text(value, "reference", f"{path}{key}.")
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _read_concept(memo: bytes, path: str, key: str) -> tuple[Concept | None, tuple[str, ...]]:
+    reader = Reader()
+    return reader.concept_of(orjson.loads(memo), path, key), tuple(reader.problems)
 
 
 def finite_number(value: Any) -> float | None:
