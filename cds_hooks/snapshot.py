@@ -318,11 +318,15 @@ def _sort_pool(entries: Iterable[Entry], patient_id: str) -> _Pool:
     pool = _Pool()
     renal, weight = _lab_code_sets()
     known = renal | weight
+    own = f"Patient/{patient_id}"
     for entry in entries:
         resource = entry.resource
-        other = _referenced_patient(resource)
-        if other is not None and other != patient_id:
-            continue
+        subject = resource.get("subject")
+        # Nearly every resource names this very patient as its subject, as written here.
+        if not (type(subject) is dict and subject.get("reference") == own):
+            other = _referenced_patient(resource)
+            if other is not None and other != patient_id:
+                continue
         resource_type = resource.get("resourceType")
         if resource_type == "Observation":
             codes = _lab_codes(resource, known)
