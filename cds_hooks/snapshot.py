@@ -104,7 +104,7 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
 def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
     prefetched = read_prefetch(request.prefetch, request.patient_id)
     version = _fhir_version(request)
-    patient = _prefetched_patient(prefetched, request.patient_id, version)
+    patient = _prefetched_patient(prefetched, request.patient_id)
 
     answers = NOTHING_FETCHED
     if request.fhir_server:
@@ -121,7 +121,7 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     results = answers.by_kind
 
     if patient is None:
-        patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id, version)
+        patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id)
     if patient is None:
         raise PreconditionFailed(PATIENT_UNOBTAINABLE)
 
@@ -150,12 +150,12 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
     medications, unidentified = _medications(pool, request)
     return PatientSnapshot(
         patient=patient,
-        observations=_observations(pool.labs, version),
+        observations=_observations(pool.labs),
         medications=tuple(medications),
         unidentified_medications=unidentified,
         conditions=tuple(
             _normalise(
-                lambda r: fhir.condition(r, version),
+                fhir.condition,
                 (e for e in pool.conditions if _may_raise_flag(e.resource)),
             )
         ),
@@ -268,36 +268,32 @@ def _usable_server(base: str, settings: Settings) -> bool:
     return True
 
 
-def _prefetched_patient(
-    prefetched: Prefetch, patient_id: str, version: FhirVersion | None
-) -> Patient | None:
+def _prefetched_patient(prefetched: Prefetch, patient_id: str) -> Patient | None:
     own = prefetched.value(DataKind.PATIENT)
     for entry in own.entries:
         if entry.resource_type == "Patient" and entry.resource.get("id") in (None, patient_id):
-            found = _patient({**entry.resource, "id": patient_id}, version)
+            found = _patient({**entry.resource, "id": patient_id})
             if found is not None:
                 return found
     for entry in prefetched.pool:
         if entry.resource_type == "Patient" and entry.resource.get("id") == patient_id:
-            found = _patient(entry.resource, version)
+            found = _patient(entry.resource)
             if found is not None:
                 return found
     return None
 
 
-def _fetched_patient(
-    result: FetchResult | None, patient_id: str, version: FhirVersion | None
-) -> Patient | None:
+def _fetched_patient(result: FetchResult | None, patient_id: str) -> Patient | None:
     if result is None or not result.ok:
         return None
     for entry in result.entries:
         if entry.resource.get("id") == patient_id:
-            return _patient(entry.resource, version)
+            return _patient(entry.resource)
     return None
 
 
-def _patient(resource: Mapping[str, Any], version: FhirVersion | None) -> Patient | None:
-    return _safely(lambda r: fhir.patient(r, version), resource)
+def _patient(resource: Mapping[str, Any]) -> Patient | None:
+    return _safely(fhir.patient, resource)
 
 
 @dataclass(slots=True)
@@ -372,20 +368,18 @@ def _referenced_patient(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _observations(
-    labs: list[tuple[Entry, frozenset[str]]], version: FhirVersion | None
-) -> tuple[Observation, ...]:
+def _observations(labs: list[tuple[Entry, frozenset[str]]]) -> tuple[Observation, ...]:
     """The labs and weights the renal engine will use, read newest first; the rest unread.
 
     ``renal.assess`` takes, per kind (eGFR, CrCl, serum creatinine, body weight), the
     newest value it can use, chooses among the results of that value's day, and compares
     a creatinine with those of the days before it that ``LabKind.history_days`` names.
     Candidates are put in its order from the raw JSON (effective day newest first, then
-    the preferred code, then list order) and validated one by one until the engine would
+    the preferred code, then list order) and read one by one until the engine would
     use one (status, value and unit it accepts); the rest of that day and of the history
-    days is read too, and so is any lab whose date the JSON does not give plainly
-    (validation may still find one). So an old malformed lab costs nothing and cannot
-    fail the call, and a newest lab too broken to use does not hide the next one.
+    days is read too, and so is any lab whose date the JSON does not give plainly. So an
+    old malformed lab costs nothing and cannot fail the call, and a newest lab too broken
+    to use does not hide the next one.
     """
     # Every pooled lab has a code of at least one kind, so each one's day is needed.
     kinds = _lab_kinds()
@@ -411,7 +405,7 @@ def _observations(
                 # _safely written out: it runs for every lab read.
                 resource = labs[index][0].resource
                 try:
-                    found = fhir.observation(resource, version)
+                    found = fhir.observation(resource)
                 except Exception as exc:
                     _skipped(resource, exc)
                     found = None

@@ -70,7 +70,7 @@ def _afresh(resource: dict[str, Any], versions: tuple[FhirVersion, ...]) -> Any:
 
 def test_every_captured_resource_validates_as_it_would_afresh() -> None:
     resources = _test_resources()
-    assert len(resources) > 100
+    assert len(resources) > 50
     invalid = 0
     for resource in resources:
         for versions in VERSIONS:
@@ -220,7 +220,6 @@ def _validated_afresh(
 
 _DOSE = {"doseAndRate": [{"doseQuantity": {"value": 10, "unit": "mg"}}], "text": "10 mg"}
 _DRUG = {"coding": [{"system": RXNORM, "code": "197446"}], "text": "Baclofen 10 MG"}
-_CREATININE = {"coding": [{"system": "http://loinc.org", "code": "38483-4"}]}
 _QUIRKY = [
     {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG},
     {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG, "intent": ""},
@@ -256,41 +255,6 @@ _QUIRKY = [
         "resourceType": "MedicationRequest",
         "dosageInstruction": {"timing": {"repeat": {"frequency": 3}}},
     },
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": _CREATININE,
-        "valueQuantity": {"value": None},
-    },
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": _CREATININE,
-        "valueQuantity": {"value": float("nan")},
-    },
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": _CREATININE,
-        "valueCodeableConcept": "high",
-    },
-    {"resourceType": "Observation", "status": "final", "code": [_CREATININE]},
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": _CREATININE,
-        "valueInteger": 1,
-        "valueString": "1",
-    },
-    {
-        "resourceType": "Observation",
-        "code": _CREATININE,
-        "effectiveDateTime": "2021-03-31T02:43:19",
-    },
-    {"resourceType": "Condition", "code": _CREATININE, "clinicalStatus": "active"},
-    {"resourceType": "Condition", "code": _CREATININE, "clinicalStatus": {"coding": [None]}},
-    {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1941"},
-    {"resourceType": "Patient", "id": "p 1", "gender": 5},
 ]
 
 
@@ -312,11 +276,9 @@ def test_the_one_copy_validation_of_a_quirky_projection_is_as_afresh(
 def test_well_formed_projections_take_the_memoised_models() -> None:
     """The one-copy path is the one taken: its datatype elements are the shared models."""
     order = {"resourceType": "MedicationRequest", "medicationCodeableConcept": _DRUG}
-    lab = {"resourceType": "Observation", "status": "final", "code": _CREATININE}
     first = validate({**order, "dosageInstruction": _DOSE}, (FhirVersion.R4,)).model
     again = validate({**order, "dosageInstruction": [dict(_DOSE)]}, (FhirVersion.R4,)).model
     assert first is not None and again is not None
     assert first.dosageInstruction[0] is again.dosageInstruction[0]  # type: ignore[attr-defined]
-    one, other = (validate(dict(lab), (FhirVersion.R4,)).model for _ in range(2))
-    assert one is not None and other is not None
-    assert one.code is other.code  # type: ignore[attr-defined]
+    drug = first.medicationCodeableConcept  # type: ignore[attr-defined]
+    assert drug is again.medicationCodeableConcept  # type: ignore[attr-defined]

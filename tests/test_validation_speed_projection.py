@@ -26,9 +26,9 @@ def test_no_validated_element_is_the_python_name_of_another(
 
 def test_an_element_given_by_python_name_is_refused_as_before() -> None:
     """Outside the projection a Python name is never validated, so it changes nothing."""
-    lab = {"resourceType": "Observation", "status": "final", "code": {"text": "eGFR"}}
-    plain = validate(lab, (FhirVersion.R4,))
-    odd = validate({**lab, "status__ext": {"id": "x"}}, (FhirVersion.R4,))
+    order = {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"text": "x"}}
+    plain = validate(order, (FhirVersion.R4,))
+    odd = validate({**order, "authoredOn__ext": {"id": "x"}}, (FhirVersion.R4,))
     assert plain.model is not None and odd.model is not None
     assert odd.model.model_dump() == plain.model.model_dump()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from cds_hooks.fhir.bundles import bundle_entries, bundle_resources, medication_index
 from cds_hooks.fhir.medication import ORDER_TYPES, medication_concept, medication_order
 from cds_hooks.fhir.resources import condition, observation, observation_effective, patient
-from cds_hooks.model import FhirVersion
 
 
 def warm_up() -> None:
@@ -35,13 +34,9 @@ def warm_up() -> None:
     medication_order(
         {"resourceType": "MedicationRequest", "medicationCodeableConcept": drug}, drug_only=True
     )
-    for version in (FhirVersion.R4, FhirVersion.STU3):
-        patient({"resourceType": "Patient", "id": "warm-up"}, version)
-        observation({"resourceType": "Observation", "status": "final", "code": drug}, version)
-        condition(
-            {"resourceType": "Condition", "code": drug, "subject": {"reference": "Patient/x"}},
-            version,
-        )
+    patient({"resourceType": "Patient", "id": "warm-up"})
+    observation({"resourceType": "Observation", "status": "final", "code": drug})
+    condition({"resourceType": "Condition", "code": drug, "subject": {"reference": "Patient/x"}})
 
 
 __all__ = [

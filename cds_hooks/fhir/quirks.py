@@ -24,7 +24,6 @@ _PLACEHOLDERS: dict[str, dict[str, Any]] = {
         "status": "unknown",
         "subject": {"reference": "Patient/unknown"},
     },
-    "Condition": {"subject": {"reference": "Patient/unknown"}},
 }
 _ABSENT: tuple[Any, ...] = (None, "", {})
 """Values that leave a required element as good as missing (built once, not per call)."""

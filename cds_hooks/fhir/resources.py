@@ -1,11 +1,12 @@
 """Patient, Observation and Condition of any FHIR version, read into the internal model.
 
-Each is validated with the matching ``fhir.resources`` model when the version is known
-or guessable (the projection the engine uses, memoised) and read from its JSON by the one
-``Reader``; one that fails validation is still read for what it says, leniently: a
-malformed eGFR of 12 or a malformed dialysis condition is evidence, and skipping it would
-read the patient as normal. A resource too broken to use gives None (never raises), so
-the caller can skip it and, if nothing usable is left, report the data as unavailable.
+Each is read from its JSON by the one ``Reader``, which checks every element it reads
+(DSTU2, STU3 and R4 spell these elements alike). None is schema-validated: a schema
+failure could change nothing here, as a malformed eGFR of 12 or a malformed dialysis
+condition is still evidence, and skipping it would read the patient as normal, so
+validating would only cost (it was about an eighth of a hook call). A resource too broken
+to use gives None (never raises), so the caller can skip it and, if nothing usable is
+left, report the data as unavailable.
 """
 
 from __future__ import annotations
@@ -21,31 +22,26 @@ from cds_hooks.fhir.values import (
     parse_instant,
     parse_partial_date,
 )
-from cds_hooks.fhir.versions import resource_version, validate
-from cds_hooks.model import Condition, FhirVersion, Observation, Patient, Quantity
+from cds_hooks.model import Condition, Observation, Patient, Quantity
 
-_VALIDATED = (FhirVersion.R4, FhirVersion.STU3)
 _COMPARATORS = {"≤": "<=", "≥": ">=", "=<": "<=", "=>": ">="}
 _NUMERIC_TEXT = re.compile(
     r"^\s*(?P<comparator><=|>=|=<|=>|<|>|≤|≥)?\s*(?P<value>\d+(?:[.,]\d+)?)\s*(?P<unit>\S.*)?$"
 )
 
 
-def _read_node(resource: Any, resource_type: str, version: FhirVersion | None) -> Any:
-    """The resource, after its validation; None when it is not a resource of that type."""
+def _read_node(resource: Any, resource_type: str) -> Any:
+    """The resource; None when it is not a resource of that type."""
     if not isinstance(resource, JSON_OBJECT) or resource.get("resourceType") != resource_type:
         return None
-    version = version or resource_version(resource)
-    if version is not FhirVersion.DSTU2:
-        validate(resource, (version,) if version else _VALIDATED)
     return resource
 
 
-def patient(resource: Any, version: FhirVersion | None = None) -> Patient | None:
+def patient(resource: Any) -> Patient | None:
     """``birthDate`` "1941" or "1941-03" becomes the earliest possible day (1 January /
     the 1st): the patient is taken as old as the record allows, so age-based cautions
     fire rather than stay silent at the boundary."""
-    node = _read_node(resource, "Patient", version)
+    node = _read_node(resource, "Patient")
     if node is None:
         return None
     reader = Reader()
@@ -67,9 +63,9 @@ def _deceased(node: Any) -> date | bool:
     return get(node, "deceasedBoolean") is True
 
 
-def observation(resource: Any, version: FhirVersion | None = None) -> Observation | None:
+def observation(resource: Any) -> Observation | None:
     """A lab or vital; a result given as text such as ">60" keeps its comparator."""
-    node = _read_node(resource, "Observation", version)
+    node = _read_node(resource, "Observation")
     if node is None:
         return None
     return _observation(node)
@@ -91,9 +87,9 @@ def _observation(node: Any) -> Observation | None:
     )
 
 
-def condition(resource: Any, version: FhirVersion | None = None) -> Condition | None:
+def condition(resource: Any) -> Condition | None:
     """Clinical and verification status as codes, whether R4 CodeableConcepts or strings."""
-    node = _read_node(resource, "Condition", version)
+    node = _read_node(resource, "Condition")
     if node is None:
         return None
     reader = Reader()

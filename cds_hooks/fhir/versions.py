@@ -1,18 +1,22 @@
-"""Which FHIR version a resource is written in, and validating it with that version's model.
+"""Which FHIR version a medication order is written in, and validating it with that version's
+model.
 
-Hook requests do not say their FHIR version, so it is inferred from the shape of the
-resource itself (the elements that changed between versions). ``fhir.resources`` has no
-DSTU2 models; DSTU2 resources are read leniently without schema validation.
+Validation is the gate for orders: a draft that fails it carries the failure as a problem
+on its card. Patients, labs and conditions are not validated (``resources``): a failure
+there would change nothing the engine reads. Hook requests do not say their FHIR version,
+so it is inferred from the shape of the order itself (the elements that changed between
+versions). ``fhir.resources`` has no DSTU2 models; DSTU2 orders are read leniently
+without schema validation.
 
 Only a projection is validated: the elements the normalisers read from the model
-(``READ_ELEMENTS``), nothing else. Validation costs per element, and real records are
-mostly what the service never reads (a Synthea Patient is extensions, identifiers,
-addresses and narrative); validating that cost ten times more than the rest of a hook
-call, and a malformed extension or identifier there would have cost the resource its
-validation without changing one value the engine uses. So the validated data is exactly
-the data used, and irrelevant parts can neither slow nor fail a request.
+(``READ_ELEMENTS``), nothing else. Validation costs per element, and real records carry
+much the service never reads (identifiers, encounters, requesters, narrative);
+validating that would cost more than the rest of a hook call, and a malformed identifier
+there would cost the order its validation without changing one value the engine uses.
+So the validated data is exactly the data used, and irrelevant parts can neither slow
+nor fail a request.
 
-Datatype elements that recur across patients (drug and lab concepts, quantities, dose
+Datatype elements that recur across patients (drug concepts, quantities, dose
 instructions) are validated once per distinct JSON and the model reused, within a
 resource projection too; a validation outcome depends on its input alone, so the result
 is the same as validating afresh, failures and their element paths included.
@@ -59,35 +63,12 @@ _R4_ONLY_MEDICATION_REQUEST = frozenset(
     }
 )
 _STU3_ONLY_MEDICATION_REQUEST = frozenset({"context", "definition"})
-_STU3_ONLY_OBSERVATION = frozenset({"comment", "related", "context"})
-_R4_ONLY_OBSERVATION = frozenset({"partOf", "hasMember", "derivedFrom", "focus", "note"})
 _SAFE_LOCATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 _MEMOISED_DATATYPES = frozenset({"CodeableConcept", "Quantity", "Dosage"})
 """Datatypes whose validation is memoised: drug and lab concepts, quantities and dose
 instructions recur across patients, and none of them identifies a patient on its own
 (References and dates are left out for that reason)."""
 READ_ELEMENTS: Mapping[str, frozenset[str]] = {
-    "Patient": frozenset(
-        {"resourceType", "id", "birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}
-    ),
-    "Observation": frozenset(
-        {
-            "resourceType",
-            "id",
-            "status",
-            "code",
-            "valueQuantity",
-            "valueInteger",
-            "valueString",
-            "valueCodeableConcept",
-            "dataAbsentReason",
-            "effectiveDateTime",
-            "effectiveInstant",
-            "effectivePeriod",
-            "issued",
-        }
-    ),
-    "Condition": frozenset({"resourceType", "id", "code", "clinicalStatus", "verificationStatus"}),
     # id, status and intent are read from the resource itself (they must survive a
     # failed validation); medicationReference is resolved from it too, but stays in the
     # projection because the model requires a medication[x].
@@ -139,30 +120,6 @@ def medication_request_version(resource: Mapping[str, Any]) -> FhirVersion | Non
     requester = resource.get("requester")
     if requester is not None and isinstance(requester, JSON_OBJECT) and "agent" in requester:
         return FhirVersion.STU3
-    return None
-
-
-def resource_version(resource: Mapping[str, Any]) -> FhirVersion | None:
-    """Best guess for Patient, Observation and Condition; None when nothing tells."""
-    resource_type = resource.get("resourceType")
-    keys = resource.keys()
-    if resource_type == "Condition":
-        if "patient" in keys or "dateRecorded" in keys:
-            return FhirVersion.DSTU2
-        status = resource.get("clinicalStatus", resource.get("verificationStatus"))
-        if isinstance(status, Mapping):
-            return FhirVersion.R4
-        if isinstance(status, str):
-            return FhirVersion.STU3
-    elif resource_type == "Observation":
-        if "comments" in keys:
-            return FhirVersion.DSTU2
-        if keys & _R4_ONLY_OBSERVATION:
-            return FhirVersion.R4
-        if keys & _STU3_ONLY_OBSERVATION:
-            return FhirVersion.STU3
-    elif resource_type == "Patient" and "careProvider" in keys:
-        return FhirVersion.DSTU2
     return None
 
 
