@@ -20,6 +20,7 @@ from cds_hooks.app import create_app
 from cds_hooks.discovery import SERVICES_BY_ID, prefetch_templates
 from tests.conftest import load_json, sqlite_url
 from tests.fhir_server import FhirServer, serve_chart
+from tests.scenario_requests import post as cards
 from tests.test_metrics import Gained, scrape
 
 PATIENT_VIEW = "baclofen-patient-view"
@@ -62,14 +63,6 @@ def sandbox_patient_view(baclofen_signed: bool = False) -> dict[str, Any]:
         },
         "prefetch": prefetch,
     }
-
-
-def cards(client: FlaskClient, body: dict[str, Any]) -> list[dict[str, Any]]:
-    response = client.post(f"/cds-services/{PATIENT_VIEW}", json=body)
-    assert response.status_code == 200, response.get_json()
-    payload = response.get_json()
-    assert set(payload) == {"cards"}
-    return list(payload["cards"])
 
 
 def test_discovery_lists_patient_view_with_every_prefetch_template(client: FlaskClient) -> None:
