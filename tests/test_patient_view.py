@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,17 @@ def test_patient_view_calls_are_counted_like_the_order_hooks(client: FlaskClient
         gained("cds_cards_total", service=PATIENT_VIEW, topic="cns-depressant", indicator="info")
         == 1
     )
+
+
+def test_patient_view_calls_are_logged_like_the_order_hooks(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One summary line per call with the service, hook and card count; the patient's id and
+    drugs stay out of it."""
+    with caplog.at_level(logging.INFO, logger="cds_hooks.request"):
+        cards(client, sandbox_patient_view(baclofen_signed=True))
+    (line,) = (r for r in caplog.records if r.getMessage() == "request handled")
+    assert (line.service, line.hook, line.card_count) == (PATIENT_VIEW, "patient-view", 1)
+    assert line.topics == ["cns-depressant"]
+    text = json.dumps({k: str(v) for k, v in vars(line).items()})
+    assert "baclofen-pt-1" not in text and "oxycodone" not in text.lower()
