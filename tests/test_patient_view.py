@@ -225,3 +225,11 @@ def test_patient_view_calls_are_logged_like_the_order_hooks(
     assert line.topics == ["cns-depressant"]
     text = json.dumps({k: str(v) for k, v in vars(line).items()})
     assert "baclofen-pt-1" not in text and "oxycodone" not in text.lower()
+
+
+def test_patient_view_without_a_medication_list_is_silent(client: FlaskClient) -> None:
+    """No active list from prefetch and no FHIR server to ask: nothing says the patient
+    takes baclofen, and a card saying the list is missing would follow every chart opened."""
+    body = sandbox_patient_view()
+    del body["prefetch"]["activeMedications"], body["fhirServer"]
+    assert cards(client, body) == []
