@@ -39,7 +39,7 @@ from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any, NoReturn
 
-from load import HERE, HOOK_PATH, REQUEST, ensure_tool, free_port, server_command
+from load import HERE, REQUEST, ensure_tool, free_port, hook_path, server_command
 
 from cds_hooks.store import upgrade_database
 
@@ -100,7 +100,7 @@ def serve(kind: str, requests: int, request: Path) -> None:
         from cds_hooks.cli import _worker_app
 
         app = _worker_app()
-    call = _caller(app, HOOK_PATH, body)
+    call = _caller(app, hook_path(request), body)
     for _ in range(WARM_UP + requests):
         call()
 
@@ -193,6 +193,7 @@ def _drive(
     be counted twice.
     """
     body = request.read_bytes()
+    path = hook_path(request)
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:
@@ -201,7 +202,7 @@ def _drive(
             _exit_with_log(f"server did not answer within {START_SECONDS} s", log)
         connection = HTTPConnection("127.0.0.1", port, timeout=START_SECONDS)
         try:
-            _post(connection, body, log)
+            _post(connection, path, body, log)
             break
         except ConnectionRefusedError:
             connection.close()
@@ -210,19 +211,19 @@ def _drive(
             _exit_with_log(f"first call failed: {exc!r}", log)
     try:
         for _ in range(SERVED_WARM_UP + requests):
-            _post(connection, body, log)
+            _post(connection, path, body, log)
     except (OSError, HTTPException) as exc:
         _exit_with_log(f"call failed: {exc!r}", log)
     finally:
         connection.close()
 
 
-def _post(connection: HTTPConnection, body: bytes, log: Path) -> None:
-    connection.request("POST", HOOK_PATH, body, {"Content-Type": "application/json"})
+def _post(connection: HTTPConnection, path: str, body: bytes, log: Path) -> None:
+    connection.request("POST", path, body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     answer = response.read()
     if response.status != 200:
-        _exit_with_log(f"{HOOK_PATH} answered {response.status}: {answer[:500]!r}", log)
+        _exit_with_log(f"{path} answered {response.status}: {answer[:500]!r}", log)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> bool:

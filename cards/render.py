@@ -502,11 +502,15 @@ def _suggestions(
 ) -> list[dict[str, Any]]:
     actions = finding.actions
     draft = _draft(request, finding.order_reference)
+    # patient-view: the EHR can take an update of an active order only when it knows the
+    # order (its id); otherwise the proposal stays in words in the detail.
+    active = finding.active_order
+    target = draft or (active if active is not None and _has_id(active) else None)
     made: dict[Action, tuple[str, dict[str, Any]]] = {}  # label and action, by kind
-    if Action.UPDATE_DOSE in actions and finding.proposal and draft is not None:
-        resource = updated_resource(draft, finding.proposal)
+    if Action.UPDATE_DOSE in actions and finding.proposal and target is not None:
+        resource = updated_resource(target, finding.proposal)
         if resource is not None:
-            label_text, description_text = _update_dose_texts()
+            label_text, description_text = _update_dose_texts(draft is None)
             regimen = {"regimen": finding.proposal.text}
             made[Action.UPDATE_DOSE] = (
                 _fill(label_text, regimen, escape=False),
@@ -551,8 +555,8 @@ def _suggestions(
 
 
 @cache
-def _update_dose_texts() -> tuple[_Template, _Template]:
-    texts = catalogue().suggestions["update-dose"]
+def _update_dose_texts(active: bool) -> tuple[_Template, _Template]:
+    texts = catalogue().suggestions["update-active-order" if active else "update-dose"]
     return _template_of(texts["label"]), _template_of(texts["description"])
 
 

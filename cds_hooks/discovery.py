@@ -1,6 +1,8 @@
-"""The three CDS services we advertise, one per hook, and what each asks to prefetch.
+"""The four CDS services we advertise, one per hook, and what each asks to prefetch.
 
-The sandbox keys services by id, so each hook gets a distinct id. Prefetch templates
+The sandbox keys services by id, so each hook gets a distinct id. Three check baclofen
+while it is being ordered; ``patient-view`` checks the baclofen a patient is already
+taking (the active list) whenever the chart is opened. Prefetch templates
 use only ``{{context.patientId}}`` (the one token every client expands) and bounded,
 newest-first searches, so the EHR sends a small, predictable payload.
 """
@@ -26,6 +28,8 @@ class ServiceDefinition:
     hook: str
     title: str
     description: str
+    active_list: bool = False
+    """Judges the baclofen on the patient's active medication list, not draft orders."""
 
     def discovery_entry(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,18 @@ SERVICES: tuple[ServiceDefinition, ...] = (
             "Deprecated hook kept for CDS Hooks 1.0 clients; use the order-select and "
             "order-sign services instead. Same checks as order-sign."
         ),
+    ),
+    ServiceDefinition(
+        id="baclofen-patient-view",
+        hook="patient-view",
+        title="Baclofen safety on the active medication list (patient view)",
+        description=(
+            "When the chart is opened for a patient taking baclofen: a daily dose above the "
+            "ceiling for the current kidney function, kidney function becoming unstable, "
+            "long-term baclofen without a recent creatinine, and an opioid combined with "
+            "another respiratory depressant. Silent for everyone else."
+        ),
+        active_list=True,
     ),
 )
 

@@ -1,4 +1,5 @@
-"""The hook request body (order-select, order-sign, legacy medication-prescribe) as a HookRequest.
+"""The hook request body (order-select, order-sign, legacy medication-prescribe, patient-view)
+as a HookRequest.
 
 Two kinds of fault are kept apart. A malformed *request* (no hook, no patient, wrong
 types) is refused with a 400 OperationOutcome, because answering it would mean guessing
@@ -57,7 +58,8 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     if user_id is None:
         user_id = _legacy_user(context, body if legacy else {})
 
-    drafts, selected = _orders(service.hook, context, prefetch)
+    # patient-view has no drafts: the active list, read with the snapshot, is what is judged.
+    drafts, selected = ((), ()) if service.active_list else _orders(service.hook, context, prefetch)
     return HookRequest(
         hook=service.hook,
         hook_instance=hook_instance,
@@ -70,6 +72,7 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         draft_orders=drafts,
         selected=selected,
         prefetch=prefetch,
+        active_list=service.active_list,
     )
 
 

@@ -275,6 +275,8 @@ class HookRequest:
     draft_orders: tuple[MedicationOrder, ...] = ()
     selected: tuple[str, ...] = ()
     prefetch: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    active_list: bool = False
+    """patient-view: no drafts; the baclofen on the active medication list is judged."""
 
     @property
     def orders_under_review(self) -> tuple[MedicationOrder, ...]:

@@ -33,6 +33,8 @@ def evaluate_hook(
 ) -> Evaluation:
     request = parse_hook_request(body, service)
     snapshot = assemble_snapshot(request, settings)
+    if snapshot is None:  # patient-view for a patient on no baclofen: the common case
+        return Evaluation(request=request, findings=(), response={"cards": []})
     findings = tuple(engine.evaluate(request, snapshot, knowledge, today))
     cards = render_cards(findings, request, knowledge, settings.max_cards)
     return Evaluation(request=request, findings=findings, response={"cards": cards})

@@ -9,7 +9,13 @@ Rules, in the order they apply:
 - a kind known from none of these is listed in ``PatientSnapshot.unavailable`` so the
   engine says "unknown" rather than "normal"; a medication or condition list whose later
   pages could not be read counts as unavailable too (a missed opioid is a missed warning);
-- without the Patient the service cannot judge age, so it answers 412 (CDS Hooks §412).
+- without the Patient the service cannot judge age, so it answers 412 (CDS Hooks §412);
+- for ``patient-view`` (``HookRequest.active_list``) there is no snapshot at all, and so no
+  card, when no current order on the list could be baclofen: that hook fires on every chart
+  opened, and almost every patient takes none. The list is triaged first, by code and name
+  as below, and unless the medication list must still be fetched nothing else of the
+  request is read (not even the Patient); an order whose drug cannot be identified could
+  be baclofen, so it never makes the call silent on its own.
 
 Validating FHIR costs far more than the rest of a hook call, so the raw JSON is sorted
 in one pass and triaged first; only what the engine will use is validated and
@@ -101,8 +107,17 @@ def _lab_code_sets() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(codes.renal), frozenset(codes.body_weight)
 
 
-def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot:
+def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapshot | None:
+    """The snapshot; None only for an active-list hook when no current order could be
+    baclofen (the module docstring)."""
     prefetched = read_prefetch(request.prefetch, request.patient_id)
+    pool = _sort_pool(prefetched.pool, request.patient_id)
+    if (
+        request.active_list
+        and not _medications_to_fetch(prefetched, request)
+        and not _could_be_on_baclofen(pool)
+    ):
+        return None
     version = _fhir_version(request)
     patient = _prefetched_patient(prefetched, request.patient_id)
 
@@ -119,17 +134,16 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
             token = auth.access_token if auth else None
             answers = fetch(base, token, jobs, settings, request.patient_id, reads.follow_up)
     results = answers.by_kind
+    fetched = answers.entries()
+    if fetched:
+        pool = _sort_pool(dedupe([*prefetched.pool, *fetched]), request.patient_id)
+    if request.active_list and not _could_be_on_baclofen(pool):
+        return None
 
     if patient is None:
         patient = _fetched_patient(results.get(DataKind.PATIENT), request.patient_id)
     if patient is None:
         raise PreconditionFailed(PATIENT_UNOBTAINABLE)
-
-    fetched = answers.entries()
-    pool = _sort_pool(
-        dedupe([*prefetched.pool, *fetched]) if fetched else prefetched.pool,
-        request.patient_id,
-    )
     renal, weight = _lab_code_sets()
     found = {
         DataKind.RENAL_LABS: any(not codes.isdisjoint(renal) for _, codes in pool.labs),
@@ -161,6 +175,30 @@ def assemble_snapshot(request: HookRequest, settings: Settings) -> PatientSnapsh
         ),
         unavailable=unavailable,
     )
+
+
+def _medications_to_fetch(prefetched: Prefetch, request: HookRequest) -> bool:
+    """Would the FHIR server be asked for the medication list (or its further pages)?"""
+    value = prefetched.value(DataKind.MEDICATIONS)
+    return request.fhir_server is not None and (not value.answered or value.next_url is not None)
+
+
+def _could_be_on_baclofen(pool: _Pool) -> bool:
+    """Could any current order of the pool be baclofen? Triage by code and name
+    (``triage_medication``), as ``_medications`` does; a drug that cannot be identified
+    could be."""
+    bundled = pool.bundled
+    for entry in pool.medications:
+        status = entry.resource.get("status")
+        if not isinstance(status, str) or status not in CURRENT_MEDICATION_STATUSES:
+            continue
+        try:
+            drug = fhir.medication_concept(entry.resource, bundled)
+        except Exception:
+            return True  # unreadable: judged (and logged) by the full reading
+        if triage_medication(drug).could_be_baclofen:
+            return True
+    return False
 
 
 def _fetch_jobs(

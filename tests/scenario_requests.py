@@ -18,6 +18,7 @@ SERVICES = {
     "order-sign": "baclofen-order-sign",
     "order-select": "baclofen-order-select",
     "medication-prescribe": "baclofen-medication-prescribe",
+    "patient-view": "baclofen-patient-view",
 }
 ROUTES = {
     "oral": ("26643006", "Oral route"),
@@ -169,15 +170,13 @@ def build_request(scenario: dict[str, Any], today: date) -> dict[str, Any]:
             [medication_request(m, "active", today) for m in scenario.get("active", [])]
             + [medication(m) for m in scenario.get("medications", [])]
         )
-    context: dict[str, Any] = {
-        "patientId": PATIENT_ID,
-        "userId": "Practitioner/scenario",
-        "draftOrders": {
+    context: dict[str, Any] = {"patientId": PATIENT_ID, "userId": "Practitioner/scenario"}
+    if hook != "patient-view":  # patient-view has no drafts: its context is the patient
+        context["draftOrders"] = {
             "resourceType": "Bundle",
             "type": "collection",
             "entry": [{"resource": d} for d in drafts],
-        },
-    }
+        }
     if hook == "order-select":
         context["selections"] = [
             f"MedicationRequest/{d['id']}" for d in scenario["drafts"] if d.get("selected", True)

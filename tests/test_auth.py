@@ -425,7 +425,7 @@ def test_captured_sandbox_discovery_call_passes_the_app(sandbox_app_client: Flas
     exchange = capture("sandbox-discovery-get.json")
     response = sandbox_app_client.get("/cds-services", headers=bearer(captured_token(exchange)))
     assert response.status_code == 200
-    assert len(response.get_json()["services"]) == 3
+    assert len(response.get_json()["services"]) == 4
 
 
 def test_captured_hook_token_is_valid_only_for_the_url_it_was_minted_for(

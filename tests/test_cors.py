@@ -18,6 +18,7 @@ ROUTES = [
     "/cds-services/baclofen-order-select",
     "/cds-services/baclofen-order-sign",
     "/cds-services/baclofen-medication-prescribe",
+    "/cds-services/baclofen-patient-view",
     "/cds-services/baclofen-order-sign/feedback",
 ]
 

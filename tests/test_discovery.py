@@ -10,8 +10,8 @@ from cds_hooks.knowledge import observation_codes
 def test_one_distinct_service_per_hook(client: FlaskClient) -> None:
     services = client.get("/cds-services").get_json()["services"]
     hooks = {s["hook"]: s for s in services}
-    assert set(hooks) == {"order-select", "order-sign", "medication-prescribe"}
-    assert len({s["id"] for s in services}) == 3
+    assert set(hooks) == {"order-select", "order-sign", "medication-prescribe", "patient-view"}
+    assert len({s["id"] for s in services}) == 4
     assert "deprecated" in hooks["medication-prescribe"]["description"].lower()
     for service in services:
         assert service["title"] and service["description"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date
 from operator import itemgetter
 
+from cds_hooks.engine import active_list
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
 from cds_hooks.engine.rules import Hit, families
 from cds_hooks.engine.situation import Situation, build
@@ -20,13 +21,15 @@ from cds_hooks.model import HookRequest, Indicator, PatientSnapshot, Topic
 def evaluate(
     request: HookRequest, snapshot: PatientSnapshot, knowledge: Knowledge, today: date
 ) -> list[Finding]:
-    """Findings for the baclofen drafts under review, most severe first; [] if none is baclofen."""
+    """Findings for the baclofen drafts under review (patient-view: the baclofen on the active
+    list), most severe first; [] if none is baclofen."""
     situation = build(request, snapshot, knowledge, today)
     if situation is None:
         return []
     rules = knowledge.rules
     by_topic: dict[Topic, list[_Ranked]] = {}
-    for family in families(situation, knowledge):
+    chosen = active_list.families if situation.active_list else families
+    for family in chosen(situation, knowledge):
         for hit in family(situation, knowledge):
             spec = rules[hit.rule_id]
             if spec.enabled:
@@ -72,6 +75,10 @@ def _merge(
     """One finding per topic (topics in order of their first hit), most severe first, citing
     only the sources that support it for this patient (none of ``unsupported``)."""
     fallback_order = situation.primary.order.reference if situation.primary is not None else None
+    # patient-view: a suggestion changes the active order itself (there is no draft).
+    active = (
+        {o.order.reference: o.order for o in situation.reviewed} if situation.active_list else {}
+    )
     findings: list[tuple[int, Finding]] = []
     for topic, group in by_topic.items():
         first_hit, first_spec, indicator, rank, tier_value = group[0]
@@ -100,6 +107,7 @@ def _merge(
             proposal=proposal,
             actions=actions,
             sources=sources,
+            active_order=active.get(order or fallback_order or ""),
         )
         findings.append((-rank, finding))
     findings.sort(key=itemgetter(0))  # stable: topics in order of their first hit

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cds_hooks.model import Indicator, Topic
+from cds_hooks.model import Indicator, MedicationOrder, Topic
 
 
 class Action(StrEnum):
@@ -51,3 +51,5 @@ class Finding:
     proposal: ProposedRegimen | None = None
     actions: frozenset[Action] = frozenset()
     sources: tuple[str, ...] = ()
+    active_order: MedicationOrder | None = None
+    """patient-view: the active order (not a draft) that ``order_reference`` names."""

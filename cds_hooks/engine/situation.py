@@ -14,6 +14,10 @@ stopping status or a new dosage. The prefetched version of that order is then wh
 patient is on before the session (``previous``) and the drafted version the change, so a
 stop, a cut or an increase is judged against it; only a pooled copy of the draft itself
 (status ``draft``) is left out.
+
+``patient-view`` (``HookRequest.active_list``) has no drafts: the active baclofen orders are
+what is judged (``reviewed``), and only orders with status ``active`` count, since a
+suspended or unsigned order is not being taken.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from cds_hooks.model import DataKind, HookRequest, MedicationOrder, PatientSnaps
 
 STOPPING_STATUSES = frozenset({"stopped", "cancelled", "entered-in-error", "on-hold", "completed"})
 CURRENT_STATUSES = frozenset({"active", "on-hold", "draft"})
+ACTIVE_LIST_STATUSES = frozenset({"active"})
 INACTIVE_CONDITION_STATUSES = frozenset({"inactive", "resolved", "remission"})
 REFUTED = frozenset({"refuted", "entered-in-error"})
 SYSTEMIC_ROUTES = frozenset({Route.ORAL, Route.INTRATHECAL})
@@ -64,11 +69,17 @@ class BaclofenOrder:
     def written(self) -> date | None:
         """The day the order was written (``authoredOn``); None when it is not given to the
         day (a year or month alone says nothing about a titration interval)."""
-        text = self.order.authored_on
-        try:
-            return date.fromisoformat(text[:10]) if text and len(text) >= 10 else None
-        except ValueError:
-            return None
+        return written_day(self.order.authored_on)
+
+
+def written_day(authored_on: str | None) -> date | None:
+    """The day of an ``authoredOn``; None when it is not given to the day."""
+    try:
+        return (
+            date.fromisoformat(authored_on[:10]) if authored_on and len(authored_on) >= 10 else None
+        )
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -76,6 +87,8 @@ class CoMedication:
     label: str
     classes: frozenset[str]
     draft: bool
+    written: date | None = None
+    """The day an active order was written (patient-view asks whether a combination is new)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +131,8 @@ class Situation:
     """The record marks the patient deceased: on this day, or True when no day is given."""
     dose_lines: dict[Route, tuple[str, ...]] = field(default_factory=dict)
     """``rules.dose_lines`` per route, kept for this call: most rule families quote them."""
+    active_list: bool = False
+    """patient-view: ``reviewed`` are the active orders, and no draft is in the session."""
 
     def route_total(self, route: Route) -> DailyDose | None:
         return self.totals.get(route)
@@ -224,8 +239,10 @@ def build(
             other_drafts.append(
                 CoMedication(order.medication_label or "unnamed drug", classes, draft=True)
             )
-    if not any(d.under_review for d in drafts):
+    active_list = request.active_list
+    if not active_list and not any(d.under_review for d in drafts):
         return None
+    statuses = ACTIVE_LIST_STATUSES if active_list else CURRENT_STATUSES
     draft_refs = {o.reference for o in request.draft_orders}
     # Active orders a draft stops or renews: the draft stands for them (a renewed opioid is
     # one opioid, a stopped one none).
@@ -235,15 +252,22 @@ def build(
     for order in snapshot.medications:
         order_status = order.status or "active"
         drafted = order.reference in draft_refs
-        if order_status not in CURRENT_STATUSES or (drafted and order_status == "draft"):
+        if order_status not in statuses or (drafted and order_status == "draft"):
             continue
         product, classes = _drug(order, knowledge)
         if product is not None:
-            previous.append(_baclofen(order, product, draft=False, under_review=False))
+            previous.append(_baclofen(order, product, draft=False, under_review=active_list))
         elif classes and not drafted and _id(order.reference) not in superseded:
             comedications.append(
-                CoMedication(order.medication_label or "unnamed drug", classes, draft=False)
+                CoMedication(
+                    order.medication_label or "unnamed drug",
+                    classes,
+                    draft=False,
+                    written=written_day(order.authored_on),
+                )
             )
+    if active_list and not previous:
+        return None
     comedications += other_drafts  # the session's other drafts after the active orders
 
     changes: list[Change] = []
@@ -269,7 +293,7 @@ def build(
         _lookback_days(knowledge, age, conditions),
         labs_unavailable=DataKind.RENAL_LABS in snapshot.unavailable,
     )
-    reviewed = tuple(d for d in starting if d.under_review)
+    reviewed = tuple(d for d in current if d.under_review)
     return Situation(
         today=today,
         age=age,
@@ -289,4 +313,5 @@ def build(
         totals=_totals(current),
         previous_totals=_totals(previous),
         deceased=snapshot.patient.deceased,
+        active_list=active_list,
     )
