@@ -275,6 +275,12 @@ class HookRequest:
     draft_orders: tuple[MedicationOrder, ...] = ()
     selected: tuple[str, ...] = ()
     prefetch: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    cache_for_order_sign: bool = False
+    """PDDI-CDS ``cache-for-order-sign-filtering`` (order-select): remember this call's cards
+    so the order-sign that follows can leave out the ones already shown."""
+    filter_repeated_alerts: bool = False
+    """PDDI-CDS ``filter-out-repeated-alerts`` (order-sign): leave out the cards a cached
+    order-select of the same session already showed."""
 
     @property
     def orders_under_review(self) -> tuple[MedicationOrder, ...]:
