@@ -168,7 +168,8 @@ class Recall:
             subject = finding.subject
             drug = subject.drug if subject is not None else None
             subject_key = session_key = None
-            if self.keys and drug is not None:
+            # Only advice that may be held back is kept with a pseudonym: no more is stored.
+            if self.keys and drug is not None and same_advice(finding.topic):
                 subject_key = self._subject_keys(request, drug)[0]
                 if request.cache_for_order_sign:
                     session_key = self._session_keys(request, drug)[0]
