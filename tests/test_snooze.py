@@ -32,6 +32,7 @@ from cds_hooks.store.schema import card_issue
 from cds_hooks.store.schema import snooze as snooze_table
 from tests.conftest import load_json, sqlite_url, upgraded
 from tests.scenario_requests import build_request
+from tests.test_cli import run_cli
 
 KEY = "pseudonym-key-for-tests-0123456789abcdef"
 NEW_KEY = "a-newer-pseudonym-key-for-tests-fedcba9876543210"
@@ -361,3 +362,43 @@ def test_order_sign_on_another_instance_leaves_out_order_select_cards(
     shown = call(first, SELECT, with_pddi(sandbox_select(), cache_for_order_sign_filtering=True))
     signed = call(second, SIGN, with_pddi(sandbox_sign(), filter_out_repeated_alerts=True))
     assert set(topics(signed)) == {t for t in topics(shown) if not same_advice(Topic(t))}
+
+
+def test_snooze_purge_forgets_old_pseudonyms_and_purge_all_forgets_everything(
+    app: Flask, client: FlaskClient, app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    overridden(client, card_of(call(client, SIGN, sandbox_sign()), "geriatric"))
+    database = app_config["DATABASE_URL"]
+
+    def pseudonyms() -> tuple[int, int]:
+        with get_store(app).engine.connect() as connection:
+            kept = connection.execute(
+                select(card_issue.c.card_uuid).where(card_issue.c.subject_key.is_not(None))
+            ).all()
+            return len(kept), len(connection.execute(select(snooze_table)).all())
+
+    before = pseudonyms()
+    assert before[0] > 0 and before[1] == 1
+    result = run_cli("snooze", "purge", tmp_path=tmp_path, database_url=database)
+    assert result.returncode == 0, result.stderr
+    assert pseudonyms() == before, "nothing is old enough yet"
+
+    result = run_cli("snooze", "purge", "--all", tmp_path=tmp_path, database_url=database)
+    assert result.returncode == 0, result.stderr
+    assert "every snooze and pseudonym" in result.stdout
+    assert pseudonyms() == (0, 0)
+    assert "geriatric" in topics(call(client, SELECT, sandbox_select()))
+    with get_store(app).engine.connect() as connection:
+        kept = connection.execute(select(card_issue.c.rules)).all()
+    assert kept, "topics and rules of issued cards stay for the override rates"
+
+
+def test_pseudonyms_are_erased_by_the_service_after_their_retention(
+    app: Flask, client: FlaskClient
+) -> None:
+    call(client, SIGN, sandbox_sign())
+    store = get_store(app)
+    store.purge_subjects(datetime.now(UTC) + timedelta(days=8))
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(card_issue)).all()
+    assert rows and all(row.subject_key is None and row.daily_dose is None for row in rows)
