@@ -535,16 +535,6 @@ class Store:
             "purging snooze data", SUBJECT_PURGE_INTERVAL_SECONDS, self.purge_subjects
         )
 
-    def issued(self, card_uuid: str) -> Advice | None:
-        """What the card with this uuid advised, if the service issued it."""
-        with self._transaction() as connection:
-            row = (
-                connection.execute(select(card_issue).where(card_issue.c.card_uuid == card_uuid))
-                .mappings()
-                .first()
-            )
-        return None if row is None else _advice(row)
-
     def snoozed(self, subject_keys: Collection[str], now: datetime) -> list[tuple[str, Advice]]:
         """The advice snoozed for any of these pseudonyms and still running at ``now``, each
         with its pseudonym."""
