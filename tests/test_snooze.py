@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from cards import same_advice
 from cards.render import catalogue
@@ -402,3 +402,55 @@ def test_pseudonyms_are_erased_by_the_service_after_their_retention(
     with store.engine.connect() as connection:
         rows = connection.execute(select(card_issue)).all()
     assert rows and all(row.subject_key is None and row.daily_dose is None for row in rows)
+
+
+def with_gabapentin(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with an active gabapentin order besides the lorazepam and oxycodone."""
+    entries = body["prefetch"]["activeMeds"]["entry"]
+    added = copy.deepcopy(entries[0])
+    added["fullUrl"] = added["fullUrl"].replace("medrx-lzp-1", "medrx-gbp-1")
+    added["resource"]["id"] = "medrx-gbp-1"
+    added["resource"]["medicationCodeableConcept"] = {
+        "coding": [
+            {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "310431",
+                "display": "gabapentin 300 MG Oral Capsule",
+            }
+        ],
+        "text": "gabapentin 300 MG Oral Capsule",
+    }
+    entries.append(added)
+    body["prefetch"]["activeMeds"]["total"] = len(entries)
+    return body
+
+
+def test_a_new_interacting_drug_brings_a_snoozed_interaction_card_back(
+    client: FlaskClient,
+) -> None:
+    depressant = card_of(call(client, SIGN, sandbox_sign()), "cns-depressant")
+    assert overridden(client, depressant)["snoozed"] == 1
+    assert "cns-depressant" not in topics(call(client, SELECT, sandbox_select()))
+    assert "cns-depressant" in topics(call(client, SELECT, with_gabapentin(sandbox_select())))
+
+
+def test_order_sign_by_another_prescriber_is_not_filtered(client: FlaskClient) -> None:
+    call(client, SELECT, with_pddi(sandbox_select(), cache_for_order_sign_filtering=True))
+    sign = with_pddi(sandbox_sign(), filter_out_repeated_alerts=True)
+    sign["context"]["userId"] = "Practitioner/another"
+    assert "geriatric" in topics(call(client, SIGN, sign))
+
+
+def test_cards_are_answered_when_the_snooze_tables_are_gone(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No mock: the tables dropped under the running app, a real broken database."""
+    overridden(client, card_of(call(client, SIGN, sandbox_sign()), "geriatric"))
+    with get_store(app).engine.begin() as connection:
+        connection.execute(text("DROP TABLE snooze"))
+        connection.execute(text("DROP TABLE card_issue"))
+    cards = call(client, SELECT, sandbox_select())
+    assert "geriatric" in topics(cards), "a wrong silence is worse than a repeated card"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("snoozes not checked" in message for message in errors)
+    assert any("cards not recorded" in message for message in errors)
