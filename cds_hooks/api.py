@@ -57,7 +57,7 @@ def call_service(service_id: str) -> Response:
         settings(),
         knowledge(),
         date.today(),
-        hold_back=lambda hook, findings: memory.hold_back(hook, findings, now),
+        hold_back=lambda hook_request, findings: memory.hold_back(hook_request, findings, now),
     )
     cards = evaluation.response["cards"]
     if cards:
