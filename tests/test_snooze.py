@@ -454,3 +454,12 @@ def test_cards_are_answered_when_the_snooze_tables_are_gone(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("snoozes not checked" in message for message in errors)
     assert any("cards not recorded" in message for message in errors)
+
+
+def test_the_feedback_report_names_snooze_reasons_from_the_catalogue(
+    client: FlaskClient, app_config: dict[str, Any], tmp_path: Path
+) -> None:
+    overridden(client, card_of(call(client, SIGN, sandbox_sign()), "geriatric"), "snooze-1-week")
+    result = run_cli("feedback", tmp_path=tmp_path, database_url=app_config["DATABASE_URL"])
+    assert result.returncode == 0, result.stderr
+    assert catalogue().snooze_displays["snooze-1-week"] in result.stdout
