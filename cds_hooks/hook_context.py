@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from cds_hooks import fhir
-from cds_hooks.discovery import ServiceDefinition
+from cds_hooks.discovery import PDDI_CACHE, PDDI_FILTER, PDDI_ITEMS, ServiceDefinition
 from cds_hooks.errors import BadRequest
 from cds_hooks.fhir.values import JSON_OBJECT, reference_parts
 from cds_hooks.model import Concept, FhirAuthorization, FhirVersion, HookRequest, MedicationOrder
@@ -75,11 +75,6 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         cache_for_order_sign=cache and service.hook == "order-select",
         filter_repeated_alerts=filter_repeated and service.hook == "order-sign",
     )
-
-
-PDDI_ITEMS = "pddi-configuration-items"
-PDDI_CACHE = "cache-for-order-sign-filtering"
-PDDI_FILTER = "filter-out-repeated-alerts"
 
 
 def _pddi_configuration(extension: Any) -> tuple[bool, bool]:

@@ -470,3 +470,19 @@ def test_the_feedback_report_names_snooze_reasons_from_the_catalogue(
     result = run_cli("feedback", tmp_path=tmp_path, database_url=app_config["DATABASE_URL"])
     assert result.returncode == 0, result.stderr
     assert catalogue().snooze_displays["snooze-1-week"] in result.stdout
+
+
+def test_discovery_advertises_the_pddi_items_each_service_honours(client: FlaskClient) -> None:
+    services = {s["hook"]: s for s in client.get("/cds-services").get_json()["services"]}
+    items = {
+        hook: [item["code"] for item in s.get("extension", {}).get("pddi-configuration-items", [])]
+        for hook, s in services.items()
+    }
+    assert items == {
+        "order-select": ["cache-for-order-sign-filtering"],
+        "order-sign": ["filter-out-repeated-alerts"],
+        "medication-prescribe": [],
+    }
+    for hook in ("order-select", "order-sign"):
+        [item] = services[hook]["extension"]["pddi-configuration-items"]
+        assert item["type"] == "boolean" and item["name"] and item["description"]
