@@ -78,6 +78,10 @@ class Catalogue:
     reason_displays: Mapping[str, str]
     fallback_summary: str
     fallback_reason: str
+    snooze_system: str
+    snooze_days: Mapping[str, int]
+    """Each snooze override reason code with the days it holds the same advice back."""
+    snooze_displays: Mapping[str, str]
 
 
 @cache
@@ -106,6 +110,9 @@ def catalogue() -> Catalogue:
         reason_displays=displays,
         fallback_summary=data["fallback"]["summary"],
         fallback_reason=data["fallback"]["reason"],
+        snooze_system=data["snooze"]["system"],
+        snooze_days={code: r["days"] for code, r in data["snooze"]["reasons"].items()},
+        snooze_displays={code: r["display"] for code, r in data["snooze"]["reasons"].items()},
     )
 
 
@@ -275,6 +282,9 @@ class _TopicText:
     delete_label: str
     delete_description: str
     override_reasons: tuple[dict[str, str], ...]  # copied into each card
+    snooze_reasons: tuple[dict[str, str], ...]
+    """Offered after ``override_reasons`` when snoozes are kept; none for a topic never
+    snoozed."""
 
 
 @cache
@@ -295,7 +305,26 @@ def _topic_text(topic: Topic) -> _TopicText:
             {"system": NON_ADHERENCE_SYSTEM, "code": code, "display": cat.reason_displays[code]}
             for code in codes
         ),
+        snooze_reasons=tuple(
+            {"system": cat.snooze_system, "code": code, "display": display}
+            for code, display in cat.snooze_displays.items()
+        )
+        if same_advice(topic)
+        else (),
     )
+
+
+@cache
+def same_advice(topic: Topic) -> frozenset[str]:
+    """What makes a later card of ``topic`` the same advice as a snoozed one (catalogue
+    ``same_advice``); empty for a topic that is never snoozed."""
+    return frozenset(catalogue().topics[topic.value].get("same_advice", ()))
+
+
+def snooze_days(system: str | None, code: str | None) -> int | None:
+    """The days a snooze override reason holds advice back; None for any other reason."""
+    cat = catalogue()
+    return cat.snooze_days.get(code or "") if system == cat.snooze_system else None
 
 
 def topic_of_card(card_uuid: str) -> str | None:
@@ -566,9 +595,10 @@ def render_card(
     knowledge: Knowledge,
     uuids: Iterator[str],
     extra: str | None = None,
+    snooze: bool = False,
 ) -> dict[str, Any]:
     """One card; its UUIDs (card and suggestions) are drawn from ``uuids``, the card's
-    marked with its topic (``card_uuid``)."""
+    marked with its topic (``card_uuid``). ``snooze``: offer the topic's snooze reasons."""
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
     card: dict[str, Any] = {
@@ -583,20 +613,37 @@ def render_card(
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "at-most-one"
-    card["overrideReasons"] = list(map(dict.copy, topic.override_reasons))
+    reasons = topic.override_reasons + topic.snooze_reasons if snooze else topic.override_reasons
+    card["overrideReasons"] = list(map(dict.copy, reasons))
     card["links"] = list(map(dict.copy, cited.links))
     return card
 
 
+def displayed(findings: Sequence[Finding], max_cards: int) -> list[Finding]:
+    """The findings ``render_cards`` makes cards of, in the order of the cards."""
+    return _ordered(findings)[:max_cards]
+
+
+def _ordered(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+
+
 def render_cards(
-    findings: Sequence[Finding], request: HookRequest, knowledge: Knowledge, max_cards: int
+    findings: Sequence[Finding],
+    request: HookRequest,
+    knowledge: Knowledge,
+    max_cards: int,
+    snooze: bool = False,
 ) -> list[dict[str, Any]]:
-    """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so."""
-    ordered = sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+    """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so.
+    ``snooze``: offer snooze override reasons (only where the service keeps them)."""
+    ordered = _ordered(findings)
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
     # A UUID per card and per suggestion, and a card has at most one suggestion per action.
     uuids = _uuids(len(shown) + sum(len(f.actions) for f in shown))
-    cards = [render_card(finding, request, knowledge, uuids) for finding in shown[:-1]]
+    cards = [
+        render_card(finding, request, knowledge, uuids, None, snooze) for finding in shown[:-1]
+    ]
     if shown:
         extra = None
         if hidden:
@@ -605,5 +652,5 @@ def render_cards(
                 f"**{len(hidden)} more baclofen alert(s) not shown** (at most {max_cards} cards "
                 f"per request): {topics}."
             )
-        cards.append(render_card(shown[-1], request, knowledge, uuids, extra))
+        cards.append(render_card(shown[-1], request, knowledge, uuids, extra, snooze))
     return cards

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -14,6 +14,7 @@ from cds_hooks.http_json import read_json_body
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.logging import annotate_evaluation
 from cds_hooks.pipeline import evaluate_hook
+from cds_hooks.snooze import Recall
 
 bp = Blueprint("cds", __name__, url_prefix="/cds-services")
 
@@ -24,6 +25,10 @@ def settings() -> Settings:
 
 def knowledge() -> Knowledge:
     return current_app.extensions["baclofen_knowledge"]
+
+
+def recall() -> Recall:
+    return current_app.extensions["baclofen_recall"]
 
 
 def lookup_service(service_id: str) -> ServiceDefinition:
@@ -44,12 +49,24 @@ def discovery() -> Response:
 def call_service(service_id: str) -> Response:
     service = lookup_service(service_id)
     body = read_json_body(request)
-    evaluation = evaluate_hook(service, body, settings(), knowledge(), date.today())
-    metrics.count_cards(service.id, evaluation.response["cards"])
+    now = datetime.now(UTC)
+    memory = recall()
+    evaluation = evaluate_hook(
+        service,
+        body,
+        settings(),
+        knowledge(),
+        date.today(),
+        hold_back=lambda hook_request, findings: memory.hold_back(hook_request, findings, now),
+    )
+    cards = evaluation.response["cards"]
+    if cards:
+        memory.record(evaluation.request, evaluation.shown, cards, now)
+    metrics.count_cards(service.id, cards)
     annotate_evaluation(
         hook=evaluation.request.hook,
         hook_instance=evaluation.request.hook_instance,
         topics=(finding.topic.value for finding in evaluation.findings),
-        card_count=len(evaluation.response["cards"]),
+        card_count=len(cards),
     )
     return jsonify(evaluation.response)

@@ -17,6 +17,7 @@ from cds_hooks.forwarded import FromTrustedProxies
 from cds_hooks.http_json import OrjsonProvider
 from cds_hooks.knowledge import load_knowledge
 from cds_hooks.logging import configure_logging, init_request_logging
+from cds_hooks.snooze import Recall
 from cds_hooks.store import init_store
 
 
@@ -52,6 +53,9 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     init_request_logging(app)
     metrics.init_app(app)
     store = init_store(app, settings)
+    app.extensions["baclofen_recall"] = Recall(
+        store, settings.pseudonym_keys, app.extensions["baclofen_knowledge"].version
+    )
     degraded_checks["store"] = store.ping
     init_auth(app, settings)
 

@@ -188,6 +188,26 @@ def _feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snooze_purge(args: argparse.Namespace) -> int:
+    """Forget what snoozes need: the running service does the same by itself, at most
+    hourly per worker; ``--all`` forgets everything at once."""
+    from datetime import timedelta
+
+    from cds_hooks.config import settings_from_environment
+    from cds_hooks.store import open_store
+
+    settings = settings_from_environment()
+    retention = timedelta(days=settings.card_subject_retention_days)
+    store = open_store(settings.database_url, subject_retention=retention)
+    try:
+        changed = store.purge_subjects(everything=args.all)
+    finally:
+        store.dispose()
+    what = "every snooze and pseudonym" if args.all else "expired snoozes and old pseudonyms"
+    print(f"purged {what}: {changed} row(s)")
+    return 0
+
+
 def _moment(value: str) -> datetime:
     """``--since``: a date (midnight UTC) or an RFC 3339 date-time with its offset."""
     from cds_hooks.feedback import parse_rfc3339
@@ -282,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="text: a table with topics and reasons by name (default); csv: codes and names",
     )
     feedback.set_defaults(handler=_feedback)
+
+    snooze = commands.add_parser("snooze", help="the snoozes prescribers chose (docs/trust.md)")
+    snooze_commands = snooze.add_subparsers(dest="snooze_command", required=True)
+    purge = snooze_commands.add_parser(
+        "purge",
+        help="delete expired snoozes and erase card pseudonyms older than "
+        "CDS_CARD_SUBJECT_RETENTION_DAYS",
+    )
+    purge.add_argument(
+        "--all",
+        action="store_true",
+        help="delete every snooze and erase every pseudonym now (after a key leak, or to "
+        "forget every patient); override counts stay",
+    )
+    purge.set_defaults(handler=_snooze_purge)
     return parser
 
 

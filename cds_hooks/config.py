@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,12 @@ class DefaultConfig:
     MAX_CARDS = 6
     # Clinicians' free-text override comments may name the patient: erased after this.
     FEEDBACK_COMMENT_RETENTION_DAYS = 90
+    # Snooze (docs/trust.md §6): the secret keying the pseudonyms of patient and drug, and
+    # earlier secrets still honoured while their snoozes run out. None: no snooze offered.
+    PSEUDONYM_KEY: str | None = None
+    PSEUDONYM_PREVIOUS_KEYS: tuple[str, ...] | list[str] | str = ()
+    # Days an issued card's pseudonym is kept for feedback to find (EHRs send it at once).
+    CARD_SUBJECT_RETENTION_DAYS = 7
     POLICY_FILE: str | None = None
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"
@@ -137,6 +143,13 @@ class Settings:
     jwks_max_age: float = 3600.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     feedback_comment_retention_days: int = 90
+    pseudonym_keys: tuple[str, ...] = field(default=(), repr=False)
+    """The current pseudonym key first, then earlier ones; empty: snooze is off."""
+    card_subject_retention_days: int = 7
+
+    @property
+    def snooze(self) -> bool:
+        return bool(self.pseudonym_keys)
 
     @property
     def development(self) -> bool:
@@ -177,6 +190,10 @@ class Settings:
         if auth_mode == "off" and env != "development":
             raise ConfigError("CDS_AUTH_MODE=off is only allowed with CDS_ENV=development")
         return cls(
+            pseudonym_keys=_pseudonym_keys(config),
+            card_subject_retention_days=_positive(
+                "CARD_SUBJECT_RETENTION_DAYS", config.get("CARD_SUBJECT_RETENTION_DAYS", 7), int
+            ),
             env=env,
             database_url=str(database_url),
             public_base_url=public_base_url,
@@ -218,6 +235,30 @@ class Settings:
                 int,
             ),
         )
+
+
+MIN_PSEUDONYM_KEY_LENGTH = 32
+
+
+def _pseudonym_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The current key, then the previous ones. A key is an HMAC secret: 32 characters at
+    least (``python3 -c 'import secrets; print(secrets.token_urlsafe(32))'``), so the
+    pseudonyms cannot be recomputed by trying every patient id."""
+    current = config.get("PSEUDONYM_KEY")
+    previous = _as_tuple(config.get("PSEUDONYM_PREVIOUS_KEYS"))
+    if current in (None, ""):
+        if previous:
+            raise ConfigError("CDS_PSEUDONYM_PREVIOUS_KEYS is set without CDS_PSEUDONYM_KEY")
+        return ()
+    keys = (str(current), *previous)
+    for position, key in enumerate(keys):
+        if len(key) < MIN_PSEUDONYM_KEY_LENGTH:
+            name = "PSEUDONYM_KEY" if position == 0 else "PSEUDONYM_PREVIOUS_KEYS"
+            # The key itself is never quoted: it is a secret.
+            raise ConfigError(
+                f"CDS_{name} keys must be at least {MIN_PSEUDONYM_KEY_LENGTH} characters long"
+            )
+    return tuple(dict.fromkeys(keys))
 
 
 def settings_from_environment() -> Settings:

@@ -9,7 +9,7 @@ newest-first searches, so the EHR sends a small, predictable payload.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cds_hooks.knowledge import observation_codes
@@ -22,6 +22,27 @@ MEDICATION_COUNT = 100
 CONDITION_COUNT = 100
 
 
+PDDI_ITEMS = "pddi-configuration-items"
+PDDI_CACHE = "cache-for-order-sign-filtering"
+PDDI_FILTER = "filter-out-repeated-alerts"
+_PDDI_CACHE_ITEM = {
+    "code": PDDI_CACHE,
+    "type": "boolean",
+    "name": "Cache for order-sign filtering",
+    "description": "true: remember this call's cards so that an order-sign of the same "
+    "patient, drug, user and encounter sent with filter-out-repeated-alerts leaves out the "
+    "same advice. Default false.",
+}
+_PDDI_FILTER_ITEM = {
+    "code": PDDI_FILTER,
+    "type": "boolean",
+    "name": "Filter out repeated alerts",
+    "description": "true: leave out the advice an order-select sent with "
+    "cache-for-order-sign-filtering already showed (never route, dialysis, withdrawal or "
+    "intrathecal dose cards). Default false: nothing is left out.",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceDefinition:
     id: str
@@ -30,9 +51,12 @@ class ServiceDefinition:
     description: str
     active_list: bool = False
     """Judges the baclofen on the patient's active medication list, not draft orders."""
+    configuration: tuple[dict[str, str], ...] = field(default=())
+    """The HL7 PDDI-CDS configuration items the service honours in a request's
+    ``extension`` (advertised as that IG's discovery example does)."""
 
     def discovery_entry(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "hook": self.hook,
             "id": self.id,
             "title": self.title,
@@ -40,6 +64,9 @@ class ServiceDefinition:
             "prefetch": prefetch_templates(),
             "usageRequirements": USAGE_REQUIREMENTS,
         }
+        if self.configuration:
+            entry["extension"] = {PDDI_ITEMS: [dict(item) for item in self.configuration]}
+        return entry
 
 
 USAGE_REQUIREMENTS = (
@@ -57,6 +84,7 @@ SERVICES: tuple[ServiceDefinition, ...] = (
             "Checks the selected baclofen order against kidney function, age, route, "
             "titration and co-prescribed CNS depressants, and proposes a safe dose."
         ),
+        configuration=(_PDDI_CACHE_ITEM,),
     ),
     ServiceDefinition(
         id="baclofen-order-sign",
@@ -66,6 +94,7 @@ SERVICES: tuple[ServiceDefinition, ...] = (
             "Checks every baclofen order about to be signed against kidney function, age, "
             "route, titration, withdrawal risk and co-prescribed CNS depressants."
         ),
+        configuration=(_PDDI_FILTER_ITEM,),
     ),
     ServiceDefinition(
         id="baclofen-medication-prescribe",

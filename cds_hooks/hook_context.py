@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from cds_hooks import fhir
-from cds_hooks.discovery import ServiceDefinition
+from cds_hooks.discovery import PDDI_CACHE, PDDI_FILTER, PDDI_ITEMS, ServiceDefinition
 from cds_hooks.errors import BadRequest
 from cds_hooks.fhir.values import JSON_OBJECT, reference_parts
 from cds_hooks.model import Concept, FhirAuthorization, FhirVersion, HookRequest, MedicationOrder
@@ -30,9 +30,10 @@ _MEDICATION_KEYS = ("medicationCodeableConcept", "medicationReference", "dosageI
 def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     """Validate the request envelope and normalise its draft orders.
 
-    Unknown top-level keys (``user``, ``patient``, ``redirect``, ``extension``) are
-    tolerated; for medication-prescribe the legacy top-level ``patient``/``user`` stand
-    in for a missing ``patientId``/``userId``.
+    Unknown top-level keys (``user``, ``patient``, ``redirect``) are tolerated, and so is
+    any ``extension`` but the PDDI-CDS configuration items (``_pddi_configuration``); for
+    medication-prescribe the legacy top-level ``patient``/``user`` stand in for a missing
+    ``patientId``/``userId``.
     """
     if not isinstance(body, JSON_OBJECT):
         raise BadRequest("The request body must be a JSON object.")
@@ -60,6 +61,7 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
 
     # patient-view has no drafts: the active list, read with the snapshot, is what is judged.
     drafts, selected = ((), ()) if service.active_list else _orders(service.hook, context, prefetch)
+    cache, filter_repeated = _pddi_configuration(body.get("extension"))
     return HookRequest(
         hook=service.hook,
         hook_instance=hook_instance,
@@ -73,7 +75,34 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
         selected=selected,
         prefetch=prefetch,
         active_list=service.active_list,
+        cache_for_order_sign=cache and service.hook == "order-select",
+        filter_repeated_alerts=filter_repeated and service.hook == "order-sign",
     )
+
+
+def _pddi_configuration(extension: Any) -> tuple[bool, bool]:
+    """The HL7 PDDI-CDS IG's request configuration items (``extension`` ->
+    ``pddi-configuration-items``: an object of named booleans), as (cache for order-sign,
+    filter out repeated alerts). Absent means false: by default nothing is suppressed (IG,
+    CDS service specification). The IG's other items (``alert-non-serious``,
+    ``show-evidence-support``) are not ours to honour and are ignored; a value of ours
+    that is not a boolean is refused, since the EHR would believe it had been obeyed.
+    """
+    if not isinstance(extension, JSON_OBJECT):
+        return False, False
+    items = extension.get(PDDI_ITEMS)
+    if items is None:
+        return False, False
+    path = f"extension.{PDDI_ITEMS}"
+    if not isinstance(items, JSON_OBJECT):
+        raise BadRequest(f"{path} must be an object of configuration items.", expression=path)
+    flags = []
+    for name in (PDDI_CACHE, PDDI_FILTER):
+        value = items.get(name, False)
+        if not isinstance(value, bool):
+            raise BadRequest(f"{path}.{name} must be true or false.", expression=f"{path}.{name}")
+        flags.append(value)
+    return flags[0], flags[1]
 
 
 def _check_hook(body: Mapping[str, Any], service: ServiceDefinition) -> None:

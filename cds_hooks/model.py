@@ -277,6 +277,12 @@ class HookRequest:
     prefetch: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     active_list: bool = False
     """patient-view: no drafts; the baclofen on the active medication list is judged."""
+    cache_for_order_sign: bool = False
+    """PDDI-CDS ``cache-for-order-sign-filtering`` (order-select): remember this call's cards
+    so the order-sign that follows can leave out the ones already shown."""
+    filter_repeated_alerts: bool = False
+    """PDDI-CDS ``filter-out-repeated-alerts`` (order-sign): leave out the cards a cached
+    order-select of the same session already showed."""
 
     @property
     def orders_under_review(self) -> tuple[MedicationOrder, ...]:

@@ -2,15 +2,18 @@
 
 Shared by the HTTP endpoint and ``baclofen-cds evaluate`` so both give the same answer;
 no Flask here, so the CLI runs it without building the app (no store, no caller auth).
+The endpoint passes ``hold_back`` (``cds_hooks.snooze``): findings the prescriber has
+already decided on, which need the store, are taken out before the cards are made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cards import render_cards
+from cards import displayed, render_cards
 from cds_hooks import engine
 from cds_hooks.config import Settings
 from cds_hooks.discovery import ServiceDefinition
@@ -25,16 +28,34 @@ from cds_hooks.snapshot import assemble_snapshot
 class Evaluation:
     request: HookRequest
     findings: tuple[Finding, ...]
+    """What the cards answer: the engine's findings less those held back."""
     response: dict[str, Any]
+    shown: tuple[Finding, ...] = ()
+    """The findings of ``response["cards"]``, card for card."""
+
+
+HoldBack = Callable[[HookRequest, Sequence[Finding]], tuple[Finding, ...]]
 
 
 def evaluate_hook(
-    service: ServiceDefinition, body: Any, settings: Settings, knowledge: Knowledge, today: date
+    service: ServiceDefinition,
+    body: Any,
+    settings: Settings,
+    knowledge: Knowledge,
+    today: date,
+    hold_back: HoldBack | None = None,
 ) -> Evaluation:
     request = parse_hook_request(body, service)
     snapshot = assemble_snapshot(request, settings)
     if snapshot is None:  # patient-view for a patient on no baclofen: the common case
         return Evaluation(request=request, findings=(), response={"cards": []})
     findings = tuple(engine.evaluate(request, snapshot, knowledge, today))
-    cards = render_cards(findings, request, knowledge, settings.max_cards)
-    return Evaluation(request=request, findings=findings, response={"cards": cards})
+    if hold_back is not None and findings:
+        findings = hold_back(request, findings)
+    cards = render_cards(findings, request, knowledge, settings.max_cards, settings.snooze)
+    return Evaluation(
+        request=request,
+        findings=findings,
+        response={"cards": cards},
+        shown=tuple(displayed(findings, settings.max_cards)),
+    )

@@ -125,4 +125,8 @@ def _reason_display(count: FeedbackCount) -> str | None:
         known = catalogue().reason_displays.get(count.reason_code)
         if known:
             return known
+    if count.reason_system == catalogue().snooze_system:
+        snooze = catalogue().snooze_displays.get(count.reason_code)
+        if snooze:
+            return snooze
     return count.reason_display or f"{count.reason_system}#{count.reason_code}"

@@ -16,6 +16,10 @@ from cds_hooks.store import upgrade_database
 
 DATA = Path(__file__).parent / "data"
 
+# The PostgreSQL server fixtures (``postgresql_server``, ``database_url``), for every test
+# module that shares a database between app instances.
+pytest_plugins = ("tests.postgres",)
+
 # Property tests assert behaviour, never speed: no per-example deadline (CI machines are
 # shared and noisy).
 settings.register_profile("project", deadline=None)

@@ -36,6 +36,9 @@ BIRTH_DATE = "1931-07-13"
 LENT_TOKEN = "lent-token-Q9fP2-phi"
 SERVICE_PATH = "/cds-services/baclofen-order-select"
 SERVICE_URL = PUBLIC_BASE + SERVICE_PATH
+SIGN_PATH = "/cds-services/baclofen-order-sign"
+PSEUDONYM_KEY = "pseudonym-key-Kq7Zt-0123456789abcdefghij"
+SNOOZE_SYSTEM = "https://baclofen-cds.org/CodeSystem/override-reason"
 
 
 def distinctive_patient() -> dict[str, Any]:
@@ -104,6 +107,7 @@ def captured(
             "FHIR_ALLOWLIST": [ehr.base_url],
             "TRUSTED_ISSUERS": [ec_client.issuer_config()],
             "DATABASE_URL": sqlite_url(tmp_path, "store.sqlite3"),
+            "PSEUDONYM_KEY": PSEUDONYM_KEY,
         }
     )
     json_lines = io.StringIO()
@@ -119,7 +123,7 @@ def captured(
 
 
 def secrets(*jwts: str) -> list[str]:
-    values = [PATIENT_ID, GIVEN, FAMILY, MRN, BIRTH_DATE, LENT_TOKEN]
+    values = [PATIENT_ID, GIVEN, FAMILY, MRN, BIRTH_DATE, LENT_TOKEN, PSEUDONYM_KEY]
     for token in jwts:
         values += [part for part in token.split(".") if len(part) > 8]
     return values
@@ -213,6 +217,65 @@ def test_no_phi_or_token_in_logs_on_any_path(
     for secret in secrets(*used):
         for where, text in everything.items():
             assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def test_snooze_writes_no_phi_to_the_database_or_logs(
+    captured: tuple[FlaskClient, Records, io.StringIO],
+    ec_client: Client,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Cards recorded, remembered for order-sign (PDDI-CDS), snoozed by feedback and held
+    back: the database holds pseudonyms, codes and numbers, never the patient."""
+    client, records, json_lines = captured
+    used: list[str] = []
+
+    def post(path: str, body: Any) -> Any:
+        jwt = ec_client.token(PUBLIC_BASE + path)
+        used.append(jwt)
+        response = client.post(path, json=body, headers=bearer(jwt))
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    selected = hook_body()
+    selected["extension"] = {"pddi-configuration-items": {"cache-for-order-sign-filtering": True}}
+    cards = post(SERVICE_PATH, selected)["cards"]
+    signed = hook_body()
+    signed["hook"] = "order-sign"
+    del signed["context"]["selections"]
+    signed["extension"] = {"pddi-configuration-items": {"filter-out-repeated-alerts": True}}
+    post(SIGN_PATH, signed)
+    [snoozable, *_] = [
+        card for card in cards if any(r["system"] == SNOOZE_SYSTEM for r in card["overrideReasons"])
+    ]
+    outcome = {
+        "card": snoozable["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-12-07T10:00:00Z",
+        "overrideReason": {"reason": {"system": SNOOZE_SYSTEM, "code": "snooze-3-months"}},
+    }
+    assert post(f"{SERVICE_PATH}/feedback", {"feedback": [outcome]})["snoozed"] == 1
+    again = post(SERVICE_PATH, hook_body())["cards"]
+    assert snoozable["source"]["topic"] not in [card["source"]["topic"] for card in again]
+
+    with sqlite3.connect(tmp_path / "store.sqlite3") as database:
+        dump = "\n".join(database.iterdump())
+    assert "card_issue" in dump and "snooze" in dump
+    draft = hook_body()["context"]["draftOrders"]["entry"][0]["resource"]
+    never_stored = [
+        *secrets(),
+        hook_body()["context"]["userId"],
+        draft["id"],
+        draft["medicationCodeableConcept"]["text"],
+        '"resourceType"',
+    ]
+    for value in never_stored:
+        assert value not in dump, f"{value!r} stored in the database"
+    out, err = capfd.readouterr()
+    logs = "\n".join(records.texts) + json_lines.getvalue() + out + err
+    assert "held_back" in json_lines.getvalue()
+    for secret in secrets(*used):
+        assert secret not in logs, f"{secret!r} leaked into the logs"
 
 
 def test_exceptions_are_logged_without_their_message(

@@ -11,9 +11,10 @@ from datetime import date
 from operator import itemgetter
 
 from cds_hooks.engine import active_list
-from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
+from cds_hooks.engine.dose import Route
+from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Subject
 from cds_hooks.engine.rules import Hit, families
-from cds_hooks.engine.situation import Situation, build
+from cds_hooks.engine.situation import BaclofenOrder, Situation, build
 from cds_hooks.knowledge import Knowledge, RuleSpec
 from cds_hooks.model import HookRequest, Indicator, PatientSnapshot, Topic
 
@@ -108,10 +109,38 @@ def _merge(
             actions=actions,
             sources=sources,
             active_order=active.get(order or fallback_order or ""),
+            subject=_subject(situation, order or fallback_order),
         )
         findings.append((-rank, finding))
     findings.sort(key=itemgetter(0))  # stable: topics in order of their first hit
     return [finding for _, finding in findings]
+
+
+def _subject(situation: Situation, reference: str | None) -> Subject:
+    """What the finding's order is about: its route's baclofen total and the co-medications'
+    classes. A finding about no order of its own (missing data) takes the first reviewed."""
+    order = _baclofen_order(situation, reference) or situation.primary
+    route = order.route if order is not None else Route.UNKNOWN
+    total = situation.route_total(route)
+    amount = total.amount if total is not None else None
+    return Subject(
+        drug=f"baclofen:{route.value}",
+        daily_dose=amount,
+        dose_unit=total.unit if total is not None and amount is not None else None,
+        classes=situation.comedication_classes,
+    )
+
+
+def _baclofen_order(situation: Situation, reference: str | None) -> BaclofenOrder | None:
+    if reference is None:
+        return None
+    for candidate in situation.reviewed:
+        if candidate.order.reference == reference:
+            return candidate
+    for change in situation.changes:
+        if change.draft.order.reference == reference:
+            return change.draft
+    return None
 
 
 def _combine(

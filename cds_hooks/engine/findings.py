@@ -38,6 +38,24 @@ class ProposedRegimen:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a finding is about beyond its words, so the same advice can be recognised on a
+    later call: a prescriber who overrode it with a snooze reason is not shown it again
+    while nothing that matters has changed (cds_hooks/snooze.py).
+
+    ``drug`` names the baclofen therapy by route (oral and intrathecal baclofen are different
+    therapies with different doses); ``daily_dose`` is the total daily dose the patient
+    would be on by that route, in ``dose_unit`` (None when not computable); ``classes`` are
+    the drug classes of every co-medication.
+    """
+
+    drug: str
+    daily_dose: float | None
+    dose_unit: str | None
+    classes: frozenset[str]
+
+
 # Built for every topic of every call, so slotted but not frozen: a frozen dataclass pays an
 # object.__setattr__ call per field when built. Nothing mutates a finding after the engine
 # returns it (and ``facts`` is a dict, so a finding was never hashable anyway).
@@ -53,3 +71,9 @@ class Finding:
     sources: tuple[str, ...] = ()
     active_order: MedicationOrder | None = None
     """patient-view: the active order (not a draft) that ``order_reference`` names."""
+    subject: Subject | None = None
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Every rule this finding merges, most severe first, each once."""
+        return tuple(dict.fromkeys(reason["rule"] for reason in self.facts["reasons"]))

@@ -1,4 +1,5 @@
-"""The database: clinicians' feedback on our cards and the shared JWT replay cache.
+"""The database: clinicians' feedback on our cards, what each card issued was about (by
+pseudonym) and the snoozes prescribers chose, and the shared JWT replay cache.
 
 SQLite (a file in the Flask instance folder) by default; PostgreSQL when several
 instances must share state (``DATABASE_URL=postgresql://...``, driven by psycopg 3).
@@ -27,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,10 +59,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from cds_hooks.config import ConfigError, Settings
 from cds_hooks.errors import ServiceUnavailable
 from cds_hooks.feedback import FeedbackItem, OverrideReason, parse_uuid
-from cds_hooks.store.schema import feedback, jwt_replay
+from cds_hooks.store.schema import card_issue, feedback, jwt_replay, snooze
 
 __all__ = [
+    "Advice",
     "FeedbackCount",
+    "IssuedCard",
     "SchemaState",
     "Store",
     "StoreError",
@@ -86,6 +89,7 @@ MIGRATION_LOCK_KEY = 0x6261636C6F66656E
 PG_CONNECT_TIMEOUT_SECONDS = 5
 JTI_PRUNE_INTERVAL_SECONDS = 60.0
 COMMENT_PURGE_INTERVAL_SECONDS = 3600.0
+SUBJECT_PURGE_INTERVAL_SECONDS = 3600.0
 _WRITE_LOCK = "baclofen_sqlite_write_lock"
 # Alembic's ``context`` is a module global: two migrations in one process must not overlap.
 _ALEMBIC_IN_PROCESS = threading.Lock()
@@ -165,6 +169,45 @@ class FeedbackCount:
     count: int
     reason_display: str | None = None
     """A display the EHR sent with the reason code (one of them, if it sent several)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """What a card advised, as kept to recognise the same advice on a later call."""
+
+    topic: str
+    indicator: str
+    rules: tuple[str, ...]
+    daily_dose: float | None = None
+    dose_unit: str | None = None
+    classes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    """The issuance record of one card: its advice and, by pseudonym only, whom it was for."""
+
+    card_uuid: str
+    service_id: str
+    hook: str
+    knowledge_version: str
+    issued_at: datetime
+    advice: Advice
+    subject_key: str | None = None
+    """HMAC of the patient and drug; None when no pseudonym key is configured."""
+    session_key: str | None = None
+    """HMAC of the patient, drug, user and encounter, when kept for order-sign filtering."""
+
+
+def _advice(row: Any) -> Advice:
+    return Advice(
+        topic=row["topic"],
+        indicator=row["indicator"],
+        rules=tuple(row["rules"]),
+        daily_dose=row["daily_dose"],
+        dose_unit=row["dose_unit"],
+        classes=frozenset(row["classes"] or ()),
+    )
 
 
 def normalise_database_url(raw: str) -> URL:
@@ -260,11 +303,18 @@ def _serving(message: str) -> Iterator[None]:
 class Store:
     """Repository over one SQLAlchemy engine; safe to share between threads."""
 
-    def __init__(self, engine: Engine, comment_retention: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        comment_retention: timedelta | None = None,
+        subject_retention: timedelta | None = None,
+    ) -> None:
         """``comment_retention``: erase clinicians' override comments this long after they
-        arrived (None keeps them)."""
+        arrived (None keeps them). ``subject_retention``: erase the pseudonyms of issued
+        cards this long after issue (None keeps them until ``purge_subjects``)."""
         self.engine = engine
         self.comment_retention = comment_retention
+        self.subject_retention = subject_retention
         self._next_run: dict[str, float] = {}
 
     @contextmanager
@@ -450,6 +500,149 @@ class Store:
                 for row in connection.execute(query).mappings()
             ]
 
+    def record_issued(self, cards: Sequence[IssuedCard]) -> None:
+        """Store the issuance records of one response's cards, in one statement."""
+        if not cards:
+            return
+        rows = [
+            {
+                "card_uuid": card.card_uuid,
+                "service_id": card.service_id,
+                "hook": card.hook,
+                "topic": card.advice.topic,
+                "indicator": card.advice.indicator,
+                "rules": list(card.advice.rules),
+                "knowledge_version": card.knowledge_version,
+                "issued_at": card.issued_at,
+                "subject_key": card.subject_key,
+                "session_key": card.session_key,
+                "daily_dose": card.advice.daily_dose if card.subject_key else None,
+                "dose_unit": card.advice.dose_unit if card.subject_key else None,
+                "classes": sorted(card.advice.classes) if card.subject_key else None,
+            }
+            for card in cards
+        ]
+        with (
+            _serving("The database is unavailable; the cards were not recorded."),
+            self._transaction() as connection,
+        ):
+            connection.execute(
+                _insert(connection)(card_issue)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[card_issue.c.card_uuid])
+            )
+        self._now_and_then(
+            "purging snooze data", SUBJECT_PURGE_INTERVAL_SECONDS, self.purge_subjects
+        )
+
+    def snoozed(self, subject_keys: Collection[str], now: datetime) -> list[tuple[str, Advice]]:
+        """The advice snoozed for any of these pseudonyms and still running at ``now``, each
+        with its pseudonym."""
+        if not subject_keys:
+            return []
+        query = select(snooze).where(
+            snooze.c.subject_key.in_(sorted(subject_keys)), snooze.c.until > now
+        )
+        with (
+            _serving("The database is unavailable; snoozes could not be read."),
+            self._transaction() as connection,
+        ):
+            return [
+                (row["subject_key"], _advice(row)) for row in connection.execute(query).mappings()
+            ]
+
+    def shown_at_order_select(
+        self, session_keys: Collection[str], since: datetime
+    ) -> list[tuple[str, Advice]]:
+        """Advice that order-select calls kept for order-sign filtering (PDDI-CDS) showed
+        for any of these session pseudonyms since ``since``, each with its pseudonym."""
+        if not session_keys:
+            return []
+        query = select(card_issue).where(
+            card_issue.c.session_key.in_(sorted(session_keys)),
+            card_issue.c.hook == "order-select",
+            card_issue.c.issued_at >= since,
+        )
+        with (
+            _serving("The database is unavailable; earlier cards could not be read."),
+            self._transaction() as connection,
+        ):
+            return [
+                (row["session_key"], _advice(row)) for row in connection.execute(query).mappings()
+            ]
+
+    def snooze_cards(self, snoozes: Sequence[tuple[str, str, datetime]], now: datetime) -> int:
+        """Snooze the advice of issued cards: (card uuid, reason code, until) each. A card
+        unknown, issued without a pseudonym or whose pseudonym was erased cannot be
+        snoozed and is skipped; returns how many were. Sending the same again only moves
+        ``until``."""
+        stored = 0
+        with (
+            _serving("The feedback database is unavailable; send the feedback again."),
+            self._transaction() as connection,
+        ):
+            for card_uuid, reason_code, until in snoozes:
+                row = (
+                    connection.execute(
+                        select(card_issue).where(
+                            card_issue.c.card_uuid == card_uuid,
+                            card_issue.c.subject_key.is_not(None),
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    continue
+                insert = _insert(connection)(snooze).values(
+                    card_uuid=card_uuid,
+                    subject_key=row["subject_key"],
+                    topic=row["topic"],
+                    indicator=row["indicator"],
+                    rules=row["rules"],
+                    daily_dose=row["daily_dose"],
+                    dose_unit=row["dose_unit"],
+                    classes=row["classes"] or [],
+                    reason_code=reason_code,
+                    created_at=now,
+                    until=until,
+                )
+                connection.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[snooze.c.card_uuid],
+                        set_={
+                            "reason_code": insert.excluded.reason_code,
+                            "until": insert.excluded.until,
+                        },
+                    )
+                )
+                stored += 1
+        return stored
+
+    def purge_subjects(self, now: datetime | None = None, everything: bool = False) -> int:
+        """Delete snoozes that ran out and erase the pseudonyms (and the dose and classes
+        kept with them) of cards issued longer than ``subject_retention`` ago; with
+        ``everything``, every snooze and every pseudonym now. Topic, rules and indicator
+        of each card stay, so override rates do not change. Returns the rows changed."""
+        moment = now or datetime.now(UTC)
+        erase = (
+            update(card_issue)
+            .where(card_issue.c.subject_key.is_not(None) | card_issue.c.session_key.is_not(None))
+            .values(
+                subject_key=None, session_key=None, daily_dose=None, dose_unit=None, classes=None
+            )
+        )
+        expired = delete(snooze)
+        if not everything:
+            expired = expired.where(snooze.c.until <= moment)
+            if self.subject_retention is not None:
+                erase = erase.where(card_issue.c.issued_at < moment - self.subject_retention)
+        keep_subjects = not everything and self.subject_retention is None
+        with self._transaction() as connection:
+            changed = 0 if keep_subjects else connection.execute(erase).rowcount
+            changed += connection.execute(expired).rowcount
+        return changed
+
     def remember_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
         """Record a token id; False when (issuer, jti) was seen before and is still live.
 
@@ -546,11 +739,15 @@ def schema_state(database_url: str) -> SchemaState:
         return store.schema()
 
 
-def open_store(database_url: str, comment_retention: timedelta | None = None) -> Store:
+def open_store(
+    database_url: str,
+    comment_retention: timedelta | None = None,
+    subject_retention: timedelta | None = None,
+) -> Store:
     """The store at ``database_url`` once its schema is one this release serves: at its
     head, or newer (logged). Raises ``StoreError`` when the database cannot be reached or
     its schema is behind (the message names ``baclofen-cds db upgrade``)."""
-    store = Store(create_store_engine(database_url), comment_retention)
+    store = Store(create_store_engine(database_url), comment_retention, subject_retention)
     with _starting(store, dispose=False):
         state = store.schema()
     if state.behind:
@@ -571,7 +768,8 @@ def open_store(database_url: str, comment_retention: timedelta | None = None) ->
 def init_store(app: Flask, settings: Settings) -> Store:
     """Open the database named by the settings (``open_store``) and attach it to ``app``."""
     retention = timedelta(days=settings.feedback_comment_retention_days)
-    store = open_store(settings.database_url, retention)
+    subjects = timedelta(days=settings.card_subject_retention_days)
+    store = open_store(settings.database_url, retention, subjects)
     app.extensions["baclofen_store"] = store
     return store
 

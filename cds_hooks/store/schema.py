@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -75,4 +75,50 @@ jwt_replay = Table(
     Column("token_key", String(64), primary_key=True),
     Column("issuer", Text, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# What each card the service issued was about, so feedback (which names a card by its uuid
+# alone) can be traced to its rules, and a snooze to the patient and drug it holds. Patient
+# and drug are only a keyed pseudonym (HMAC-SHA256 under CDS_PSEUDONYM_KEY): no name,
+# identifier or resource is stored. The pseudonyms are erased after
+# CDS_CARD_SUBJECT_RETENTION_DAYS; topic, rules and indicator stay for the override rates.
+card_issue = Table(
+    "card_issue",
+    metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column("service_id", String(128), nullable=False),
+    Column("hook", String(64), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("indicator", String(16), nullable=False),
+    # Every rule the card merges, most severe first (per-rule override rates).
+    Column("rules", JSON, nullable=False),
+    Column("knowledge_version", String(32), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False, index=True),
+    # HMAC of (FHIR server, patient id, drug); NULL without a key or once erased.
+    Column("subject_key", String(64), index=True),
+    # HMAC of (FHIR server, patient id, drug, user, encounter), set only when the EHR asked
+    # for order-select cards to be remembered for its order-sign (PDDI-CDS).
+    Column("session_key", String(64), index=True),
+    Column("daily_dose", Float),
+    Column("dose_unit", String(32)),
+    # Drug-class codes of the co-medications (knowledge codes such as "opioid").
+    Column("classes", JSON),
+)
+
+# Advice a prescriber snoozed: held back for the same pseudonymous patient and drug until
+# ``until``, then deleted.
+snooze = Table(
+    "snooze",
+    metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column("subject_key", String(64), nullable=False, index=True),
+    Column("topic", String(64), nullable=False),
+    Column("indicator", String(16), nullable=False),
+    Column("rules", JSON, nullable=False),
+    Column("daily_dose", Float),
+    Column("dose_unit", String(32)),
+    Column("classes", JSON, nullable=False),
+    Column("reason_code", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("until", UTCDateTime, nullable=False, index=True),
 )
