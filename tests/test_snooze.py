@@ -482,6 +482,7 @@ def test_discovery_advertises_the_pddi_items_each_service_honours(client: FlaskC
         "order-select": ["cache-for-order-sign-filtering"],
         "order-sign": ["filter-out-repeated-alerts"],
         "medication-prescribe": [],
+        "patient-view": [],
     }
     for hook in ("order-select", "order-sign"):
         [item] = services[hook]["extension"]["pddi-configuration-items"]
