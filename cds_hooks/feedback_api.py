@@ -22,7 +22,8 @@ bp = Blueprint("feedback", __name__, url_prefix="/cds-services")
 def feedback(service_id: str) -> Response:
     service = lookup_service(service_id)
     items = parse_feedback_request(read_json_body(request))
-    stored = get_store().record_feedback(service.id, items)
+    version = current_app.extensions["baclofen_knowledge"].version
+    stored = get_store().record_feedback(service.id, items, knowledge_version=version)
     for item in items:
         metrics.count_feedback(service.id, item.outcome, item.card_topic)
     current_app.logger.info(

@@ -1,0 +1,79 @@
+"""Feedback the console shows, made as an EHR makes it: real hook calls with the captured
+sandbox requests, then feedback on the cards they answered, spread over several weeks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.conftest import load_json
+
+SIGN = "sandbox-order-sign-baclofen10-3tab-daily.json"
+SELECT = "sandbox-order-select-baclofen10-2tab-tid-spasticity.json"
+SIGN_SYNTHEA = "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
+COMMENT = "Tolerated for years, discussed with the ward pharmacist"
+PASSWORD = "correct horse battery staple"
+
+Post = Callable[[str, dict[str, Any]], Any]
+"""POSTs JSON to a path of the service and returns the parsed JSON answer."""
+
+
+def captured_body(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = load_json(f"requests/{name}")["body"]
+    return body
+
+
+def make_feedback(post: Post, weeks: int = 4, now: datetime | None = None) -> dict[str, int]:
+    """Each week: the three captured requests answered, then every third card accepted
+    (when it offers a suggestion) and the others overridden with one of the reasons it
+    offers, in turns, and a numbered comment.
+    Returns how many outcomes of each kind were sent."""
+    now = now or datetime.now(UTC)
+    sent = {"accepted": 0, "overridden": 0}
+    turn = 0
+    for week in range(weeks):
+        moment = now - timedelta(weeks=week, hours=1)
+        for name, service in (
+            (SIGN, "baclofen-order-sign"),
+            (SELECT, "baclofen-order-select"),
+            (SIGN_SYNTHEA, "baclofen-order-sign"),
+        ):
+            cards = post(f"/cds-services/{service}", captured_body(name))["cards"]
+            items = []
+            for card in cards:
+                turn += 1
+                stamp = (moment + timedelta(seconds=turn)).isoformat().replace("+00:00", "Z")
+                if turn % 3 == 0 and card.get("suggestions"):
+                    suggestion = card["suggestions"][0]["uuid"]
+                    items.append(
+                        {
+                            "card": card["uuid"],
+                            "outcome": "accepted",
+                            "acceptedSuggestions": [{"id": suggestion}],
+                            "outcomeTimestamp": stamp,
+                        }
+                    )
+                    sent["accepted"] += 1
+                    continue
+                offered = card["overrideReasons"]
+                reason = {
+                    "reason": _coding(offered[turn % len(offered)]),
+                    "userComment": f"{COMMENT} #{turn}",
+                }
+                items.append(
+                    {
+                        "card": card["uuid"],
+                        "outcome": "overridden",
+                        "overrideReason": reason,
+                        "outcomeTimestamp": stamp,
+                    }
+                )
+                sent["overridden"] += 1
+            if items:
+                post(f"/cds-services/{service}/feedback", {"feedback": items})
+    return sent
+
+
+def _coding(offered: dict[str, Any]) -> dict[str, Any]:
+    return {k: offered[k] for k in ("system", "code", "display") if k in offered}
