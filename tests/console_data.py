@@ -3,9 +3,12 @@ sandbox requests, then feedback on the cards they answered, spread over several 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from flask.testing import FlaskClient
 
 from tests.conftest import load_json
 
@@ -14,6 +17,30 @@ SELECT = "sandbox-order-select-baclofen10-2tab-tid-spasticity.json"
 SIGN_SYNTHEA = "sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
 COMMENT = "Tolerated for years, discussed with the ward pharmacist"
 PASSWORD = "correct horse battery staple"
+
+HTTPS = "https://localhost"
+
+
+def csrf_token(page: bytes) -> str:
+    found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1).decode()
+
+
+def post_form(client: FlaskClient, path: str, data: dict[str, Any], **kwargs: Any) -> Any:
+    """A form posted as a browser does over https: with the page's CSRF token (``data``
+    holds it) and a same-origin Referer, which Flask-WTF requires over https."""
+    return client.post(path, data=data, base_url=HTTPS, headers={"Referer": HTTPS + path}, **kwargs)
+
+
+def sign_in(client: FlaskClient, username: str = "pharmacist", password: str = PASSWORD) -> Any:
+    token = csrf_token(client.get("/console/login", base_url=HTTPS).data)
+    return post_form(
+        client,
+        "/console/login",
+        {"csrf_token": token, "username": username, "password": password},
+    )
+
 
 Post = Callable[[str, dict[str, Any]], Any]
 """POSTs JSON to a path of the service and returns the parsed JSON answer."""

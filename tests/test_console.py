@@ -23,30 +23,17 @@ from cds_hooks.store import get_store
 from cds_hooks.store.console import set_console_user
 from cds_hooks.store.schema import console_access, console_user
 from tests.conftest import load_json
-from tests.console_data import COMMENT, PASSWORD, SIGN, captured_body, make_feedback
-
-HTTPS = "https://localhost"
-
-
-def csrf_token(page: bytes) -> str:
-    found = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page)
-    assert found, page[:500]
-    return found.group(1).decode()
-
-
-def post_form(client: FlaskClient, path: str, data: dict[str, Any], **kwargs: Any) -> Any:
-    """A form posted as a browser does over https: with the page's CSRF token (``data``
-    holds it) and a same-origin Referer, which Flask-WTF requires over https."""
-    return client.post(path, data=data, base_url=HTTPS, headers={"Referer": HTTPS + path}, **kwargs)
-
-
-def sign_in(client: FlaskClient, username: str = "pharmacist", password: str = PASSWORD) -> Any:
-    token = csrf_token(client.get("/console/login", base_url=HTTPS).data)
-    return post_form(
-        client,
-        "/console/login",
-        {"csrf_token": token, "username": username, "password": password},
-    )
+from tests.console_data import (
+    COMMENT,
+    HTTPS,
+    PASSWORD,
+    SIGN,
+    captured_body,
+    csrf_token,
+    make_feedback,
+    post_form,
+    sign_in,
+)
 
 
 @pytest.fixture
