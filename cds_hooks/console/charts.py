@@ -22,6 +22,7 @@ _COMMON = {
     "style": _STYLE,
     "width": 900,
     "height": 380,
+    "explicit_size": True,  # width and height on the <svg>: the <img> keeps its proportions
     "no_data_text": "No feedback for these filters",
     "legend_at_bottom": True,
     "truncate_legend": 40,
