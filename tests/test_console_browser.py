@@ -53,6 +53,8 @@ COUNT_COLOURED = """(img) => {
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The served service with a console user and four weeks of feedback."""
     if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("chromium not installed: `make test` installs it (make system-deps)")
         pytest.skip("chromium not installed: run `make system-deps` as root")
     tmp_path = tmp_path_factory.mktemp("console")
     with serve(tmp_path, workers=2) as (base, log, _process):
