@@ -7,16 +7,20 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from cds_hooks.app import create_app
 from cds_hooks.cli import main
+from cds_hooks.config import ConfigError
 from cds_hooks.console.auth import hash_password
 from cds_hooks.console.rates import rules_of_card
 from cds_hooks.store import get_store
@@ -34,6 +38,7 @@ from tests.console_data import (
     post_form,
     sign_in,
 )
+from tests.identity_provider import CLIENT_ID, CLIENT_SECRET, IdentityProvider
 
 
 @pytest.fixture
@@ -328,3 +333,68 @@ def test_add_user_command(
 
 def test_captured_request_fixture_is_a_sandbox_exchange() -> None:
     assert load_json(f"requests/{SIGN}")["body"]["hook"] == "order-sign"
+
+
+@pytest.fixture
+def identity_provider() -> Iterator[IdentityProvider]:
+    with IdentityProvider() as provider:
+        yield provider
+
+
+def oidc_app(app_config: dict[str, Any], provider: IdentityProvider, **more: Any) -> Flask:
+    return create_app(
+        {
+            **app_config,
+            "AUTH_MODE": "enforce",
+            "PUBLIC_BASE_URL": "https://cds.example.org",
+            "CONSOLE_OIDC_METADATA_URL": provider.metadata_url,
+            "CONSOLE_OIDC_CLIENT_ID": CLIENT_ID,
+            "CONSOLE_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+            **more,
+        }
+    )
+
+
+def through_the_provider(client: FlaskClient) -> Any:
+    """Start the sign-in, let the provider answer as a browser would follow it, and
+    come back to the console with its code."""
+    start = get(client, "/console/oidc/login")
+    assert start.status_code == 302
+    at_provider = requests.get(start.headers["Location"], allow_redirects=False, timeout=10)
+    assert at_provider.status_code == 302
+    back = urlsplit(at_provider.headers["Location"])
+    assert back.path == "/console/oidc/callback"
+    return get(client, f"{back.path}?{back.query}")
+
+
+def test_sign_in_through_the_identity_provider(
+    app_config: dict[str, Any], identity_provider: IdentityProvider
+) -> None:
+    # With OpenID Connect set up, the console is on in enforce mode with no password user.
+    client = oidc_app(app_config, identity_provider).test_client()
+    login = get(client, "/console/login")
+    assert b"identity provider" in login.data
+    signed_in = through_the_provider(client)
+    assert signed_in.status_code == 302
+    assert signed_in.headers["Location"].endswith("/console/overrides")
+    page = get(client, "/console/overrides")
+    assert page.status_code == 200 and b"pharmacist@hospital.example" in page.data
+
+
+def test_the_identity_provider_s_users_can_be_narrowed(
+    app_config: dict[str, Any], identity_provider: IdentityProvider
+) -> None:
+    app = oidc_app(app_config, identity_provider, CONSOLE_OIDC_USERS="chief.pharmacist")
+    client = app.test_client()
+    refused = through_the_provider(client)
+    assert refused.headers["Location"].endswith("/console/login")
+    assert get(client, "/console/overrides").status_code == 302
+    # A callback made up without going through the provider signs no one in either.
+    forged = get(client, "/console/oidc/callback?code=made-up&state=made-up")
+    assert forged.headers["Location"].endswith("/console/login")
+    assert get(client, "/console/overrides").status_code == 302
+
+
+def test_half_an_oidc_configuration_stops_start_up(app_config: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="CDS_CONSOLE_OIDC_CLIENT_ID"):
+        create_app({**app_config, "CONSOLE_OIDC_METADATA_URL": "https://idp.example/.well-known"})
