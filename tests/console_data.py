@@ -46,6 +46,20 @@ Post = Callable[[str, dict[str, Any]], Any]
 """POSTs JSON to a path of the service and returns the parsed JSON answer."""
 
 
+def overridden(card: str, reason: dict[str, Any]) -> dict[str, Any]:
+    """A feedback body overriding ``card`` with ``reason`` (an overrideReason object)."""
+    return {
+        "feedback": [
+            {
+                "card": card,
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-12-01T10:00:00Z",
+                "overrideReason": reason,
+            }
+        ]
+    }
+
+
 def captured_body(name: str) -> dict[str, Any]:
     body: dict[str, Any] = load_json(f"requests/{name}")["body"]
     return body

@@ -29,7 +29,7 @@ from cds_hooks.logging import configure_logging
 from cds_hooks.store import get_store
 from cds_hooks.store.console import set_console_user
 from tests.conftest import load_json, sqlite_url
-from tests.console_data import HTTPS, PASSWORD, csrf_token, post_form, sign_in
+from tests.console_data import HTTPS, PASSWORD, csrf_token, overridden, post_form, sign_in
 from tests.fhir_server import FhirServer, ok, searchset, status
 from tests.security.tokens import PUBLIC_BASE, Client, bearer
 
@@ -285,16 +285,7 @@ def test_the_console_writes_no_phi_to_logs_or_database(
     feedback_jwt = ec_client.token(feedback_url)
     sent = client.post(
         SERVICE_PATH + "/feedback",
-        json={
-            "feedback": [
-                {
-                    "card": cards[0]["uuid"],
-                    "outcome": "overridden",
-                    "outcomeTimestamp": "2026-12-01T10:00:00Z",
-                    "overrideReason": {"reason": cards[0]["overrideReasons"][0]},
-                }
-            ]
-        },
+        json=overridden(cards[0]["uuid"], {"reason": cards[0]["overrideReasons"][0]}),
         headers=bear(feedback_jwt),
     )
     assert sent.status_code == 200

@@ -17,7 +17,7 @@ from cds_hooks.app import create_app
 from cds_hooks.console.auth import hash_password
 from cds_hooks.store import get_store
 from cds_hooks.store.console import set_console_user
-from tests.console_data import HTTPS, PASSWORD, csrf_token, post_form, sign_in
+from tests.console_data import HTTPS, PASSWORD, csrf_token, overridden, post_form, sign_in
 from tests.security.test_attacks import (
     SERVICE_PATH,
     SERVICE_URL,
@@ -167,16 +167,7 @@ def test_markup_in_a_comment_is_shown_as_text(
     attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     sent = signed_in.post(
         SERVICE_PATH + "/feedback",
-        json={
-            "feedback": [
-                {
-                    "card": cards[0]["uuid"],
-                    "outcome": "overridden",
-                    "outcomeTimestamp": "2026-12-01T10:00:00Z",
-                    "overrideReason": {"userComment": attack},
-                }
-            ]
-        },
+        json=overridden(cards[0]["uuid"], {"userComment": attack}),
         headers=bearer(ec_client.token(feedback_url)),
     )
     assert sent.status_code == 200
