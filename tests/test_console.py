@@ -21,6 +21,7 @@ from sqlalchemy import select
 from cds_hooks.app import create_app
 from cds_hooks.cli import main
 from cds_hooks.config import ConfigError
+from cds_hooks.console import _instance_secret_key
 from cds_hooks.console.auth import hash_password
 from cds_hooks.console.rates import rules_of_card
 from cds_hooks.store import get_store
@@ -398,3 +399,15 @@ def test_the_identity_provider_s_users_can_be_narrowed(
 def test_half_an_oidc_configuration_stops_start_up(app_config: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="CDS_CONSOLE_OIDC_CLIENT_ID"):
         create_app({**app_config, "CONSOLE_OIDC_METADATA_URL": "https://idp.example/.well-known"})
+
+
+def test_the_session_key_is_kept_in_the_instance_folder(tmp_path: Path) -> None:
+    """Made once, owner-only, the same for every worker; None where the folder cannot be
+    written (a read-only container without CDS_SECRET_KEY: the console then stays off and
+    the hooks still start)."""
+    key = _instance_secret_key(str(tmp_path))
+    assert key and len(key) >= 64
+    assert _instance_secret_key(str(tmp_path)) == key
+    assert (tmp_path / "console-secret-key").stat().st_mode & 0o777 == 0o600
+    not_a_folder = tmp_path / "console-secret-key"
+    assert _instance_secret_key(str(not_a_folder)) is None

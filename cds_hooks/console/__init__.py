@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ OPEN_ENDPOINTS = frozenset(
     {"console.login", "console.oidc_login", "console.oidc_callback", "console.static"}
 )
 SECRET_KEY_FILE = "console-secret-key"
+NO_SECRET_KEY = (
+    "The console needs CDS_SECRET_KEY (it signs the console's session cookie), or a "
+    "writable instance folder to keep one in."
+)
+log = logging.getLogger(__name__)
 # The console's pages load nothing from elsewhere and run no script.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
@@ -82,8 +88,16 @@ def init_console(app: Flask, settings: Settings) -> None:
     from cds_hooks.console import auth, pages  # noqa: F401  (the views register on bp)
 
     hours = _positive_int(app.config.get("CONSOLE_SESSION_HOURS"), "CONSOLE_SESSION_HOURS")
+    secret_key = app.config.get("SECRET_KEY") or _instance_secret_key(app.instance_path)
+    if secret_key is None:
+        if settings.console == "on":
+            raise ConfigError(NO_SECRET_KEY)
+        # A container with a read-only root filesystem and no key: the hooks must still
+        # start; the console needs a key shared by every worker, so it stays off.
+        log.warning(NO_SECRET_KEY + " The console is off.")
+        return
     app.config.update(
-        SECRET_KEY=app.config.get("SECRET_KEY") or _instance_secret_key(app.instance_path),
+        SECRET_KEY=secret_key,
         SESSION_COOKIE_NAME="baclofen_console",
         SESSION_COOKIE_PATH="/console",
         SESSION_COOKIE_SECURE=True,
@@ -121,15 +135,18 @@ def _positive_int(value: Any, name: str) -> int:
     return number
 
 
-def _instance_secret_key(instance_path: str) -> str:
+def _instance_secret_key(instance_path: str) -> str | None:
     """A random key made once and kept (owner-only) in the instance folder: sessions then
-    survive a restart and are shared by the gunicorn workers of this machine."""
+    survive a restart and are shared by the gunicorn workers of this machine. None when
+    the folder cannot be written."""
     path = os.path.join(instance_path, SECRET_KEY_FILE)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         with open(path, encoding="ascii") as existing:
-            return existing.read().strip()
+            return existing.read().strip() or None
+    except OSError:
+        return None
     with os.fdopen(descriptor, "w", encoding="ascii") as created:
         key = secrets.token_urlsafe(48)
         created.write(key)
