@@ -11,11 +11,13 @@ attempts rate-limited, and ``CDS_CONSOLE=off`` removes the whole console.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -138,19 +140,29 @@ def _positive_int(value: Any, name: str) -> int:
 def _instance_secret_key(instance_path: str) -> str | None:
     """A random key made once and kept (owner-only) in the instance folder: sessions then
     survive a restart and are shared by the gunicorn workers of this machine. None when
-    the folder cannot be written."""
+    the folder cannot be written. Written whole to a private file first and then linked
+    into place, so a process starting at the same moment never reads half a key."""
     path = os.path.join(instance_path, SECRET_KEY_FILE)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
         with open(path, encoding="ascii") as existing:
-            return existing.read().strip() or None
+            return existing.read().strip()
+    except FileNotFoundError:
+        pass
     except OSError:
         return None
-    with os.fdopen(descriptor, "w", encoding="ascii") as created:
-        key = secrets.token_urlsafe(48)
-        created.write(key)
-    return key
+    try:
+        descriptor, draft = tempfile.mkstemp(dir=instance_path, prefix=".console-key-")
+    except OSError:
+        return None
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as created:
+            created.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):  # another process linked its key first
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)
+    with open(path, encoding="ascii") as kept:
+        return kept.read().strip()
 
 
 def state() -> ConsoleState:
