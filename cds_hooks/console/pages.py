@@ -97,11 +97,21 @@ def index() -> BaseResponse:
     return redirect(url_for("console.overrides"))
 
 
-@bp.get("/overrides")
-def overrides() -> str:
+def _weekly() -> tuple[FilterForm, FeedbackFilter, str, dict[str, dict[date, Rate]]]:
+    """The filters asked for, the grouping (topic or rule) and the weekly counts per group."""
     form, where = _filters()
     grouping = form.by.data if form.by.data in GROUPINGS else "topic"
-    weekly = weekly_rates(daily_counts(get_store(), where), grouping, _knowledge())
+    return (
+        form,
+        where,
+        grouping,
+        weekly_rates(daily_counts(get_store(), where), grouping, _knowledge()),
+    )
+
+
+@bp.get("/overrides")
+def overrides() -> str:
+    form, where, grouping, weekly = _weekly()
     return _page(
         "overrides.html",
         form=form,
@@ -126,10 +136,7 @@ def _svg(content: bytes) -> Response:
 
 @bp.get("/charts/override-rates.svg")
 def override_rates_chart() -> Response:
-    form, where = _filters()
-    grouping = form.by.data if form.by.data in GROUPINGS else "topic"
-    weekly = weekly_rates(daily_counts(get_store(), where), grouping, _knowledge())
-    return _svg(charts.override_rate_chart(weekly))
+    return _svg(charts.override_rate_chart(_weekly()[3]))
 
 
 @bp.get("/charts/reasons.svg")
