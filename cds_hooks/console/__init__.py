@@ -29,13 +29,14 @@ from flask import (
     abort,
     current_app,
     redirect,
+    render_template,
     request,
     session,
     url_for,
 )
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.wrappers import Response as BaseResponse
 
 from cds_hooks.config import ConfigError, Settings, _as_tuple
@@ -115,9 +116,9 @@ def init_console(app: Flask, settings: Settings) -> None:
     oidc = auth.init_oidc(app)
     app.register_blueprint(bp)
     login_limit = str(app.config.get("CONSOLE_LOGIN_LIMIT") or "5 per minute")
-    app.view_functions["console.login"] = limiter.limit(  # type: ignore[assignment]
-        login_limit, methods=["POST"], error_message="Too many sign-in attempts; wait a minute."
-    )(app.view_functions["console.login"])
+    app.view_functions["console.login"] = limiter.limit(login_limit, methods=["POST"])(  # type: ignore[assignment]
+        app.view_functions["console.login"]
+    )
     app.extensions[EXTENSION] = ConsoleState(
         mode=settings.console,
         always_on=settings.console == "on" or settings.auth_mode != "enforce" or oidc is not None,
@@ -204,6 +205,25 @@ def _guard() -> BaseResponse | None:
         session.clear()
         return redirect(url_for("console.login"))
     return None
+
+
+@bp.errorhandler(CSRFError)
+def _form_refused(error: CSRFError) -> tuple[str, int]:
+    log.warning("console form refused", extra={"reason": error.description})
+    return _error_page(
+        "Form refused", "The form had expired or did not come from this console. Try again."
+    ), 400
+
+
+@bp.errorhandler(429)
+def _too_many(error: Exception) -> tuple[str, int]:
+    del error
+    return _error_page("Too many attempts", "Too many sign-in attempts; wait a minute."), 429
+
+
+def _error_page(title: str, message: str) -> str:
+    back = url_for("console.login") if console_user() is None else url_for("console.overrides")
+    return render_template("console/error.html", title=title, message=message, back=back, user=None)
 
 
 @bp.after_request

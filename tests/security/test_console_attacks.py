@@ -109,7 +109,8 @@ def test_a_forged_session_cookie_is_not_believed(console: Flask, client: FlaskCl
 @pytest.mark.parametrize("path", ["/console/login", "/console/replay", "/console/logout"])
 def test_forms_need_their_csrf_token(signed_in: FlaskClient, path: str) -> None:
     data = {"username": "pharmacist", "password": PASSWORD, "request_json": "{}"}
-    assert post_form(signed_in, path, data).status_code == 400
+    refused = post_form(signed_in, path, data)
+    assert refused.status_code == 400 and b"Form refused" in refused.data
     assert post_form(signed_in, path, {**data, "csrf_token": "forged"}).status_code == 400
 
 
@@ -136,7 +137,8 @@ def test_a_form_posted_from_another_site_is_refused(signed_in: FlaskClient) -> N
 def test_sign_in_attempts_are_rate_limited(console: Flask, client: FlaskClient) -> None:
     for _ in range(5):
         assert sign_in(client, password="wrong password guess").status_code == 401
-    assert sign_in(client, password="wrong password guess").status_code == 429
+    refused = sign_in(client, password="wrong password guess")
+    assert refused.status_code == 429 and b"Too many sign-in attempts" in refused.data
     assert sign_in(client).status_code == 429  # even the right one, until the window passes
     # Reading pages is not limited: only attempts to sign in are.
     assert get(client, "/console/login").status_code == 200
