@@ -411,3 +411,17 @@ def test_the_session_key_is_kept_in_the_instance_folder(tmp_path: Path) -> None:
     assert (tmp_path / "console-secret-key").stat().st_mode & 0o777 == 0o600
     not_a_folder = tmp_path / "console-secret-key"
     assert _instance_secret_key(str(not_a_folder)) is None
+
+
+def test_a_database_outage_is_a_page_not_a_500(
+    signed_in: FlaskClient, app: Flask, tmp_path: Path
+) -> None:
+    """The feedback table dropped under the running app (a real broken database, no mock):
+    the console says the database did not answer (503), and quotes nothing."""
+    with get_store(app).engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE feedback")
+    for path in ("/console/overrides", "/console/comments", "/console/export.csv"):
+        response = get(signed_in, path)
+        assert response.status_code == 503, path
+        assert b"The database did not answer" in response.data
+        assert COMMENT.encode() not in response.data

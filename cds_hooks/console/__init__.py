@@ -37,6 +37,7 @@ from flask import (
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
 from cds_hooks.config import ConfigError, Settings, _as_tuple
@@ -215,6 +216,13 @@ def _form_refused(error: CSRFError) -> tuple[str, int]:
     ), 400
 
 
+@bp.errorhandler(SQLAlchemyError)
+def _database_down(error: SQLAlchemyError) -> tuple[str, int]:
+    # Only the type: SQLAlchemy's messages quote the statement's parameters (comments).
+    log.warning("console: database unavailable", extra={"error_type": type(error).__name__})
+    return _error_page("Database unavailable", "The database did not answer. Try again soon."), 503
+
+
 @bp.errorhandler(429)
 def _too_many(error: Exception) -> tuple[str, int]:
     del error
@@ -222,7 +230,7 @@ def _too_many(error: Exception) -> tuple[str, int]:
 
 
 def _error_page(title: str, message: str) -> str:
-    back = url_for("console.login") if console_user() is None else url_for("console.overrides")
+    back = url_for("console.overrides") if console_user() else url_for("console.login")
     return render_template("console/error.html", title=title, message=message, back=back, user=None)
 
 
