@@ -27,7 +27,13 @@ from cds_hooks.discovery import SERVICES
 from cds_hooks.errors import CdsError
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.pipeline import evaluate_hook
-from cds_hooks.reports import EvaluationReview, evaluation_review, feedback_csv, reason_display
+from cds_hooks.reports import (
+    EvaluationReview,
+    evaluation_review,
+    feedback_csv,
+    reason_display,
+    topic_display,
+)
 from cds_hooks.store import FeedbackFilter, get_store
 from cds_hooks.store.console import (
     comments_page,
@@ -159,7 +165,14 @@ def comments() -> str:
     pages = max((total + COMMENTS_PER_PAGE - 1) // COMMENTS_PER_PAGE, 1)
     args = {k: v for k, v in request.args.items() if k != "page"}
     return _page(
-        "comments.html", form=form, comments=shown, page=page, pages=pages, total=total, args=args
+        "comments.html",
+        form=form,
+        comments=shown,
+        page=page,
+        pages=pages,
+        total=total,
+        args=args,
+        topic_display=topic_display,
     )
 
 
