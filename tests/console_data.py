@@ -10,6 +10,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from cards.render import NON_ADHERENCE_SYSTEM
 from tests.conftest import load_json
 
 SIGN = "sandbox-order-sign-baclofen10-3tab-daily.json"
@@ -97,7 +98,11 @@ def make_feedback(post: Post, weeks: int = 4, now: datetime | None = None) -> di
                     )
                     sent["accepted"] += 1
                     continue
-                offered = card["overrideReasons"]
+                # The HL7 non-adherence reasons only: a snooze reason would hold the card
+                # back in the weeks after, and these counts are for every week alike.
+                offered = [
+                    r for r in card["overrideReasons"] if r.get("system") == NON_ADHERENCE_SYSTEM
+                ]
                 reason = {
                     "reason": _coding(offered[turn % len(offered)]),
                     "userComment": f"{COMMENT} #{turn}",
