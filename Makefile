@@ -47,14 +47,17 @@ run: $(VENV)/.installed
 	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) CDS_LOG_FORMAT=$(LOG_FORMAT) \
 		$(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 
-# PostgreSQL server binaries for the @pytest.mark.postgres tests and nginx for the served
-# production topology (the tests start their own throw-away servers). Installed with
-# apt-get when running as root; otherwise those tests skip and say why.
+# PostgreSQL server binaries for the @pytest.mark.postgres tests, nginx for the served
+# production topology (the tests start their own throw-away servers) and Debian's chromium,
+# which Playwright drives through the console (tests/test_console_browser.py; Playwright's
+# own browser download is not used). Installed with apt-get when running as root;
+# otherwise those tests skip and say why.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -11,6 +11,7 @@ from flask import Flask
 from cds_hooks import api, feedback_api, health, metrics
 from cds_hooks.auth import init_auth
 from cds_hooks.config import DefaultConfig, Settings
+from cds_hooks.console import init_console
 from cds_hooks.cors import init_cors
 from cds_hooks.errors import register_error_handlers
 from cds_hooks.forwarded import FromTrustedProxies
@@ -62,6 +63,7 @@ def create_app(config: object | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(feedback_api.bp)
+    init_console(app, settings)
     if settings.trusted_proxies:
         app.wsgi_app = FromTrustedProxies(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     return app

@@ -1,5 +1,5 @@
 """``baclofen-cds``: serve the service (and the proxy in front of it), upgrade its
-database, evaluate a request file offline, print the rules."""
+database, evaluate a request file offline, print the rules, manage console users."""
 
 from __future__ import annotations
 
@@ -168,11 +168,11 @@ def _feedback(args: argparse.Namespace) -> int:
     """Override and acceptance counts for pharmacists reviewing how cards are received."""
     from cds_hooks.config import settings_from_environment
     from cds_hooks.reports import feedback_csv, feedback_text
-    from cds_hooks.store import open_store
+    from cds_hooks.store import FeedbackFilter, open_store
 
     store = open_store(settings_from_environment().database_url)
     try:
-        counts = store.feedback_summary(since=args.since, service_id=args.service)
+        counts = store.feedback_summary(FeedbackFilter(since=args.since, service_id=args.service))
     finally:
         store.dispose()
     if args.format == "csv":
@@ -206,6 +206,49 @@ def _snooze_purge(args: argparse.Namespace) -> int:
     what = "every snooze and pseudonym" if args.all else "expired snoozes and old pseudonyms"
     print(f"purged {what}: {changed} row(s)")
     return 0
+
+
+def _console_user(args: argparse.Namespace) -> int:
+    """Add a console user or set a user's password; remove one. The password is read from
+    the terminal (asked twice) or, with --password-stdin, from the first line of stdin."""
+    from cds_hooks.config import settings_from_environment
+    from cds_hooks.console.auth import hash_password
+    from cds_hooks.store import open_store
+    from cds_hooks.store.console import remove_console_user, set_console_user
+
+    store = open_store(settings_from_environment().database_url)
+    try:
+        if args.console_command == "remove-user":
+            if not remove_console_user(store, args.username):
+                print(f"baclofen-cds: no console user {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"console user {args.username!r} removed")
+            return 0
+        password = _new_password(args.password_stdin)
+        if password is None:
+            return 2
+        try:
+            hashed = hash_password(password)
+        except ValueError as error:
+            print(f"baclofen-cds: {error}", file=sys.stderr)
+            return 2
+        created = set_console_user(store, args.username, hashed)
+    finally:
+        store.dispose()
+    print(f"console user {args.username!r} {'added' if created else 'given a new password'}")
+    return 0
+
+
+def _new_password(from_stdin: bool) -> str | None:
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != password:
+        print("baclofen-cds: the passwords differ", file=sys.stderr)
+        return None
+    return password
 
 
 def _moment(value: str) -> datetime:
@@ -317,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
         "forget every patient); override counts stay",
     )
     purge.set_defaults(handler=_snooze_purge)
+    console = commands.add_parser(
+        "console", help="users of the pharmacists' console (docs/console.md)"
+    )
+    console_commands = console.add_subparsers(dest="console_command", required=True)
+    add_user = console_commands.add_parser(
+        "add-user",
+        help="add a console user, or give an existing one a new password (argon2-hashed; "
+        "at least 12 characters)",
+    )
+    add_user.add_argument("username")
+    add_user.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking",
+    )
+    add_user.set_defaults(handler=_console_user)
+    remove_user = console_commands.add_parser("remove-user", help="remove a console user")
+    remove_user.add_argument("username")
+    remove_user.set_defaults(handler=_console_user)
     return parser
 
 

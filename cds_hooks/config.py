@@ -20,6 +20,7 @@ from flask import Config
 ENVIRONMENTS = ("development", "production")
 AUTH_MODES = ("enforce", "sandbox", "off")
 LOG_FORMATS = ("json", "text")
+CONSOLE_MODES = ("auto", "on", "off")
 PUBLIC_SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 LOCAL_SANDBOX_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
 """The CDS Hooks sandbox run from its source (``npm run dev`` serves it on port 8080)."""
@@ -67,6 +68,20 @@ class DefaultConfig:
     JWKS_WAIT = 1.0
     JWKS_REFRESH_INTERVAL = 60.0
     JWKS_MAX_AGE = 3600.0
+    # The pharmacists' console (docs/console.md). CONSOLE: "off" removes it; "auto" serves
+    # it except in enforce mode before a console user exists or OpenID Connect is set up.
+    CONSOLE = "auto"
+    # Signs the console's session cookie. None: a random key kept in the instance folder
+    # (one per machine: set it when several instances serve the console).
+    SECRET_KEY: str | None = None
+    CONSOLE_LOGIN_LIMIT = "5 per minute;30 per hour"
+    CONSOLE_SESSION_HOURS = 8
+    CONSOLE_OIDC_METADATA_URL: str | None = None
+    CONSOLE_OIDC_CLIENT_ID: str | None = None
+    CONSOLE_OIDC_CLIENT_SECRET: str | None = None
+    # Who may sign in through the identity provider (preferred_username or email); empty:
+    # anyone it authenticates for this client.
+    CONSOLE_OIDC_USERS: tuple[str, ...] | list[str] | str = ()
 
 
 class DevelopmentConfig(DefaultConfig):
@@ -151,6 +166,8 @@ class Settings:
     def snooze(self) -> bool:
         return bool(self.pseudonym_keys)
 
+    console: str = "auto"
+
     @property
     def development(self) -> bool:
         return self.env == "development"
@@ -187,6 +204,10 @@ class Settings:
         if log_format not in LOG_FORMATS:
             choices = ", ".join(LOG_FORMATS)
             raise ConfigError(f"CDS_LOG_FORMAT must be one of {choices}, got {log_format!r}")
+        console = str(config.get("CONSOLE") or "auto").lower()
+        if console not in CONSOLE_MODES:
+            choices = ", ".join(CONSOLE_MODES)
+            raise ConfigError(f"CDS_CONSOLE must be one of {choices}, got {console!r}")
         if auth_mode == "off" and env != "development":
             raise ConfigError("CDS_AUTH_MODE=off is only allowed with CDS_ENV=development")
         return cls(
@@ -234,6 +255,7 @@ class Settings:
                 config.get("FEEDBACK_COMMENT_RETENTION_DAYS", 90),
                 int,
             ),
+            console=console,
         )
 
 

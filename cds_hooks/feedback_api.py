@@ -27,7 +27,8 @@ def feedback(service_id: str) -> Response:
     service = lookup_service(service_id)
     items = parse_feedback_request(read_json_body(request))
     store = get_store()
-    stored = store.record_feedback(service.id, items)
+    version = current_app.extensions["baclofen_knowledge"].version
+    stored = store.record_feedback(service.id, items, knowledge_version=version)
     now = datetime.now(UTC)
     snoozes = [snooze for item in items if (snooze := _snooze(item, now)) is not None]
     snoozed = store.snooze_cards(snoozes, now) if snoozes else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cards.render import NON_ADHERENCE_SYSTEM, catalogue
@@ -29,29 +30,61 @@ CSV_COLUMNS = (
 )
 
 
-def evaluation_text(evaluation: Evaluation) -> str:
+@dataclass(frozen=True, slots=True)
+class CardReview:
+    """One card of a response with the finding it was made from."""
+
+    card: Mapping[str, Any]
+    topic_display: str
+    rules: tuple[str, ...]
+    inputs: tuple[str, ...]
+    """The data the rules used, as the finding names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationReview:
+    cards: tuple[CardReview, ...]
+    hidden: tuple[str, ...]
+    """Displays of the topics that had a finding but no card (over CDS_MAX_CARDS)."""
+
+
+def evaluation_review(evaluation: Evaluation) -> EvaluationReview:
     cards: list[Mapping[str, Any]] = evaluation.response["cards"]
-    if not cards:
-        return "No cards: no baclofen order under review, or nothing to flag.\n"
     # One finding per topic and one card per finding: a card's topic names its finding.
     findings = {finding.topic.value: finding for finding in evaluation.findings}
-    lines = [f"{len(cards)} card(s), most severe first:"]
-    for number, card in enumerate(cards, 1):
+    reviews = []
+    for card in cards:
         topic = card["source"]["topic"]
         facts = findings[topic["code"]].facts
-        rules = ", ".join(dict.fromkeys(reason["rule"] for reason in facts["reasons"]))
+        reviews.append(
+            CardReview(
+                card=card,
+                topic_display=topic["display"],
+                rules=tuple(dict.fromkeys(reason["rule"] for reason in facts["reasons"])),
+                inputs=tuple(facts.get("inputs", ())),
+            )
+        )
+    shown = {card["source"]["topic"]["code"] for card in cards}
+    hidden = tuple(catalogue().topics[code]["display"] for code in findings if code not in shown)
+    return EvaluationReview(cards=tuple(reviews), hidden=hidden)
+
+
+def evaluation_text(evaluation: Evaluation) -> str:
+    review = evaluation_review(evaluation)
+    if not review.cards:
+        return "No cards: no baclofen order under review, or nothing to flag.\n"
+    lines = [f"{len(review.cards)} card(s), most severe first:"]
+    for number, reviewed in enumerate(review.cards, 1):
+        card = reviewed.card
         lines += [
             "",
             f"{number}. {card['indicator'].upper()}: {card['summary']}",
-            f"   topic: {topic['display']} (rules {rules})",
-            *_section("data used", facts.get("inputs", ())),
+            f"   topic: {reviewed.topic_display} (rules {', '.join(reviewed.rules)})",
+            *_section("data used", reviewed.inputs),
             *_section("suggestions", _suggestions(card)),
         ]
-    shown = {card["source"]["topic"]["code"] for card in cards}
-    hidden = [code for code in findings if code not in shown]
-    if hidden:
-        displays = ", ".join(catalogue().topics[code]["display"] for code in hidden)
-        lines += ["", f"Not shown (more than CDS_MAX_CARDS cards): {displays}"]
+    if review.hidden:
+        lines += ["", f"Not shown (more than CDS_MAX_CARDS cards): {', '.join(review.hidden)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -73,9 +106,9 @@ def feedback_text(counts: Sequence[FeedbackCount]) -> str:
     rows += [
         (
             c.service_id,
-            _topic_display(c.card_topic) or "unknown (card uuid carries no topic)",
+            topic_display(c.card_topic) or "unknown (card uuid carries no topic)",
             c.outcome,
-            _reason_display(c) or "—",
+            reason_display(c) or "—",
             str(c.count),
         )
         for c in counts
@@ -98,25 +131,25 @@ def feedback_csv(counts: Sequence[FeedbackCount]) -> str:
             (
                 c.service_id,
                 c.card_topic or "",
-                _topic_display(c.card_topic) or "",
+                topic_display(c.card_topic) or "",
                 c.outcome,
                 c.reason_system or "",
                 c.reason_code or "",
-                _reason_display(c) or "",
+                reason_display(c) or "",
                 c.count,
             )
         )
     return out.getvalue()
 
 
-def _topic_display(code: str | None) -> str | None:
+def topic_display(code: str | None) -> str | None:
     if code is None:
         return None
     topic = catalogue().topics.get(code)
     return topic["display"] if topic else code
 
 
-def _reason_display(count: FeedbackCount) -> str | None:
+def reason_display(count: FeedbackCount) -> str | None:
     """The code system's display for the reasons our cards offer, else what the EHR sent
     with the code, else the bare code."""
     if count.reason_code is None:

@@ -23,9 +23,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_hooks.app import create_app
+from cds_hooks.console.auth import hash_password
 from cds_hooks.knowledge import KNOWLEDGE_VERSION
 from cds_hooks.logging import configure_logging
+from cds_hooks.store import get_store
+from cds_hooks.store.console import set_console_user
 from tests.conftest import load_json, sqlite_url
+from tests.console_data import HTTPS, PASSWORD, csrf_token, overridden, post_form, sign_in
 from tests.fhir_server import FhirServer, ok, searchset, status
 from tests.security.tokens import PUBLIC_BASE, Client, bearer
 
@@ -301,3 +305,70 @@ def test_every_log_line_names_the_knowledge_version(
     lines = [json.loads(line) for line in json_lines.getvalue().splitlines() if line.strip()]
     assert lines
     assert {line["knowledge_version"] for line in lines} == {KNOWLEDGE_VERSION}
+
+
+def test_the_console_writes_no_phi_to_logs_or_database(
+    captured: tuple[FlaskClient, Records, io.StringIO],
+    ec_client: Client,
+    ehr: FhirServer,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A pharmacist replays the distinctive patient's request in the console (pasted, as a
+    captured exchange, broken, and refused), and reads every page; a clinician's feedback on
+    one of its cards comes in through the hook path. Nothing of the patient reaches a log,
+    stdout/stderr or any table of the database; the lent token neither, nor the FHIR server
+    (the replay never calls it)."""
+    client, records, json_lines = captured
+    set_console_user(get_store(client.application), "pharmacist", hash_password(PASSWORD))
+    assert sign_in(client).status_code == 302
+
+    def replay(text: str) -> Any:
+        page = client.get("/console/replay", base_url=HTTPS).data
+        return post_form(
+            client, "/console/replay", {"csrf_token": csrf_token(page), "request_json": text}
+        )
+
+    body = hook_body()
+    body["fhirServer"] = ehr.base_url
+    answered = replay(json.dumps(body))
+    assert answered.status_code == 200 and b'class="card' in answered.data
+    exchange = {"path": SERVICE_PATH, "headers": {}, "body": body}
+    assert replay(json.dumps(exchange)).status_code == 200
+    assert replay(json.dumps(body)[:-9] + f'"{FAMILY}",,').status_code == 400
+    refused = hook_body()
+    del refused["prefetch"]
+    refused["fhirServer"] = ehr.base_url
+    assert replay(json.dumps(refused)).status_code == 400
+    assert not ehr.requests, "the replay never calls a FHIR server"
+
+    jwt = ec_client.token(SERVICE_URL)
+    cards = client.post(SERVICE_PATH, json=hook_body(), headers=bear(jwt)).get_json()["cards"]
+    feedback_url = SERVICE_URL + "/feedback"
+    feedback_jwt = ec_client.token(feedback_url)
+    sent = client.post(
+        SERVICE_PATH + "/feedback",
+        json=overridden(cards[0]["uuid"], {"reason": cards[0]["overrideReasons"][0]}),
+        headers=bear(feedback_jwt),
+    )
+    assert sent.status_code == 200
+    for path in ("overrides", "comments", "rules", "export.csv", "charts/override-rates.svg"):
+        assert client.get(f"/console/{path}?by=rule", base_url=HTTPS).status_code == 200
+
+    out, err = capfd.readouterr()
+    with sqlite3.connect(tmp_path / "store.sqlite3") as database:
+        stored = "\n".join(database.iterdump())
+    assert "console_access" in stored and "feedback" in stored
+    everything = {
+        "records": "\n".join(records.texts),
+        "json": json_lines.getvalue(),
+        "stdout+stderr": out + err,
+        "database": stored,
+    }
+    for secret in secrets(jwt, feedback_jwt):
+        for where, text in everything.items():
+            assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def bear(jwt: str) -> dict[str, str]:
+    return {**bearer(jwt), "Content-Type": "application/json"}

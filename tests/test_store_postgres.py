@@ -321,3 +321,48 @@ def test_the_service_needs_only_row_rights_on_a_schema_its_owner_upgraded(
             connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds")
             connection.exec_driver_sql("DROP ROLE IF EXISTS baclofen_cds_owner")
         admin.dispose()
+
+
+def test_the_console_reads_feedback_from_postgresql(make_app: Callable[[], Flask]) -> None:
+    """The console's queries on PostgreSQL: days counted in UTC (an outcome just before
+    midnight UTC stays on its day whatever the session's time zone), comments paged,
+    knowledge versions listed, a password user shared by every instance."""
+    from cds_hooks.store import FeedbackFilter
+    from cds_hooks.store.console import (
+        comments_page,
+        daily_counts,
+        knowledge_versions,
+        password_hash_of,
+        set_console_user,
+    )
+
+    first, second = make_app(), make_app()
+    late = {
+        **_accepted(),
+        "outcomeTimestamp": "2026-11-22T23:59:00-00:00",
+    }
+    commented = {
+        "card": CARD,
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-23T00:30:00+02:00",
+        "overrideReason": {"userComment": "seen by the pharmacist"},
+    }
+    client = first.test_client()
+    response = client.post(
+        "/cds-services/baclofen-order-sign/feedback", json={"feedback": [late, commented]}
+    )
+    assert response.status_code == 200
+    store = get_store(second)
+    with store.engine.begin() as connection:
+        connection.execute(text("SET TIME ZONE 'Pacific/Kiritimati'"))
+    days = {
+        (row.day.isoformat(), row.outcome, row.count)
+        for row in daily_counts(store, FeedbackFilter())
+    }
+    assert days == {("2026-11-22", "accepted", 1), ("2026-11-22", "overridden", 1)}
+    shown, total = comments_page(store, FeedbackFilter(), 1, 20)
+    assert total == 1 and shown[0].text == "seen by the pharmacist"
+    version = first.extensions["baclofen_knowledge"].version
+    assert knowledge_versions(store) == [version]
+    assert set_console_user(get_store(first), "pharmacist", "$argon2id$stand-in")
+    assert password_hash_of(store, "pharmacist") == "$argon2id$stand-in"

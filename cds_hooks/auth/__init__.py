@@ -1,8 +1,9 @@
 """Caller authentication for every CDS Hooks call (the trust model is in docs/trust.md).
 
 ``init_auth`` installs one app-wide ``before_request`` check. Exempt: CORS preflights
-(browsers send them without the Authorization header), and the health and metrics
-endpoints that load balancers and Prometheus call. Everything else, including unknown
+(browsers send them without the Authorization header), the health and metrics
+endpoints that load balancers and Prometheus call, and the pharmacists' console, which
+has its own sign-in. Everything else, including unknown
 paths, needs a valid token before any of our code looks at the request body.
 
 A refusal is a bare 401 with ``WWW-Authenticate: Bearer`` and an OperationOutcome that
@@ -133,6 +134,8 @@ def current_identity() -> Identity | None:
 def _authenticate() -> Response | None:
     if request.method == "OPTIONS" or request.path in EXEMPT_PATHS:
         return None
+    if request.blueprint == "console":
+        return None  # the pharmacists' console has its own sign-in (cds_hooks.console)
     verifier: TokenVerifier = current_app.extensions["baclofen_auth"]
     settings: Settings = current_app.extensions["baclofen_settings"]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")

@@ -44,6 +44,7 @@ from flask import Flask, current_app
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     create_engine,
     delete,
     event,
@@ -64,6 +65,7 @@ from cds_hooks.store.schema import card_issue, feedback, jwt_replay, snooze
 __all__ = [
     "Advice",
     "FeedbackCount",
+    "FeedbackFilter",
     "IssuedCard",
     "SchemaState",
     "Store",
@@ -208,6 +210,29 @@ def _advice(row: Any) -> Advice:
         dose_unit=row["dose_unit"],
         classes=frozenset(row["classes"] or ()),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFilter:
+    """Which feedback a summary counts; every field None keeps all of it."""
+
+    since: datetime | None = None
+    """Outcomes at or after this moment."""
+    until: datetime | None = None
+    """Outcomes before this moment."""
+    service_id: str | None = None
+    knowledge_version: str | None = None
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.since is not None:
+            query = query.where(feedback.c.outcome_timestamp >= self.since)
+        if self.until is not None:
+            query = query.where(feedback.c.outcome_timestamp < self.until)
+        if self.service_id is not None:
+            query = query.where(feedback.c.service_id == self.service_id)
+        if self.knowledge_version is not None:
+            query = query.where(feedback.c.knowledge_version == self.knowledge_version)
+        return query
 
 
 def normalise_database_url(raw: str) -> URL:
@@ -367,9 +392,14 @@ class Store:
         self.engine.dispose()
 
     def record_feedback(
-        self, service_id: str, items: Sequence[FeedbackItem], received_at: datetime | None = None
+        self,
+        service_id: str,
+        items: Sequence[FeedbackItem],
+        received_at: datetime | None = None,
+        knowledge_version: str | None = None,
     ) -> int:
         """Store a validated batch in one transaction; returns how many rows were new.
+        ``knowledge_version``: the receiving service's, which issued the cards moments before.
 
         Items already stored (same card, outcome, timestamp and accepted suggestions) are
         skipped, so a client resending a batch does not inflate the counts.
@@ -378,7 +408,7 @@ class Store:
         rows: dict[str, dict[str, Any]] = {}
         for item in items:
             key = _dedup_key(item)
-            rows[key] = self._feedback_row(service_id, item, key, received)
+            rows[key] = self._feedback_row(service_id, item, key, received, knowledge_version)
         if not rows:
             return 0
         with (
@@ -401,7 +431,11 @@ class Store:
 
     @staticmethod
     def _feedback_row(
-        service_id: str, item: FeedbackItem, key: str, received: datetime
+        service_id: str,
+        item: FeedbackItem,
+        key: str,
+        received: datetime,
+        knowledge_version: str | None,
     ) -> dict[str, Any]:
         reason = item.override_reason or OverrideReason()
         return {
@@ -409,6 +443,7 @@ class Store:
             "service_id": service_id,
             "card_uuid": item.card,
             "card_topic": item.card_topic,
+            "knowledge_version": knowledge_version,
             "outcome": item.outcome,
             "accepted_suggestions": list(item.accepted_suggestions),
             "override_reason_system": reason.system,
@@ -451,12 +486,9 @@ class Store:
             card_topic=row["card_topic"],
         )
 
-    def feedback_summary(
-        self, since: datetime | None = None, service_id: str | None = None
-    ) -> list[FeedbackCount]:
+    def feedback_summary(self, where: FeedbackFilter | None = None) -> list[FeedbackCount]:
         """Counts by service, card topic, outcome and override reason, for pharmacists'
-        review: which alerts are dismissed, and why. ``since`` keeps feedback whose outcome
-        came at or after it; ``service_id`` keeps one service's."""
+        review: which alerts are dismissed, and why; ``where`` keeps some of the feedback."""
         count = func.count().label("count")
         query = (
             select(
@@ -482,10 +514,7 @@ class Store:
                 count.desc(),
             )
         )
-        if since is not None:
-            query = query.where(feedback.c.outcome_timestamp >= since)
-        if service_id is not None:
-            query = query.where(feedback.c.service_id == service_id)
+        query = (where or FeedbackFilter()).apply(query)
         with self._transaction() as connection:
             return [
                 FeedbackCount(

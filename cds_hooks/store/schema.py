@@ -58,6 +58,9 @@ feedback = Table(
     # The card's topic, read from its uuid (cards/card_uuid.py); NULL for a uuid of
     # another layout, e.g. cards sent before topics were carried in it.
     Column("card_topic", String(64)),
+    # The knowledge version of the service that received the feedback (the cards were
+    # issued moments before); NULL for rows stored before the console read it.
+    Column("knowledge_version", String(32)),
     Column("outcome", String(16), nullable=False),
     Column("accepted_suggestions", JSON, nullable=False),
     Column("override_reason_system", Text),
@@ -121,4 +124,27 @@ snooze = Table(
     Column("reason_code", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("until", UTCDateTime, nullable=False, index=True),
+)
+
+# People allowed into the pharmacists' console with a password (``baclofen-cds console
+# add-user``); an argon2 hash, never the password. Console users signed in through the
+# hospital's identity provider are not listed here.
+console_user = Table(
+    "console_user",
+    metadata,
+    Column("username", String(128), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Who read clinicians' override comments in the console, and when: the comments may name
+# patients. Which page was shown, never what it said.
+console_access = Table(
+    "console_access",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(320), nullable=False),
+    Column("viewed_at", UTCDateTime, nullable=False, index=True),
+    Column("page", Integer, nullable=False),
+    Column("comments_shown", Integer, nullable=False),
 )
