@@ -252,7 +252,7 @@ def test_replay_takes_an_uploaded_file_and_stores_nothing(
         ("", b"Paste a hook request"),
         ("{not json", b"not valid JSON"),
         ("[1, 2]", b"A hook request is a JSON object"),
-        ('{"hook": "patient-view"}', b"none of order-select"),
+        ('{"hook": "appointment-book"}', b"none of order-select"),
         ('{"hook": "order-sign", "context": 5}', b"would refuse this request"),
     ],
 )
