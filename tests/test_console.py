@@ -8,6 +8,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +25,8 @@ from cds_hooks.config import ConfigError
 from cds_hooks.console import _instance_secret_key
 from cds_hooks.console.auth import hash_password
 from cds_hooks.console.rates import rules_of_card
-from cds_hooks.store import get_store
-from cds_hooks.store.console import set_console_user
+from cds_hooks.store import FeedbackFilter, get_store
+from cds_hooks.store.console import DailyCount, daily_counts, set_console_user
 from cds_hooks.store.schema import console_access, console_user
 from tests.conftest import load_json
 from tests.console_data import (
@@ -97,9 +98,17 @@ def test_overrides_per_topic_and_per_rule(signed_in: FlaskClient, app: Flask) ->
     assert sum(int(a) + int(o) for _, a, o in rows) == 32
     by_rule = get(signed_in, "/console/overrides?by=rule").get_data(as_text=True)
     assert "R4" in by_rule
+    # Cards issued by this service count for the rules each one merged, as recorded.
+    counts = daily_counts(get_store(app), FeedbackFilter())
+    assert counts and all(row.rules for row in counts)
     knowledge = app.extensions["baclofen_knowledge"]
-    assert "R9" in rules_of_card("deceased", knowledge)
-    assert rules_of_card(None, knowledge) == ()
+    assert rules_of_card(counts[0], knowledge) == counts[0].rules
+    # A card issued before that record was kept counts for every rule of its topic.
+    older = DailyCount(
+        day=counts[0].day, service_id="s", card_topic="deceased", outcome="overridden", count=1
+    )
+    assert "R9" in rules_of_card(older, knowledge)
+    assert rules_of_card(replace(older, card_topic=None), knowledge) == ()
 
 
 def test_charts_are_svg_drawn_on_the_server(signed_in: FlaskClient) -> None:

@@ -37,16 +37,15 @@ class Rate:
             self.accepted += count
 
 
-def rules_of_card(topic: str | None, knowledge: Knowledge) -> tuple[str, ...]:
-    """The rules a card was made by, as far as its feedback row tells.
-
-    A card's uuid carries only its topic, so each card counts for every rule of its topic
-    (a topic's rules rarely fire together, and one card speaks for those that do). When
-    feedback records the rules each card merged, read them here instead: this is the one
-    place the console learns them."""
-    if topic is None:
+def rules_of_card(row: DailyCount, knowledge: Knowledge) -> tuple[str, ...]:
+    """The rules a card was made by: those recorded when it was issued. A card issued
+    before that record was kept counts for every rule of its topic (its uuid carries only
+    the topic), so its rates per rule are an estimate, and only those."""
+    if row.rules is not None:
+        return row.rules
+    if row.card_topic is None:
         return ()
-    return tuple(spec.id for spec in knowledge.rules.values() if spec.topic.value == topic)
+    return tuple(spec.id for spec in knowledge.rules.values() if spec.topic.value == row.card_topic)
 
 
 def week_of(day: date) -> date:
@@ -56,7 +55,7 @@ def week_of(day: date) -> date:
 
 def _series(row: DailyCount, grouping: str, knowledge: Knowledge) -> Iterable[str]:
     if grouping == "rule":
-        return rules_of_card(row.card_topic, knowledge)
+        return rules_of_card(row, knowledge)
     return (topic_display(row.card_topic) or UNKNOWN_TOPIC,)
 
 

@@ -6,6 +6,7 @@ Kept beside ``Store`` rather than in it: the hook path never touches any of this
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select
 
 from cds_hooks.store import FeedbackFilter, Store, _insert
-from cds_hooks.store.schema import console_access, console_user, feedback
+from cds_hooks.store.schema import card_issue, console_access, console_user, feedback
 
 __all__ = [
     "Comment",
@@ -38,6 +39,9 @@ class DailyCount:
     card_topic: str | None
     outcome: str
     count: int
+    rules: tuple[str, ...] | None = None
+    """The rules the card merged, as recorded when it was issued; None for a card issued
+    before that record was kept (schema revision 0003) or by another deployment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +113,40 @@ def _day(dialect: str) -> ColumnElement[Any]:
 
 
 def daily_counts(store: Store, where: FeedbackFilter) -> list[DailyCount]:
-    """Accepted and overridden counts per UTC day, service and card topic."""
+    """Accepted and overridden counts per UTC day, service, card topic and the rules the
+    card merged.
+
+    Counted here rather than grouped by the database: the rules are a JSON list, which
+    PostgreSQL's ``json`` cannot group by, and feedback is a few rows per card."""
     day = _day(store.engine.dialect.name).label("day")
-    count = func.count().label("count")
-    keys = (day, feedback.c.service_id, feedback.c.card_topic, feedback.c.outcome)
-    query = where.apply(select(*keys, count).group_by(*keys).order_by(day))
+    issued = feedback.outerjoin(card_issue, card_issue.c.card_uuid == feedback.c.card_uuid)
+    query = where.apply(
+        select(
+            day,
+            feedback.c.service_id,
+            feedback.c.card_topic,
+            feedback.c.outcome,
+            card_issue.c.rules,
+        ).select_from(issued)
+    )
+    counts: Counter[tuple[str, str, str | None, str, tuple[str, ...] | None]] = Counter()
     with store.engine.connect() as connection:
-        return [
-            DailyCount(
-                day=date.fromisoformat(str(row.day)),
-                service_id=row.service_id,
-                card_topic=row.card_topic,
-                outcome=row.outcome,
-                count=row._mapping["count"],
-            )
-            for row in connection.execute(query)
-        ]
+        for row in connection.execute(query):
+            rules = tuple(row.rules) if row.rules else None
+            counts[(str(row.day), row.service_id, row.card_topic, row.outcome, rules)] += 1
+    return [
+        DailyCount(
+            day=date.fromisoformat(day_text),
+            service_id=service_id,
+            card_topic=topic,
+            outcome=outcome,
+            count=count,
+            rules=rules,
+        )
+        for (day_text, service_id, topic, outcome, rules), count in sorted(
+            counts.items(), key=lambda item: item[0][0]
+        )
+    ]
 
 
 def comments_page(
