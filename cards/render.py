@@ -15,7 +15,7 @@ import re
 import string
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 NON_ADHERENCE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 SUMMARY_LIMIT = 139
+DETAIL_LIMIT = 600
+"""Characters of a card's detail before its sources line: what a prescriber reads at the
+point of care (what is wrong, the numbers used, what to do)."""
+EXTENSION = "org.baclofen-cds.provenance"
+"""The card's ``extension`` key for machines and pharmacists: rules, knowledge version,
+every input and every citation, none of which belongs in the prescriber's text."""
+OTHER_SOURCES = "\n\nOther sources: "
+"""Starts the detail's last line, naming the clinical sources that have no link."""
 CREATININE = {"code": "2160-0", "display": "Creatinine [Mass/volume] in Serum or Plasma"}
 _DOSE_REPEAT_KEYS = frozenset(
     {
@@ -78,6 +86,7 @@ class Catalogue:
     reason_displays: Mapping[str, str]
     fallback_summary: str
     fallback_reason: str
+    unshown_sources: frozenset[str]
 
 
 @cache
@@ -106,6 +115,7 @@ def catalogue() -> Catalogue:
         reason_displays=displays,
         fallback_summary=data["fallback"]["summary"],
         fallback_reason=data["fallback"]["reason"],
+        unshown_sources=frozenset(data["unshown_sources"]),
     )
 
 
@@ -227,7 +237,13 @@ class _Wording:
     summary: _Template
     reason: _Template
     recommendation: str | None = None
-    """The rule's own recommendation paragraph, in place of the topic's (catalogue header)."""
+    """The rule's own advice, in place of the topic's (catalogue header)."""
+    also: _Template | None = None
+    """The reason as said on a card whose first reason is another rule's."""
+    said_by: frozenset[str] = frozenset()
+    """Rules whose reason already says this one: on their card it is not repeated."""
+    fold_into: tuple[str, ...] = ()
+    """Topics whose card, when shown, carries this reason instead of its own topic's."""
 
 
 def _wording_of(reason: Mapping[str, Any]) -> _Wording:
@@ -242,17 +258,25 @@ def _wording_of(reason: Mapping[str, Any]) -> _Wording:
 
 @cache
 def _wording(rule: str, variant: str | None) -> _Wording | None:
-    """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur."""
+    """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur.
+
+    ``fold_into`` is the rule's, whatever the variant; ``said_by`` too unless the variant
+    has its own."""
     rules = catalogue().rules
     found = rules.get(f"{rule}.{variant}") if variant else None
-    entry = found or rules.get(rule)
-    if entry is None:
+    base = rules.get(rule, {})
+    entry = found or base
+    if not entry:
         return None
-    advice = entry.get("recommendation") or rules.get(rule, {}).get("recommendation")
+    advice = entry.get("recommendation") or base.get("recommendation")
+    also = entry.get("also") or base.get("also")
     return _Wording(
         summary=_template_of(entry["summary"]),
         reason=_template_of(entry["reason"]),
-        recommendation=f"\n\n**Recommendation**\n{advice}" if advice else None,
+        recommendation=advice,
+        also=_template_of(also) if also else None,
+        said_by=frozenset(entry.get("said_by", base.get("said_by", ()))),
+        fold_into=tuple(base.get("fold_into", ())),
     )
 
 
@@ -287,7 +311,7 @@ def _topic_text(topic: Topic) -> _TopicText:
     return _TopicText(
         source_topic={"system": cat.topic_system, "code": topic.value, "display": entry["display"]},
         uuid_tail=topic_tail(entry["code"]),
-        recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
+        recommendation=entry["recommendation"],
         recommended=None if recommended == "none" else Action(recommended),
         delete_label=entry.get("delete_label", delete["label"]),
         delete_description=entry.get("delete_description", delete["description"]),
@@ -313,14 +337,16 @@ def _topics_by_code() -> dict[int, str]:
 class _Provenance:
     """What a card cites: fixed by the knowledge and the finding's source ids, not the patient.
 
-    ``sources`` and ``footer`` are whole detail paragraphs, each with the blank line before it.
+    A prescriber sees the clinical sources: as ``links`` where they have an address, else
+    named in ``others`` (the detail's last line). Every source, design choices and data
+    provenance included, is in ``citations`` for the card's extension.
     """
 
     label: str
     url: str
     links: tuple[dict[str, str], ...]  # copied into each card
-    sources: str
-    footer: str
+    others: str
+    citations: tuple[dict[str, str], ...]  # copied into each card's extension
 
 
 @lru_cache(maxsize=512)
@@ -330,23 +356,26 @@ def _provenance(knowledge: Knowledge, source_ids: tuple[str, ...]) -> _Provenanc
     """
     cat = catalogue()
     links = [(cat.label_link["label"], cat.label_link["url"])]
-    for source_id in source_ids:
-        source = knowledge.sources.get(source_id)
-        if (
-            source is not None
-            and source.url
-            and source.url.startswith("https://")
-            and all(url != source.url for _, url in links)
-        ):
-            links.append((source.label, source.url))
+    unlinked = []
     cited = [knowledge.sources[s] for s in source_ids if s in knowledge.sources]
-    sources = "\n\n**Sources**" + "".join(f"\n- {s.label}: {s.citation}" for s in cited)
+    for source in cited:
+        if source.id in cat.unshown_sources:
+            continue
+        if source.url and source.url.startswith("https://"):
+            if all(url != source.url for _, url in links):
+                links.append((source.label, source.url))
+        else:
+            unlinked.append(source.label)
     return _Provenance(
         label=f"{cat.service_label} (knowledge {knowledge.version})",
         url=next((url for _, url in links[1:]), links[0][1]),
         links=tuple({"label": label, "url": url, "type": "absolute"} for label, url in links),
-        sources=sources if cited else "",
-        footer=f"\n\n_{cat.service_label}, knowledge {knowledge.version}, rules ",
+        others=f"{OTHER_SOURCES}{'; '.join(unlinked)}." if unlinked else "",
+        citations=tuple(
+            {"id": s.id, "label": s.label, "citation": s.citation, "grade": s.grade}
+            | ({"url": s.url} if s.url else {})
+            for s in cited
+        ),
     )
 
 
@@ -390,29 +419,78 @@ def _summary(finding: Finding) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None) -> str:
+def _detail(
+    finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None, offered: bool
+) -> str:
+    """What is wrong, the numbers used and what to do, in at most ``DETAIL_LIMIT``
+    characters, then the sources that have no link. The proposed regimen is said only
+    when no button (``offered``) already says it.
+
+    The first reason is said in full; a further reason in its short form (``also``) unless
+    a reason already on the card says it (``said_by``). The data used fill what room is
+    left, in the engine's order (the order, then the values it was checked against); the
+    card's extension lists them all.
+    """
     reasons = finding.facts["reasons"]
-    recommendation = _wording_of(reasons[0]).recommendation or topic.recommendation
-    if len(reasons) == 1:
-        (reason,) = reasons
-        why = f"**Why**\n- {_fill(_wording_of(reason).reason, reason, escape=True)}"
-        rules = reason["rule"]
-    else:
-        why = "**Why**" + "".join(
-            f"\n- {_fill(_wording_of(r).reason, r, escape=True)} _({r['tier']})_" for r in reasons
-        )
-        rules = ", ".join(dict.fromkeys(r["rule"] for r in reasons))
-    inputs = finding.facts.get("inputs")
-    # One escape for all lines: the separator holds nothing to escape.
-    data = "\n\n**Data used**\n- " + _escape("\n- ".join(inputs)) if inputs else ""
+    first = _wording_of(reasons[0])
+    why = _fill(first.reason, reasons[0], escape=True)
+    on_card = {reasons[0]["rule"]}
+    for reason in reasons[1:]:
+        wording = _wording_of(reason)
+        if not wording.said_by & on_card:
+            why += f"\n- {_fill(wording.also or wording.reason, reason, escape=True)}"
+        on_card.add(reason["rule"])
+    advice = first.recommendation or topic.recommendation
     proposal = finding.proposal
-    regimen = (
-        f"\nSuggested regimen for the same product: {proposal.text}."
-        if proposal is not None
-        else ""
-    )
+    if proposal is not None and not offered:
+        advice += f" Proposed: **{_escape(proposal.text)}**."
+    todo = f"\n\n**What to do:** {advice}"
     more = f"\n\n{extra}" if extra else ""
-    return f"{why}{data}{recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
+    room = DETAIL_LIMIT - len(why) - len(todo) - len(more)
+    data = _data_used(finding.facts.get("inputs", ()), room)
+    return f"{why}{data}{todo}{more}{cited.others}"
+
+
+_DATA_USED = "\n\n**Data used:** "
+_GAP_WORDS = ("not checked", "could not", "unknown")
+"""Words of an input that says data was missing: such an input is shown before any other,
+since missing data must never read as normal."""
+
+
+def _data_used(inputs: Sequence[str], room: int) -> str:
+    """The inputs, Markdown-escaped, as many whole ones as fit in ``room`` characters:
+    gaps in the data first, then the rest in the engine's order (the order, then the
+    values it was checked against), skipping any too long for the room left."""
+    gaps = [text for text in inputs if any(word in text for word in _GAP_WORDS)]
+    ordered = [*gaps, *(text for text in inputs if text not in gaps)]
+    chosen: set[str] = set()
+    used = len(_DATA_USED) + 1  # the closing full stop
+    for text in ordered:
+        cost = len(_escape(text)) + 2 * bool(chosen)  # "; " before all but the first
+        if used + cost <= room:
+            used += cost
+            chosen.add(text)
+    shown = [_escape(text) for text in inputs if text in chosen]
+    return f"{_DATA_USED}{'; '.join(shown)}." if shown else ""
+
+
+def _extension(finding: Finding, knowledge: Knowledge, cited: _Provenance) -> dict[str, Any]:
+    """For machines and pharmacists: the rules behind the card, the knowledge version,
+    every input and every source (design choices and data provenance included)."""
+    provenance: dict[str, Any] = {
+        "knowledgeVersion": knowledge.version,
+        "rules": [
+            {"rule": r["rule"], "tier": r["tier"]}
+            | ({"variant": r["variant"]} if r.get("variant") else {})
+            for r in finding.facts["reasons"]
+        ],
+    }
+    inputs = finding.facts.get("inputs")
+    if inputs:
+        provenance["inputs"] = list(inputs)
+    if cited.citations:
+        provenance["citations"] = list(map(dict.copy, cited.citations))
+    return {EXTENSION: provenance}
 
 
 def _draft(request: HookRequest, reference: str | None) -> MedicationOrder | None:
@@ -567,28 +645,88 @@ def render_card(
     marked with its topic (``card_uuid``)."""
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
+    uuid = with_topic(next(uuids), topic.uuid_tail)
+    suggestions = _suggestions(finding, topic, request, uuids) if finding.actions else []
+    offered = any(
+        action["type"] == "update" for suggestion in suggestions for action in suggestion["actions"]
+    )
     card: dict[str, Any] = {
-        "uuid": with_topic(next(uuids), topic.uuid_tail),
+        "uuid": uuid,
         "summary": _summary(finding),
         "indicator": _INDICATOR_VALUES[finding.indicator],
-        "detail": _detail(finding, topic, cited, extra),
+        "detail": _detail(finding, topic, cited, extra, offered),
         "source": {"label": cited.label, "url": cited.url, "topic": topic.source_topic.copy()},
     }
-    if finding.actions:
-        suggestions = _suggestions(finding, topic, request, uuids)
-        if suggestions:
-            card["suggestions"] = suggestions
-            card["selectionBehavior"] = "at-most-one"
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
     card["overrideReasons"] = list(map(dict.copy, topic.override_reasons))
     card["links"] = list(map(dict.copy, cited.links))
+    card["extension"] = _extension(finding, knowledge, cited)
     return card
+
+
+def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
+    """``findings`` with each reason whose rule folds into a shown topic (``fold_into``)
+    moved onto that topic's card, so one problem is one card: the Beers kidney statement
+    on the kidney card, the older adult's CNS load on the CNS-depressant card. The card
+    that gave the reason keeps the rest, at their highest tier, or goes if none is left.
+    """
+    shown = {finding.topic.value: index for index, finding in enumerate(findings)}
+    moves: dict[int, list[tuple[Mapping[str, Any], tuple[str, ...]]]] = {}
+    for index, finding in enumerate(findings):
+        for reason in finding.facts["reasons"]:
+            targets = _wording_of(reason).fold_into
+            host = next((shown[t] for t in targets if t in shown and shown[t] != index), None)
+            if host is not None:
+                moves.setdefault(host, []).append((reason, finding.sources))
+    if not moves:
+        return list(findings)
+    moved = {id(reason) for pairs in moves.values() for reason, _ in pairs}
+    result = []
+    for index, finding in enumerate(findings):
+        reasons = [r for r in finding.facts["reasons"] if id(r) not in moved]
+        if not reasons:
+            continue
+        if len(reasons) < len(finding.facts["reasons"]):
+            finding = _with_reasons(finding, reasons, knowledge)
+        if index in moves:
+            guests = [reason for reason, _ in moves[index]]
+            cited = tuple(s for _, sources in moves[index] for s in sources)
+            finding = _with_reasons(finding, [*reasons, *guests], knowledge, cited)
+        result.append(finding)
+    return result
+
+
+def _with_reasons(
+    finding: Finding,
+    reasons: Sequence[Mapping[str, Any]],
+    knowledge: Knowledge,
+    cited: tuple[str, ...] = (),
+) -> Finding:
+    """``finding`` saying ``reasons``, at their highest tier, citing the sources of their
+    rules as far as the engine cited them for this patient (on this card or, for reasons
+    moved here, in ``cited``), and any source the engine added for no rule in particular."""
+    rules = knowledge.rules
+    of_rules = {s for spec in rules.values() for s in spec.source_ids}
+    kept = {s for r in reasons for s in rules[r["rule"]].source_ids}
+    own = (s for s in finding.sources if s in kept or s not in of_rules)
+    sources = tuple(dict.fromkeys((*own, *(s for s in cited if s in kept))))
+    tier = max((Indicator(r["tier"]) for r in reasons), key=lambda i: i.rank)
+    return replace(
+        finding,
+        rule_id=reasons[0]["rule"],
+        indicator=tier,
+        facts={**finding.facts, "reasons": tuple(reasons)},
+        sources=sources,
+    )
 
 
 def render_cards(
     findings: Sequence[Finding], request: HookRequest, knowledge: Knowledge, max_cards: int
 ) -> list[dict[str, Any]]:
     """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so."""
-    ordered = sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+    ordered = sorted(_folded(findings, knowledge), key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
     # A UUID per card and per suggestion, and a card has at most one suggestion per action.
     uuids = _uuids(len(shown) + sum(len(f.actions) for f in shown))

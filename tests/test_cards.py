@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cards import topic_of_card
 from cards.card_uuid import topic_tail, with_topic
-from cards.render import _uuid_texts, catalogue, updated_resource
+from cards.render import EXTENSION, _uuid_texts, catalogue, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
 from cds_hooks.engine.findings import ProposedRegimen
@@ -80,10 +80,17 @@ def test_renal_card_states_dose_ceiling_and_dated_egfr(client: FlaskClient) -> N
     assert card["summary"] == f"Baclofen 60 mg/day exceeds 20 mg/day for eGFR 24 ({lab_date})"
     detail = card["detail"]
     assert "2 × 10 mg tablet" in detail and "= 60 mg/day" in detail  # how the dose was computed
-    assert f"eGFR 24 mL/min/1.73 m² ({lab_date})" in detail
+    assert f"eGFR 24 ({lab_date})" in detail
     assert "Age 50 years" in detail
-    assert "Muanda" in detail and "JAMA. 2019" in detail  # source with citation
-    assert KNOWLEDGE_VERSION in detail and KNOWLEDGE_VERSION in card["source"]["label"]
+    # The source as a link, its full citation and the knowledge version for machines.
+    assert "Muanda" in detail and "JAMA. 2019" not in detail
+    assert {"label": "Muanda 2019", "url": "https://pubmed.ncbi.nlm.nih.gov/31705755/"} in [
+        {k: link[k] for k in ("label", "url")} for link in card["links"]
+    ]
+    provenance = card["extension"][EXTENSION]
+    assert any("JAMA. 2019" in c["citation"] for c in provenance["citations"])
+    assert provenance["knowledgeVersion"] == KNOWLEDGE_VERSION
+    assert KNOWLEDGE_VERSION in card["source"]["label"]
     assert card["source"]["topic"]["display"]
 
 
@@ -205,7 +212,7 @@ def test_without_birth_date_a_high_creatinine_is_not_read_as_missing(
     card = by_topic(post(client, request))["renal-function-unknown"]
     assert card["indicator"] == "critical"
     assert "60 mg/day exceeds 20 mg/day even for the youngest adult" in card["summary"]
-    assert "creatinine 3.50 mg/dL" in card["detail"]
+    assert any("creatinine 3.50 mg/dL" in line for line in card["extension"][EXTENSION]["inputs"])
     assert "No eGFR, creatinine clearance or serum creatinine was found" not in card["detail"]
     # No one-click dose: the patient's own ceiling may be lower than the youngest adult's.
     assert "suggestions" not in card
