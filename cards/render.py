@@ -447,7 +447,7 @@ def _detail(
     todo = f"\n\n**What to do:** {advice}"
     more = f"\n\n{extra}" if extra else ""
     room = DETAIL_LIMIT - len(why) - len(todo) - len(more)
-    data = _data_used(finding.facts.get("inputs", ()), room)
+    data = _data_used(finding.facts.get("inputs", ()), room, why)
     return f"{why}{data}{todo}{more}{cited.others}"
 
 
@@ -457,12 +457,14 @@ _GAP_WORDS = ("not checked", "could not", "unknown")
 since missing data must never read as normal."""
 
 
-def _data_used(inputs: Sequence[str], room: int) -> str:
+def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
     """The inputs, Markdown-escaped, as many whole ones as fit in ``room`` characters:
     gaps in the data first, then the rest in the engine's order (the order, then the
-    values it was checked against), skipping any too long for the room left."""
-    gaps = [text for text in inputs if any(word in text for word in _GAP_WORDS)]
-    ordered = [*gaps, *(text for text in inputs if text not in gaps)]
+    values it was checked against), skipping any too long for the room left and any whose
+    value (after its label, such as "Co-prescribed: ") the text ``said`` already names."""
+    fresh = [text for text in inputs if _escape(text.split(": ", 1)[-1]) not in said]
+    gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
+    ordered = [*gaps, *(text for text in fresh if text not in gaps)]
     chosen: set[str] = set()
     used = len(_DATA_USED) + 1  # the closing full stop
     for text in ordered:

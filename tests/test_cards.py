@@ -586,3 +586,33 @@ def test_a_card_uuid_names_its_topic_and_no_other_uuid_does() -> None:
     with pytest.raises(ValueError):
         topic_tail(256)
     assert topic_of_card("not a uuid") is None
+
+
+def test_the_beers_kidney_statement_is_said_on_the_kidney_card(client: FlaskClient) -> None:
+    """Age 85 at eGFR 24 starting 60 mg/day: one kidney card says both the ceiling and the
+    Beers advice to avoid baclofen, citing Beers; the older-adult start stays on its own card."""
+    request = build_request(scenario(patient={"age": 85, "sex": "female"}), date.today())
+    cards = by_topic(post(client, request))
+    renal = cards["renal-dose"]
+    assert renal["indicator"] == "critical"
+    assert "AGS Beers 2023 says avoid baclofen" in renal["detail"]
+    assert [r["rule"] for r in renal["extension"][EXTENSION]["rules"]] == ["R4b", "R4e"]
+    assert "AGS Beers 2023" in [link["label"] for link in renal["links"]]
+    geriatric = cards["geriatric"]
+    assert [r["rule"] for r in geriatric["extension"][EXTENSION]["rules"]] == ["R5c"]
+    assert "Beers" not in geriatric["detail"]
+
+
+def test_a_reason_another_reason_says_is_not_repeated(client: FlaskClient) -> None:
+    """An opioid with a benzodiazepine: the combination's reason names both drugs, so the
+    opioid's and the benzodiazepine's own reasons are not said again beneath it."""
+    active = [
+        {"id": "a1", "name": "Morphine Sulfate 15 MG Oral Tablet"},
+        {"id": "a2", "name": "Lorazepam 1 MG Oral Tablet"},
+    ]
+    request = build_request(scenario(labs=[], active=active), date.today())
+    cns = by_topic(post(client, request))["cns-depressant"]
+    rules = [r["rule"] for r in cns["extension"][EXTENSION]["rules"]]
+    assert rules[0] == "R6b" and {"R6a", "R6c"} <= set(rules)
+    assert "\n- " not in cns["detail"]
+    assert cns["detail"].count("Morphine") == 1
