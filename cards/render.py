@@ -452,28 +452,42 @@ def _detail(
 
 
 _DATA_USED = "\n\n**Data used:** "
-_GAP_WORDS = ("not checked", "could not", "unknown")
+_GAP_WORDS = ("not checked", "could not be", "no birth date")
 """Words of an input that says data was missing: such an input is shown before any other,
 since missing data must never read as normal."""
 
 
 def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
-    """The inputs, Markdown-escaped, as many whole ones as fit in ``room`` characters:
-    gaps in the data first, then the rest in the engine's order (the order, then the
-    values it was checked against), skipping any too long for the room left and any whose
-    value (after its label, such as "Co-prescribed: ") the text ``said`` already names."""
+    """The inputs, Markdown-escaped, as many as fit in ``room`` characters: gaps in the data
+    first, then the rest in the engine's order (the order, then the values it was checked
+    against). An input too long for the room left is given as its value without the
+    explanation after it (``_value_only``), or left out; so is any whose value (after its
+    label, such as "Co-prescribed: ") the text ``said`` already names."""
     fresh = [text for text in inputs if _escape(text.split(": ", 1)[-1]) not in said]
     gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
-    ordered = [*gaps, *(text for text in fresh if text not in gaps)]
-    chosen: set[str] = set()
+    chosen: dict[str, str] = {}
     used = len(_DATA_USED) + 1  # the closing full stop
-    for text in ordered:
-        cost = len(_escape(text)) + 2 * bool(chosen)  # "; " before all but the first
-        if used + cost <= room:
-            used += cost
-            chosen.add(text)
-    shown = [_escape(text) for text in inputs if text in chosen]
+    for text in [*gaps, *(text for text in fresh if text not in gaps)]:
+        for form in (text, _value_only(text)):
+            cost = len(_escape(form)) + 2 * bool(chosen) if form else room
+            if used + cost <= room:
+                used += cost
+                chosen[text] = _escape(form)
+                break
+    shown = [chosen[text] for text in fresh if text in chosen]
     return f"{_DATA_USED}{'; '.join(shown)}." if shown else ""
+
+
+def _value_only(text: str) -> str:
+    """``text`` up to the ": " that starts its explanation ("eGFR (CKD-EPI 2021,
+    calculated) 27.7 mL/min/1.73 m² (2026-12-06): CKD-EPI 2021 from creatinine ..."), past
+    a leading label ("Not used: "); "" if it has no such part, the cut would split a
+    parenthesis, or what follows is numbers, not words (an order's dose: "2 × 10 mg")."""
+    start = 16  # past a label such as "Not used: " or "Co-prescribed: "
+    cut = text.find(": ", start)
+    head = text[:cut]
+    words = cut > 0 and not text[cut + 2 : cut + 3].isdigit()
+    return head if words and head.count("(") == head.count(")") else ""
 
 
 def _extension(finding: Finding, knowledge: Knowledge, cited: _Provenance) -> dict[str, Any]:
