@@ -705,7 +705,13 @@ def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
         if not reasons:
             continue
         if len(reasons) < len(finding.facts["reasons"]):
-            finding = _with_reasons(finding, reasons, knowledge)
+            gone = [r for r in finding.facts["reasons"] if id(r) in moved]
+            inputs = [
+                text
+                for text in finding.facts.get("inputs", ())
+                if not _names(text, gone) or _names(text, reasons)
+            ]
+            finding = _with_reasons(finding, reasons, knowledge, inputs=inputs)
         if index in moves:
             guests = [reason for reason, _ in moves[index]]
             cited = tuple(s for _, sources in moves[index] for s in sources)
@@ -714,15 +720,24 @@ def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
     return result
 
 
+def _names(text: str, reasons: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the value of the input ``text`` (after a label such as "CNS-active: ") is
+    among the facts of one of ``reasons``: the inputs of a reason moved to another card."""
+    value = text.split(": ", 1)[-1]
+    return any(value in str(fact) for reason in reasons for fact in reason.values())
+
+
 def _with_reasons(
     finding: Finding,
     reasons: Sequence[Mapping[str, Any]],
     knowledge: Knowledge,
     cited: tuple[str, ...] = (),
+    inputs: Sequence[str] | None = None,
 ) -> Finding:
     """``finding`` saying ``reasons``, at their highest tier, citing the sources of their
     rules as far as the engine cited them for this patient (on this card or, for reasons
-    moved here, in ``cited``), and any source the engine added for no rule in particular."""
+    moved here, in ``cited``), and any source the engine added for no rule in particular;
+    with ``inputs`` in place of its own if given."""
     rules = knowledge.rules
     of_rules = {s for spec in rules.values() for s in spec.source_ids}
     kept = {s for r in reasons for s in rules[r["rule"]].source_ids}
@@ -733,7 +748,11 @@ def _with_reasons(
         finding,
         rule_id=reasons[0]["rule"],
         indicator=tier,
-        facts={**finding.facts, "reasons": tuple(reasons)},
+        facts={
+            **finding.facts,
+            "reasons": tuple(reasons),
+            "inputs": finding.facts.get("inputs", ()) if inputs is None else tuple(inputs),
+        },
         sources=sources,
     )
 
