@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from cards.render import NON_ADHERENCE_SYSTEM, catalogue
+from cards.render import EXTENSION, NON_ADHERENCE_SYSTEM, catalogue
 from cds_hooks.pipeline import Evaluation
 from cds_hooks.store import FeedbackCount
 
@@ -33,22 +33,28 @@ def evaluation_text(evaluation: Evaluation) -> str:
     cards: list[Mapping[str, Any]] = evaluation.response["cards"]
     if not cards:
         return "No cards: no baclofen order under review, or nothing to flag.\n"
-    # One finding per topic and one card per finding: a card's topic names its finding.
-    findings = {finding.topic.value: finding for finding in evaluation.findings}
     lines = [f"{len(cards)} card(s), most severe first:"]
+    shown: set[str] = set()
     for number, card in enumerate(cards, 1):
         topic = card["source"]["topic"]
-        facts = findings[topic["code"]].facts
-        rules = ", ".join(dict.fromkeys(reason["rule"] for reason in facts["reasons"]))
+        # The card's extension names its rules (a finding folded into another card's
+        # included) and every input, where its detail had room for some.
+        provenance = card["extension"][EXTENSION]
+        rules = list(dict.fromkeys(reason["rule"] for reason in provenance["rules"]))
+        shown.update(rules)
         lines += [
             "",
             f"{number}. {card['indicator'].upper()}: {card['summary']}",
-            f"   topic: {topic['display']} (rules {rules})",
-            *_section("data used", facts.get("inputs", ())),
+            f"   topic: {topic['display']} (rules {', '.join(rules)})",
+            *_section("data used", provenance.get("inputs", ())),
             *_section("suggestions", _suggestions(card)),
         ]
-    shown = {card["source"]["topic"]["code"] for card in cards}
-    hidden = [code for code in findings if code not in shown]
+    # A rule belongs to one topic: a finding none of whose rules is on a card was capped.
+    hidden = [
+        finding.topic.value
+        for finding in evaluation.findings
+        if not any(reason["rule"] in shown for reason in finding.facts["reasons"])
+    ]
     if hidden:
         displays = ", ".join(catalogue().topics[code]["display"] for code in hidden)
         lines += ["", f"Not shown (more than CDS_MAX_CARDS cards): {displays}"]
