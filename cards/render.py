@@ -463,7 +463,7 @@ def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
     against). An input too long for the room left is given as its value without the
     explanation after it (``_value_only``), or left out; so is any whose value (after its
     label, such as "Co-prescribed: ") the text ``said`` already names."""
-    fresh = [text for text in inputs if _escape(text.split(": ", 1)[-1]) not in said]
+    fresh = [text for text in inputs if not _said(text, said)]
     gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
     chosen: dict[str, str] = {}
     used = len(_DATA_USED) + 1  # the closing full stop
@@ -476,6 +476,13 @@ def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
                 break
     shown = [chosen[text] for text in fresh if text in chosen]
     return f"{_DATA_USED}{'; '.join(shown)}." if shown else ""
+
+
+def _said(text: str, said: str) -> bool:
+    """Whether ``said`` names the value of the input ``text``: a drug, a condition, a
+    result; a value as short as a count ("not identified: 1") is never taken as named."""
+    value = _escape(text.split(": ", 1)[-1])
+    return len(value) >= 12 and value in said
 
 
 def _value_only(text: str) -> str:
@@ -722,9 +729,12 @@ def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
 
 def _names(text: str, reasons: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the value of the input ``text`` (after a label such as "CNS-active: ") is
-    among the facts of one of ``reasons``: the inputs of a reason moved to another card."""
+    among the facts of one of ``reasons``: the inputs of a reason moved to another card.
+    A value as short as a count is never taken as a reason's (see ``_said``)."""
     value = text.split(": ", 1)[-1]
-    return any(value in str(fact) for reason in reasons for fact in reason.values())
+    return len(value) >= 12 and any(
+        value in str(fact) for reason in reasons for fact in reason.values()
+    )
 
 
 def _with_reasons(
