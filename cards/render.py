@@ -422,14 +422,13 @@ def _summary(finding: Finding) -> str:
 def _detail(
     finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None, offered: bool
 ) -> str:
-    """What is wrong, the numbers used and what to do, in at most ``DETAIL_LIMIT``
-    characters, then the sources that have no link. The proposed regimen is said only
-    when no button (``offered``) already says it.
+    """What is wrong, the numbers used and what to do, then the sources that have no link.
+    The proposed regimen is said only when no button (``offered``) already says it.
 
     The first reason is said in full; a further reason in its short form (``also``) unless
-    a reason already on the card says it (``said_by``). The data used fill what room is
-    left, in the engine's order (the order, then the values it was checked against); the
-    card's extension lists them all.
+    a reason already on the card says it (``said_by``). What is wrong and what to do are
+    never cut; the data used fill what room ``DETAIL_LIMIT`` leaves (the card's extension
+    lists them all), and the catalogue's wording is kept short enough to leave some.
     """
     reasons = finding.facts["reasons"]
     first = _wording_of(reasons[0])
