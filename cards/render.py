@@ -748,7 +748,7 @@ def _with_reasons(
     moved here, in ``cited``), and any source the engine added for no rule in particular;
     with ``inputs`` in place of its own if given."""
     rules = knowledge.rules
-    of_rules = {s for spec in rules.values() for s in spec.source_ids}
+    of_rules = _rule_sources(knowledge)
     kept = {s for r in reasons for s in rules[r["rule"]].source_ids}
     own = (s for s in finding.sources if s in kept or s not in of_rules)
     sources = tuple(dict.fromkeys((*own, *(s for s in cited if s in kept))))
@@ -764,6 +764,13 @@ def _with_reasons(
         },
         sources=sources,
     )
+
+
+@lru_cache(maxsize=8)
+def _rule_sources(knowledge: Knowledge) -> frozenset[str]:
+    """Every source some rule of ``knowledge`` cites, worked out once per knowledge (bounded:
+    each entry keeps its ``Knowledge`` alive)."""
+    return frozenset(s for spec in knowledge.rules.values() for s in spec.source_ids)
 
 
 def render_cards(
