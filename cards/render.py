@@ -15,7 +15,7 @@ import re
 import string
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 NON_ADHERENCE_SYSTEM = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 SUMMARY_LIMIT = 139
+DETAIL_LIMIT = 600
+"""Characters of a card's detail before its sources line: what a prescriber reads at the
+point of care (what is wrong, the numbers used, what to do)."""
+EXTENSION = "org.baclofen-cds.provenance"
+"""The card's ``extension`` key for machines and pharmacists: rules, knowledge version,
+every input and every citation, none of which belongs in the prescriber's text."""
+OTHER_SOURCES = "\n\nOther sources: "
+"""Starts the detail's last line, naming the clinical sources that have no link."""
 CREATININE = {"code": "2160-0", "display": "Creatinine [Mass/volume] in Serum or Plasma"}
 _DOSE_REPEAT_KEYS = frozenset(
     {
@@ -82,6 +90,7 @@ class Catalogue:
     snooze_days: Mapping[str, int]
     """Each snooze override reason code with the days it holds the same advice back."""
     snooze_displays: Mapping[str, str]
+    unshown_sources: frozenset[str]
 
 
 @cache
@@ -113,6 +122,7 @@ def catalogue() -> Catalogue:
         snooze_system=data["snooze"]["system"],
         snooze_days={code: r["days"] for code, r in data["snooze"]["reasons"].items()},
         snooze_displays={code: r["display"] for code, r in data["snooze"]["reasons"].items()},
+        unshown_sources=frozenset(data["unshown_sources"]),
     )
 
 
@@ -234,7 +244,13 @@ class _Wording:
     summary: _Template
     reason: _Template
     recommendation: str | None = None
-    """The rule's own recommendation paragraph, in place of the topic's (catalogue header)."""
+    """The rule's own advice, in place of the topic's (catalogue header)."""
+    also: _Template | None = None
+    """The reason as said on a card whose first reason is another rule's."""
+    said_by: frozenset[str] = frozenset()
+    """Rules whose reason already says this one: on their card it is not repeated."""
+    fold_into: tuple[str, ...] = ()
+    """Topics whose card, when shown, carries this reason instead of its own topic's."""
 
 
 def _wording_of(reason: Mapping[str, Any]) -> _Wording:
@@ -249,17 +265,25 @@ def _wording_of(reason: Mapping[str, Any]) -> _Wording:
 
 @cache
 def _wording(rule: str, variant: str | None) -> _Wording | None:
-    """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur."""
+    """The catalogue entry for a rule variant, else for the rule: a few dozen pairs recur.
+
+    ``fold_into`` is the rule's, whatever the variant; ``said_by`` too unless the variant
+    has its own."""
     rules = catalogue().rules
     found = rules.get(f"{rule}.{variant}") if variant else None
-    entry = found or rules.get(rule)
-    if entry is None:
+    base = rules.get(rule, {})
+    entry = found or base
+    if not entry:
         return None
-    advice = entry.get("recommendation") or rules.get(rule, {}).get("recommendation")
+    advice = entry.get("recommendation") or base.get("recommendation")
+    also = entry.get("also") or base.get("also")
     return _Wording(
         summary=_template_of(entry["summary"]),
         reason=_template_of(entry["reason"]),
-        recommendation=f"\n\n**Recommendation**\n{advice}" if advice else None,
+        recommendation=advice,
+        also=_template_of(also) if also else None,
+        said_by=frozenset(entry.get("said_by", base.get("said_by", ()))),
+        fold_into=tuple(base.get("fold_into", ())),
     )
 
 
@@ -297,7 +321,7 @@ def _topic_text(topic: Topic) -> _TopicText:
     return _TopicText(
         source_topic={"system": cat.topic_system, "code": topic.value, "display": entry["display"]},
         uuid_tail=topic_tail(entry["code"]),
-        recommendation=f"\n\n**Recommendation**\n{entry['recommendation']}",
+        recommendation=entry["recommendation"],
         recommended=None if recommended == "none" else Action(recommended),
         delete_label=entry.get("delete_label", delete["label"]),
         delete_description=entry.get("delete_description", delete["description"]),
@@ -342,14 +366,16 @@ def _topics_by_code() -> dict[int, str]:
 class _Provenance:
     """What a card cites: fixed by the knowledge and the finding's source ids, not the patient.
 
-    ``sources`` and ``footer`` are whole detail paragraphs, each with the blank line before it.
+    A prescriber sees the clinical sources: as ``links`` where they have an address, else
+    named in ``others`` (the detail's last line). Every source, design choices and data
+    provenance included, is in ``citations`` for the card's extension.
     """
 
     label: str
     url: str
     links: tuple[dict[str, str], ...]  # copied into each card
-    sources: str
-    footer: str
+    others: str
+    citations: tuple[dict[str, str], ...]  # copied into each card's extension
 
 
 @lru_cache(maxsize=512)
@@ -359,23 +385,26 @@ def _provenance(knowledge: Knowledge, source_ids: tuple[str, ...]) -> _Provenanc
     """
     cat = catalogue()
     links = [(cat.label_link["label"], cat.label_link["url"])]
-    for source_id in source_ids:
-        source = knowledge.sources.get(source_id)
-        if (
-            source is not None
-            and source.url
-            and source.url.startswith("https://")
-            and all(url != source.url for _, url in links)
-        ):
-            links.append((source.label, source.url))
+    unlinked = []
     cited = [knowledge.sources[s] for s in source_ids if s in knowledge.sources]
-    sources = "\n\n**Sources**" + "".join(f"\n- {s.label}: {s.citation}" for s in cited)
+    for source in cited:
+        if source.id in cat.unshown_sources:
+            continue
+        if source.url and source.url.startswith("https://"):
+            if all(url != source.url for _, url in links):
+                links.append((source.label, source.url))
+        else:
+            unlinked.append(source.label)
     return _Provenance(
         label=f"{cat.service_label} (knowledge {knowledge.version})",
         url=next((url for _, url in links[1:]), links[0][1]),
         links=tuple({"label": label, "url": url, "type": "absolute"} for label, url in links),
-        sources=sources if cited else "",
-        footer=f"\n\n_{cat.service_label}, knowledge {knowledge.version}, rules ",
+        others=f"{OTHER_SOURCES}{'; '.join(unlinked)}." if unlinked else "",
+        citations=tuple(
+            {"id": s.id, "label": s.label, "citation": s.citation, "grade": s.grade}
+            | ({"url": s.url} if s.url else {})
+            for s in cited
+        ),
     )
 
 
@@ -419,29 +448,100 @@ def _summary(finding: Finding) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None) -> str:
+def _detail(
+    finding: Finding, topic: _TopicText, cited: _Provenance, extra: str | None, offered: bool
+) -> str:
+    """What is wrong, the numbers used and what to do, then the sources that have no link.
+    The proposed regimen is said only when no button (``offered``) already says it.
+
+    The first reason is said in full; a further reason in its short form (``also``) unless
+    a reason already on the card says it (``said_by``). What is wrong and what to do are
+    never cut; the data used fill what room ``DETAIL_LIMIT`` leaves (the card's extension
+    lists them all), and the catalogue's wording is kept short enough to leave some.
+    """
     reasons = finding.facts["reasons"]
-    recommendation = _wording_of(reasons[0]).recommendation or topic.recommendation
-    if len(reasons) == 1:
-        (reason,) = reasons
-        why = f"**Why**\n- {_fill(_wording_of(reason).reason, reason, escape=True)}"
-        rules = reason["rule"]
-    else:
-        why = "**Why**" + "".join(
-            f"\n- {_fill(_wording_of(r).reason, r, escape=True)} _({r['tier']})_" for r in reasons
-        )
-        rules = ", ".join(dict.fromkeys(r["rule"] for r in reasons))
-    inputs = finding.facts.get("inputs")
-    # One escape for all lines: the separator holds nothing to escape.
-    data = "\n\n**Data used**\n- " + _escape("\n- ".join(inputs)) if inputs else ""
+    first = _wording_of(reasons[0])
+    why = _fill(first.reason, reasons[0], escape=True)
+    on_card = {reasons[0]["rule"]}
+    for reason in reasons[1:]:
+        wording = _wording_of(reason)
+        if not wording.said_by & on_card:
+            why += f"\n- {_fill(wording.also or wording.reason, reason, escape=True)}"
+        on_card.add(reason["rule"])
+    advice = first.recommendation or topic.recommendation
     proposal = finding.proposal
-    regimen = (
-        f"\nSuggested regimen for the same product: {proposal.text}."
-        if proposal is not None
-        else ""
-    )
+    if proposal is not None and not offered:
+        advice += f" Proposed: **{_escape(proposal.text)}**."
+    todo = f"\n\n**What to do:** {advice}"
     more = f"\n\n{extra}" if extra else ""
-    return f"{why}{data}{recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
+    room = DETAIL_LIMIT - len(why) - len(todo) - len(more)
+    data = _data_used(finding.facts.get("inputs", ()), room, why)
+    return f"{why}{data}{todo}{more}{cited.others}"
+
+
+_DATA_USED = "\n\n**Data used:** "
+_GAP_WORDS = ("not checked", "could not be", "no birth date")
+"""Words of an input that says data was missing: such an input is shown before any other,
+since missing data must never read as normal."""
+
+
+def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
+    """The inputs, Markdown-escaped, as many as fit in ``room`` characters: gaps in the data
+    first, then the rest in the engine's order (the order, then the values it was checked
+    against). An input too long for the room left is given as its value without the
+    explanation after it (``_value_only``), or left out; so is any whose value (after its
+    label, such as "Co-prescribed: ") the text ``said`` already names."""
+    fresh = [text for text in inputs if not _said(text, said)]
+    gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
+    chosen: dict[str, str] = {}
+    used = len(_DATA_USED) + 1  # the closing full stop
+    for text in [*gaps, *(text for text in fresh if text not in gaps)]:
+        for form in (text, _value_only(text)):
+            cost = len(_escape(form)) + 2 * bool(chosen) if form else room
+            if used + cost <= room:
+                used += cost
+                chosen[text] = _escape(form)
+                break
+    shown = [chosen[text] for text in fresh if text in chosen]
+    return f"{_DATA_USED}{'; '.join(shown)}." if shown else ""
+
+
+def _said(text: str, said: str) -> bool:
+    """Whether ``said`` names the value of the input ``text``: a drug, a condition, a
+    result; a value as short as a count ("not identified: 1") is never taken as named."""
+    value = _escape(text.split(": ", 1)[-1])
+    return len(value) >= 12 and value in said
+
+
+def _value_only(text: str) -> str:
+    """``text`` up to the ": " that starts its explanation ("eGFR (CKD-EPI 2021,
+    calculated) 27.7 mL/min/1.73 m² (2026-12-06): CKD-EPI 2021 from creatinine ..."), past
+    a leading label ("Not used: "); "" if it has no such part, the cut would split a
+    parenthesis, or what follows is numbers, not words (an order's dose: "2 × 10 mg")."""
+    start = 16  # past a label such as "Not used: " or "Co-prescribed: "
+    cut = text.find(": ", start)
+    head = text[:cut]
+    words = cut > 0 and not text[cut + 2 : cut + 3].isdigit()
+    return head if words and head.count("(") == head.count(")") else ""
+
+
+def _extension(finding: Finding, knowledge: Knowledge, cited: _Provenance) -> dict[str, Any]:
+    """For machines and pharmacists: the rules behind the card, the knowledge version,
+    every input and every source (design choices and data provenance included)."""
+    provenance: dict[str, Any] = {
+        "knowledgeVersion": knowledge.version,
+        "rules": [
+            {"rule": r["rule"], "tier": r["tier"]}
+            | ({"variant": r["variant"]} if r.get("variant") else {})
+            for r in finding.facts["reasons"]
+        ],
+    }
+    inputs = finding.facts.get("inputs")
+    if inputs:
+        provenance["inputs"] = list(inputs)
+    if cited.citations:
+        provenance["citations"] = list(map(dict.copy, cited.citations))
+    return {EXTENSION: provenance}
 
 
 def _draft(request: HookRequest, reference: str | None) -> MedicationOrder | None:
@@ -601,31 +701,121 @@ def render_card(
     marked with its topic (``card_uuid``). ``snooze``: offer the topic's snooze reasons."""
     topic = _topic_text(finding.topic)
     cited = _provenance(knowledge, finding.sources)
+    uuid = with_topic(next(uuids), topic.uuid_tail)
+    suggestions = _suggestions(finding, topic, request, uuids) if finding.actions else []
+    offered = any(
+        action["type"] == "update" for suggestion in suggestions for action in suggestion["actions"]
+    )
     card: dict[str, Any] = {
-        "uuid": with_topic(next(uuids), topic.uuid_tail),
+        "uuid": uuid,
         "summary": _summary(finding),
         "indicator": _INDICATOR_VALUES[finding.indicator],
-        "detail": _detail(finding, topic, cited, extra),
+        "detail": _detail(finding, topic, cited, extra, offered),
         "source": {"label": cited.label, "url": cited.url, "topic": topic.source_topic.copy()},
     }
-    if finding.actions:
-        suggestions = _suggestions(finding, topic, request, uuids)
-        if suggestions:
-            card["suggestions"] = suggestions
-            card["selectionBehavior"] = "at-most-one"
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
     reasons = topic.override_reasons + topic.snooze_reasons if snooze else topic.override_reasons
     card["overrideReasons"] = list(map(dict.copy, reasons))
     card["links"] = list(map(dict.copy, cited.links))
+    card["extension"] = _extension(finding, knowledge, cited)
     return card
 
 
-def displayed(findings: Sequence[Finding], max_cards: int) -> list[Finding]:
+def displayed(findings: Sequence[Finding], knowledge: Knowledge, max_cards: int) -> list[Finding]:
     """The findings ``render_cards`` makes cards of, in the order of the cards."""
-    return _ordered(findings)[:max_cards]
+    return _ordered(findings, knowledge)[:max_cards]
 
 
-def _ordered(findings: Sequence[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+def _ordered(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
+    """Related findings folded together, most severe first."""
+    return sorted(_folded(findings, knowledge), key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+
+
+def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
+    """``findings`` with each reason whose rule folds into a shown topic (``fold_into``)
+    moved onto that topic's card, so one problem is one card: the Beers kidney statement
+    on the kidney card, the older adult's CNS load on the CNS-depressant card. The card
+    that gave the reason keeps the rest, at their highest tier, or goes if none is left.
+    """
+    shown = {finding.topic.value: index for index, finding in enumerate(findings)}
+    moves: dict[int, list[tuple[Mapping[str, Any], tuple[str, ...]]]] = {}
+    for index, finding in enumerate(findings):
+        for reason in finding.facts["reasons"]:
+            targets = _wording_of(reason).fold_into
+            host = next((shown[t] for t in targets if t in shown and shown[t] != index), None)
+            if host is not None:
+                moves.setdefault(host, []).append((reason, finding.sources))
+    if not moves:
+        return list(findings)
+    moved = {id(reason) for pairs in moves.values() for reason, _ in pairs}
+    result = []
+    for index, finding in enumerate(findings):
+        reasons = [r for r in finding.facts["reasons"] if id(r) not in moved]
+        if not reasons:
+            continue
+        if len(reasons) < len(finding.facts["reasons"]):
+            gone = [r for r in finding.facts["reasons"] if id(r) in moved]
+            inputs = [
+                text
+                for text in finding.facts.get("inputs", ())
+                if not _names(text, gone) or _names(text, reasons)
+            ]
+            finding = _with_reasons(finding, reasons, knowledge, inputs=inputs)
+        if index in moves:
+            guests = [reason for reason, _ in moves[index]]
+            cited = tuple(s for _, sources in moves[index] for s in sources)
+            finding = _with_reasons(finding, [*reasons, *guests], knowledge, cited)
+        result.append(finding)
+    return result
+
+
+def _names(text: str, reasons: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the value of the input ``text`` (after a label such as "CNS-active: ") is
+    among the facts of one of ``reasons``: the inputs of a reason moved to another card.
+    A value as short as a count is never taken as a reason's (see ``_said``)."""
+    value = text.split(": ", 1)[-1]
+    return len(value) >= 12 and any(
+        value in str(fact) for reason in reasons for fact in reason.values()
+    )
+
+
+def _with_reasons(
+    finding: Finding,
+    reasons: Sequence[Mapping[str, Any]],
+    knowledge: Knowledge,
+    cited: tuple[str, ...] = (),
+    inputs: Sequence[str] | None = None,
+) -> Finding:
+    """``finding`` saying ``reasons``, at their highest tier, citing the sources of their
+    rules as far as the engine cited them for this patient (on this card or, for reasons
+    moved here, in ``cited``), and any source the engine added for no rule in particular;
+    with ``inputs`` in place of its own if given."""
+    rules = knowledge.rules
+    of_rules = _rule_sources(knowledge)
+    kept = {s for r in reasons for s in rules[r["rule"]].source_ids}
+    own = (s for s in finding.sources if s in kept or s not in of_rules)
+    sources = tuple(dict.fromkeys((*own, *(s for s in cited if s in kept))))
+    tier = max((Indicator(r["tier"]) for r in reasons), key=lambda i: i.rank)
+    return replace(
+        finding,
+        rule_id=reasons[0]["rule"],
+        indicator=tier,
+        facts={
+            **finding.facts,
+            "reasons": tuple(reasons),
+            "inputs": finding.facts.get("inputs", ()) if inputs is None else tuple(inputs),
+        },
+        sources=sources,
+    )
+
+
+@lru_cache(maxsize=8)
+def _rule_sources(knowledge: Knowledge) -> frozenset[str]:
+    """Every source some rule of ``knowledge`` cites, worked out once per knowledge (bounded:
+    each entry keeps its ``Knowledge`` alive)."""
+    return frozenset(s for spec in knowledge.rules.values() for s in spec.source_ids)
 
 
 def render_cards(
@@ -637,7 +827,7 @@ def render_cards(
 ) -> list[dict[str, Any]]:
     """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so.
     ``snooze``: offer snooze override reasons (only where the service keeps them)."""
-    ordered = _ordered(findings)
+    ordered = _ordered(findings, knowledge)
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
     # A UUID per card and per suggestion, and a card has at most one suggestion per action.
     uuids = _uuids(len(shown) + sum(len(f.actions) for f in shown))

@@ -57,5 +57,5 @@ def evaluate_hook(
         request=request,
         findings=findings,
         response={"cards": cards},
-        shown=tuple(displayed(findings, settings.max_cards)),
+        shown=tuple(displayed(findings, knowledge, settings.max_cards)),
     )

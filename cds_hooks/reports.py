@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cards.render import NON_ADHERENCE_SYSTEM, catalogue
+from cards.render import EXTENSION, NON_ADHERENCE_SYSTEM, catalogue
 from cds_hooks.pipeline import Evaluation
 from cds_hooks.store import FeedbackCount
 
@@ -50,22 +50,28 @@ class EvaluationReview:
 
 def evaluation_review(evaluation: Evaluation) -> EvaluationReview:
     cards: list[Mapping[str, Any]] = evaluation.response["cards"]
-    # One finding per topic and one card per finding: a card's topic names its finding.
-    findings = {finding.topic.value: finding for finding in evaluation.findings}
+    # Each card's extension names its rules (a finding folded into another card's included)
+    # and every input, where its detail had room for some.
     reviews = []
+    shown: set[str] = set()
     for card in cards:
-        topic = card["source"]["topic"]
-        facts = findings[topic["code"]].facts
+        provenance = card["extension"][EXTENSION]
+        rules = tuple(dict.fromkeys(reason["rule"] for reason in provenance["rules"]))
+        shown.update(rules)
         reviews.append(
             CardReview(
                 card=card,
-                topic_display=topic["display"],
-                rules=tuple(dict.fromkeys(reason["rule"] for reason in facts["reasons"])),
-                inputs=tuple(facts.get("inputs", ())),
+                topic_display=card["source"]["topic"]["display"],
+                rules=rules,
+                inputs=tuple(provenance.get("inputs", ())),
             )
         )
-    shown = {card["source"]["topic"]["code"] for card in cards}
-    hidden = tuple(catalogue().topics[code]["display"] for code in findings if code not in shown)
+    # A rule belongs to one topic: a finding none of whose rules is on a card was capped.
+    hidden = tuple(
+        catalogue().topics[finding.topic.value]["display"]
+        for finding in evaluation.findings
+        if not any(reason["rule"] in shown for reason in finding.facts["reasons"])
+    )
     return EvaluationReview(cards=tuple(reviews), hidden=hidden)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cards import topic_of_card
 from cards.card_uuid import topic_tail, with_topic
-from cards.render import _uuid_texts, catalogue, updated_resource
+from cards.render import EXTENSION, _uuid_texts, catalogue, updated_resource
 from cds_hooks.app import create_app
 from cds_hooks.engine.dose import daily_dose, route_of
 from cds_hooks.engine.findings import ProposedRegimen
@@ -80,10 +80,17 @@ def test_renal_card_states_dose_ceiling_and_dated_egfr(client: FlaskClient) -> N
     assert card["summary"] == f"Baclofen 60 mg/day exceeds 20 mg/day for eGFR 24 ({lab_date})"
     detail = card["detail"]
     assert "2 × 10 mg tablet" in detail and "= 60 mg/day" in detail  # how the dose was computed
-    assert f"eGFR 24 mL/min/1.73 m² ({lab_date})" in detail
+    assert f"eGFR 24 ({lab_date})" in detail
     assert "Age 50 years" in detail
-    assert "Muanda" in detail and "JAMA. 2019" in detail  # source with citation
-    assert KNOWLEDGE_VERSION in detail and KNOWLEDGE_VERSION in card["source"]["label"]
+    # The source as a link, its full citation and the knowledge version for machines.
+    assert "Muanda" in detail and "JAMA. 2019" not in detail
+    assert {"label": "Muanda 2019", "url": "https://pubmed.ncbi.nlm.nih.gov/31705755/"} in [
+        {k: link[k] for k in ("label", "url")} for link in card["links"]
+    ]
+    provenance = card["extension"][EXTENSION]
+    assert any("JAMA. 2019" in c["citation"] for c in provenance["citations"])
+    assert provenance["knowledgeVersion"] == KNOWLEDGE_VERSION
+    assert KNOWLEDGE_VERSION in card["source"]["label"]
     assert card["source"]["topic"]["display"]
 
 
@@ -205,7 +212,7 @@ def test_without_birth_date_a_high_creatinine_is_not_read_as_missing(
     card = by_topic(post(client, request))["renal-function-unknown"]
     assert card["indicator"] == "critical"
     assert "60 mg/day exceeds 20 mg/day even for the youngest adult" in card["summary"]
-    assert "creatinine 3.50 mg/dL" in card["detail"]
+    assert any("creatinine 3.50 mg/dL" in line for line in card["extension"][EXTENSION]["inputs"])
     assert "No eGFR, creatinine clearance or serum creatinine was found" not in card["detail"]
     # No one-click dose: the patient's own ceiling may be lower than the youngest adult's.
     assert "suggestions" not in card
@@ -579,3 +586,33 @@ def test_a_card_uuid_names_its_topic_and_no_other_uuid_does() -> None:
     with pytest.raises(ValueError):
         topic_tail(256)
     assert topic_of_card("not a uuid") is None
+
+
+def test_the_beers_kidney_statement_is_said_on_the_kidney_card(client: FlaskClient) -> None:
+    """Age 85 at eGFR 24 starting 60 mg/day: one kidney card says both the ceiling and the
+    Beers advice to avoid baclofen, citing Beers; the older-adult start stays on its own card."""
+    request = build_request(scenario(patient={"age": 85, "sex": "female"}), date.today())
+    cards = by_topic(post(client, request))
+    renal = cards["renal-dose"]
+    assert renal["indicator"] == "critical"
+    assert "AGS Beers 2023 says avoid baclofen" in renal["detail"]
+    assert [r["rule"] for r in renal["extension"][EXTENSION]["rules"]] == ["R4b", "R4e"]
+    assert "AGS Beers 2023" in [link["label"] for link in renal["links"]]
+    geriatric = cards["geriatric"]
+    assert [r["rule"] for r in geriatric["extension"][EXTENSION]["rules"]] == ["R5c"]
+    assert "Beers" not in geriatric["detail"]
+
+
+def test_a_reason_another_reason_says_is_not_repeated(client: FlaskClient) -> None:
+    """An opioid with a benzodiazepine: the combination's reason names both drugs, so the
+    opioid's and the benzodiazepine's own reasons are not said again beneath it."""
+    active = [
+        {"id": "a1", "name": "Morphine Sulfate 15 MG Oral Tablet"},
+        {"id": "a2", "name": "Lorazepam 1 MG Oral Tablet"},
+    ]
+    request = build_request(scenario(labs=[], active=active), date.today())
+    cns = by_topic(post(client, request))["cns-depressant"]
+    rules = [r["rule"] for r in cns["extension"][EXTENSION]["rules"]]
+    assert rules[0] == "R6b" and {"R6a", "R6c"} <= set(rules)
+    assert "\n- " not in cns["detail"]
+    assert cns["detail"].count("Morphine") == 1

@@ -79,6 +79,15 @@ def test_evaluate_text_names_the_findings_beyond_the_card_limit(tmp_path: Path) 
     )
 
 
+def test_evaluate_text_names_a_finding_said_on_another_card_there(tmp_path: Path) -> None:
+    """The Beers count of CNS-active drugs is said on the CNS-depressant card: its rule is
+    listed with that card's, and it is not reported as a card left out."""
+    request = str(REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json")
+    text = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path).stdout
+    assert "   topic: Baclofen with CNS depressants (rules R6b, R6a, R6c, R6d)" in text
+    assert "Not shown" not in text
+
+
 def test_evaluate_text_says_when_there_is_nothing_to_show(tmp_path: Path) -> None:
     request = str(REQUESTS / "sandbox-order-select-no-medication-yet.json")
     result = run_cli("evaluate", request, "--format", "text", tmp_path=tmp_path)

@@ -100,9 +100,10 @@ def self_link(url: str) -> dict[str, Any]:
 
 def summaries(cards: list[dict[str, Any]]) -> str:
     """Every card's summary, and its detail where it says the medication list is missing
-    (a card about another drug of the session says so in its data used)."""
+    (a card about another drug of the session says so in a reason or its data used)."""
     return " | ".join(
-        card["summary"] + (f" ({MEDS_GAP})" if MEDS_GAP_DETAIL in card.get("detail", "") else "")
+        card["summary"]
+        + (f" ({MEDS_GAP})" if MEDS_GAP_DETAIL.lower() in card.get("detail", "").lower() else "")
         for card in cards
     )
 
