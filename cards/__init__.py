@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cards.render import displayed, render_cards, same_advice, snooze_days, topic_of_card
+from cards.render import displayed, folded, render_cards, same_advice, snooze_days, topic_of_card
 
-__all__ = ["displayed", "render_cards", "same_advice", "snooze_days", "topic_of_card"]
+__all__ = ["displayed", "folded", "render_cards", "same_advice", "snooze_days", "topic_of_card"]

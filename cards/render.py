@@ -723,17 +723,16 @@ def render_card(
     return card
 
 
-def displayed(findings: Sequence[Finding], knowledge: Knowledge, max_cards: int) -> list[Finding]:
+def displayed(findings: Sequence[Finding], max_cards: int) -> list[Finding]:
     """The findings ``render_cards`` makes cards of, in the order of the cards."""
-    return _ordered(findings, knowledge)[:max_cards]
+    return _ordered(findings)[:max_cards]
 
 
-def _ordered(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
-    """Related findings folded together, most severe first."""
-    return sorted(_folded(findings, knowledge), key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
+def _ordered(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: _MOST_SEVERE_FIRST[f.indicator])
 
 
-def _folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
+def folded(findings: Sequence[Finding], knowledge: Knowledge) -> list[Finding]:
     """``findings`` with each reason whose rule folds into a shown topic (``fold_into``)
     moved onto that topic's card, so one problem is one card: the Beers kidney statement
     on the kidney card, the older adult's CNS load on the CNS-depressant card. The card
@@ -825,9 +824,10 @@ def render_cards(
     max_cards: int,
     snooze: bool = False,
 ) -> list[dict[str, Any]]:
-    """Cards for ``findings``, most severe first; beyond ``max_cards`` the last card says so.
-    ``snooze``: offer snooze override reasons (only where the service keeps them)."""
-    ordered = _ordered(findings, knowledge)
+    """Cards for ``findings`` (as ``folded`` leaves them: one per problem), most severe
+    first; beyond ``max_cards`` the last card says so. ``snooze``: offer snooze override
+    reasons (only where the service keeps them)."""
+    ordered = _ordered(findings)
     shown, hidden = ordered[:max_cards], ordered[max_cards:]
     # A UUID per card and per suggestion, and a card has at most one suggestion per action.
     uuids = _uuids(len(shown) + sum(len(f.actions) for f in shown))

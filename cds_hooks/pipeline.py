@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cards import displayed, render_cards
+from cards import displayed, folded, render_cards
 from cds_hooks import engine
 from cds_hooks.config import Settings
 from cds_hooks.discovery import ServiceDefinition
@@ -49,7 +49,9 @@ def evaluate_hook(
     snapshot = assemble_snapshot(request, settings)
     if snapshot is None:  # patient-view for a patient on no baclofen: the common case
         return Evaluation(request=request, findings=(), response={"cards": []})
-    findings = tuple(engine.evaluate(request, snapshot, knowledge, today))
+    # One card per problem: related findings folded together before anything is held back,
+    # so a snooze is matched against the card the prescriber saw.
+    findings = tuple(folded(engine.evaluate(request, snapshot, knowledge, today), knowledge))
     if hold_back is not None and findings:
         findings = hold_back(request, findings)
     cards = render_cards(findings, request, knowledge, settings.max_cards, settings.snooze)
@@ -57,5 +59,5 @@ def evaluate_hook(
         request=request,
         findings=findings,
         response={"cards": cards},
-        shown=tuple(displayed(findings, knowledge, settings.max_cards)),
+        shown=tuple(displayed(findings, settings.max_cards)),
     )

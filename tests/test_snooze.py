@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text, update
 
 from cards import same_advice
-from cards.render import catalogue
+from cards.render import EXTENSION, catalogue
 from cds_hooks.app import create_app
 from cds_hooks.config import ConfigError
 from cds_hooks.model import Topic
@@ -237,8 +237,9 @@ def test_the_issuance_record_names_every_rule_a_card_merges(
         rows = {row.card_uuid: row for row in connection.execute(select(card_issue)).all()}
     assert set(rows) == {card["uuid"] for card in cards}
     for card in cards:
-        footer_rules = card["detail"].rsplit("rules ", 1)[1].rstrip("_").split(", ")
-        assert rows[card["uuid"]].rules == footer_rules
+        provenance = card["extension"][EXTENSION]
+        card_rules = list(dict.fromkeys(reason["rule"] for reason in provenance["rules"]))
+        assert rows[card["uuid"]].rules == card_rules
         assert rows[card["uuid"]].topic == card["source"]["topic"]["code"]
         snoozable = same_advice(Topic(card["source"]["topic"]["code"]))
         assert (rows[card["uuid"]].subject_key is not None) == bool(snoozable)
