@@ -406,11 +406,14 @@ def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str 
     # One escape for all lines: the separator holds nothing to escape.
     data = "\n\n**Data used**\n- " + _escape("\n- ".join(inputs)) if inputs else ""
     proposal = finding.proposal
-    regimen = (
-        f"\nSuggested regimen for the same product: {proposal.text}."
-        if proposal is not None
-        else ""
-    )
+    if proposal is not None:
+        schedule = f" {proposal.schedule}" if proposal.schedule else ""
+        regimen = f"\nSuggested regimen for the same product: {proposal.text}.{schedule}"
+    elif "plan" in finding.facts:
+        plan = finding.facts["plan"]
+        regimen = f"\nThe dose proposed for this order is on the card above: {plan}."
+    else:
+        regimen = ""
     more = f"\n\n{extra}" if extra else ""
     return f"{why}{data}{recommendation}{regimen}{cited.sources}{more}{cited.footer}{rules}_"
 
@@ -470,6 +473,8 @@ def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[s
     else:
         dosage["doseQuantity"] = quantity
     resource["dosageInstruction"] = [dosage]
+    if regimen.status is not None:
+        resource["status"] = regimen.status
     return resource
 
 
@@ -538,8 +543,9 @@ def _suggestions(
     if not made:
         return []
     result = []
-    # The recommended suggestion (the topic's choice if offered, else the first) comes first.
-    recommended = topic.recommended
+    # The recommended suggestion comes first: the planner's dose where the card carries it
+    # (one per draft), else the topic's choice if offered, else the first.
+    recommended = Action.UPDATE_DOSE if Action.UPDATE_DOSE in made else topic.recommended
     if recommended is not None:
         label, action = made.pop(recommended if recommended in made else next(iter(made)))
         result.append(

@@ -36,6 +36,10 @@ class ProposedRegimen:
     daily_dose: float
     daily_unit: str
     text: str
+    schedule: str | None = None
+    """The steps after this one, in words (a taper)."""
+    status: str | None = None
+    """The order's new status, where the update changes it (a stop becomes a taper step)."""
 
 
 # Built for every topic of every call, so slotted but not frozen: a frozen dataclass pays an
