@@ -23,7 +23,16 @@ from typing import Any
 from cards.card_uuid import topic_code, topic_tail, with_topic
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder, Topic
+from cds_hooks.model import (
+    LOINC,
+    RXNORM,
+    UCUM,
+    FhirVersion,
+    HookRequest,
+    Indicator,
+    MedicationOrder,
+    Topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +417,12 @@ def _detail(finding: Finding, topic: _TopicText, cited: _Provenance, extra: str 
     proposal = finding.proposal
     if proposal is not None:
         schedule = f" {proposal.schedule}" if proposal.schedule else ""
-        regimen = f"\nSuggested regimen for the same product: {proposal.text}.{schedule}"
+        product = (
+            "for the same product"
+            if proposal.medication is None
+            else "as " + _escape(proposal.medication[1])
+        )
+        regimen = f"\nSuggested regimen {product}: {proposal.text}.{schedule}"
     elif "plan" in finding.facts:
         plan = finding.facts["plan"]
         regimen = f"\nThe dose proposed for this order is on the card above: {plan}."
@@ -475,6 +489,14 @@ def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[s
     resource["dosageInstruction"] = [dosage]
     if regimen.status is not None:
         resource["status"] = regimen.status
+    if regimen.medication is not None:
+        # Another strength of the product: the order names it instead.
+        code, name = regimen.medication
+        resource.pop("medicationReference", None)
+        resource["medicationCodeableConcept"] = {
+            "coding": [{"system": RXNORM, "code": code, "display": name}],
+            "text": name,
+        }
     return resource
 
 
@@ -512,7 +534,9 @@ def _suggestions(
         resource = updated_resource(draft, finding.proposal)
         if resource is not None:
             label_text, description_text = _update_dose_texts()
-            regimen = {"regimen": finding.proposal.text}
+            medication = finding.proposal.medication
+            text = finding.proposal.text
+            regimen = {"regimen": text if medication is None else f"{medication[1]}, {text}"}
             made[Action.UPDATE_DOSE] = (
                 _fill(label_text, regimen, escape=False),
                 {

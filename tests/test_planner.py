@@ -387,3 +387,17 @@ def test_a_taper_step_accepted_is_a_step_and_not_a_sharp_cut(
     body["context"]["draftOrders"]["entry"] = [{"resource": resource}]
     again = post(client, body)
     assert not _daily(again, "withdrawal")
+
+
+def test_another_strength_is_offered_only_where_the_product_cannot_give_the_dose(
+    client: FlaskClient,
+) -> None:
+    """Half a 20 mg tablet is 10 mg: the 5 mg/day kidney start needs the 5 mg tablet, and the
+    order is rewritten for it; a dose the product can give keeps the product."""
+    row = next(s for s in SCENARIOS if s["id"] == "plan-new-start-egfr-25-20mg-tablets")
+    ((_, (action,)),) = _updates(post(client, build_request(row, date.today()))).items()
+    coding = action["resource"]["medicationCodeableConcept"]["coding"]
+    assert [(c["code"], c["display"]) for c in coding] == [("430902", "baclofen 5 MG Oral Tablet")]
+    kept = next(s for s in SCENARIOS if s["id"] == "plan-stop-oral")
+    ((_, (action,)),) = _updates(post(client, build_request(kept, date.today()))).items()
+    assert action["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "197392"

@@ -73,9 +73,12 @@ def _one_plan_per_draft(findings: list[Finding], situation: Situation, k: Knowle
             continue
         finding.proposal = plan.regimen
         finding.actions = finding.actions | _WITHOUT_UPDATE
+        regimen = plan.regimen
+        medication = regimen.medication
+        named = regimen.text if medication is None else f"{medication[1]}, {regimen.text}"
         for other in findings:
             if other is not finding and other.order_reference == reference:
-                other.facts = {**other.facts, "plan": plan.regimen.text}
+                other.facts = {**other.facts, "plan": named}
 
 
 def _drafted(situation: Situation, reference: str) -> float | None:

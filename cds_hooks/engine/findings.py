@@ -40,6 +40,9 @@ class ProposedRegimen:
     """The steps after this one, in words (a taper)."""
     status: str | None = None
     """The order's new status, where the update changes it (a stop becomes a taper step)."""
+    medication: tuple[str, str] | None = None
+    """(RxNorm code, name) of another strength of the product, where the one ordered cannot
+    give the dose; None: the same product."""
 
 
 # Built for every topic of every call, so slotted but not frozen: a frozen dataclass pays an

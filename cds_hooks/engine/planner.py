@@ -14,15 +14,16 @@ What is proposed depends on the kind of order (rule table, R3d, R4c/R4d/R4i, R5c
 - a **cut or a stop** gets the first taper step, with the rest of the schedule in words.
 
 A regimen is one a prescriber can give (Falconnier 2001, peers note §5: a specific dose beside
-the alert is what gets adjustments done): the same product, whole tablets or half of a scored
-one, liquids in volumes a syringe measures, divided doses unless the amount needs once daily.
+the alert is what gets adjustments done): the same product where it can give the dose (else
+another strength that exists), whole tablets or half of a scored one, liquids in volumes a
+syringe measures, divided doses unless the amount needs once daily.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from cds_hooks.engine.findings import ProposedRegimen
@@ -91,6 +92,9 @@ class PlanInput:
     """A taper step, % of the daily dose the taper starts from."""
     taper_days: float
     max_single: float | None
+    alternatives: tuple[tuple[str, str, Product], ...] = ()
+    """Other strengths of the same kind of product that exist, (RxNorm code, name, product),
+    smallest first: offered only where the product ordered cannot give the dose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,34 @@ class _Candidate:
 
 
 def plan(given: PlanInput, rules: RegimenRules) -> Plan | None:
-    """The proposal for one draft, or None when no regimen of its product fits (or none may
-    be proposed: an intrathecal order, a child's new start, nothing left to give)."""
+    """The proposal for one draft, or None when no regimen fits (or none may be proposed: an
+    intrathecal order, a child's new start, nothing left to give).
+
+    The same product where possible: another strength (``alternatives``) only where the one
+    ordered gives no regimen at all, or only a smaller dose once daily (half a 20 mg tablet
+    once a day where the start is 5 mg three times a day)."""
+    own = _plan(given, rules)
+    if own is not None and own.regimen.frequency != 1:
+        return own
+    best: tuple[tuple[float, bool, int], Plan, str, str] | None = None
+    for index, (code, name, product) in enumerate(given.alternatives):
+        other = _plan(replace(given, product=product, alternatives=()), rules)
+        if other is None:
+            continue
+        divided = other.regimen.frequency != 1
+        if own is not None and other.total <= own.total + _EPSILON:
+            continue
+        key = (other.total, divided, -index)
+        if best is None or key > best[0]:
+            best = (key, other, code, name)
+    if best is None:
+        return own
+    _, chosen, code, name = best
+    return replace(chosen, regimen=replace(chosen.regimen, medication=(code, name)))
+
+
+def _plan(given: PlanInput, rules: RegimenRules) -> Plan | None:
+    """``plan`` for the product ordered alone."""
     ceiling = min((limit.daily for limit in given.ceilings), default=math.inf)
     strictest = min(given.ceilings, key=lambda limit: limit.daily, default=None)
     others = given.others

@@ -8,8 +8,18 @@ titration step and interval, and the taper steps; ``planner.plan`` does the arit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cds_hooks.engine.dose import Route
-from cds_hooks.engine.planner import Limit, OrderKind, Plan, PlanInput, Product, plan
+from cds_hooks.engine.planner import (
+    LIQUID_FORMS,
+    Limit,
+    OrderKind,
+    Plan,
+    PlanInput,
+    Product,
+    plan,
+)
 from cds_hooks.engine.rules import (
     KIDNEY_FAILURE_FLAGS,
     _last_written,
@@ -18,6 +28,7 @@ from cds_hooks.engine.rules import (
 )
 from cds_hooks.engine.situation import BaclofenOrder, Situation
 from cds_hooks.knowledge import Knowledge
+from cds_hooks.knowledge.drugs import drug_index
 from cds_hooks.knowledge.regimens import regimen_rules
 
 MASS_UNITS = frozenset({"mg", "g", "ug", "mcg", "milligram", "milligrams"})
@@ -69,7 +80,28 @@ def plan_input(s: Situation, k: Knowledge, reference: str) -> PlanInput | None:
         taper_step=k.thresholds["R7a", "taper_step"],
         taper_days=k.thresholds["R7a", "taper_step_days"],
         max_single=k.thresholds["R3c", "max_single_dose"] if k.rules["R3c"].enabled else None,
+        alternatives=_alternatives(template, _product(template)),
     )
+
+
+def _alternatives(order: BaclofenOrder, ordered: Product) -> tuple[tuple[str, str, Product], ...]:
+    """The other generic strengths of the same kind (tablets for tablets, liquids for
+    liquids) the knowledge lists, smallest first, written the way the order was."""
+    product = order.product
+    if product is None or ordered.strength is None:
+        return ()
+    liquid = ordered.form in LIQUID_FORMS
+    found = [
+        (code, other.name, replace(ordered, form=other.dose_form, strength=other.strength))
+        for code, other in drug_index().products.items()
+        if other.route == "oral"
+        and other.brand is None
+        and other.strength
+        and other.strength != ordered.strength
+        and (other.dose_form in LIQUID_FORMS if liquid else other.dose_form == "tablet")
+        and other.strength_unit == ("mg/mL" if liquid else "mg")
+    ]
+    return tuple(sorted(found, key=lambda item: item[2].strength or 0.0))
 
 
 def _draft(s: Situation, reference: str) -> tuple[BaclofenOrder | None, BaclofenOrder | None, bool]:
