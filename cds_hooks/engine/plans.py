@@ -9,6 +9,8 @@ titration step and interval, and the taper steps; ``planner.plan`` does the arit
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
+from operator import itemgetter
 
 from cds_hooks.engine.dose import Route
 from cds_hooks.engine.planner import (
@@ -80,28 +82,37 @@ def plan_input(s: Situation, k: Knowledge, reference: str) -> PlanInput | None:
         taper_step=k.thresholds["R7a", "taper_step"],
         taper_days=k.thresholds["R7a", "taper_step_days"],
         max_single=k.thresholds["R3c", "max_single_dose"] if k.rules["R3c"].enabled else None,
-        alternatives=_alternatives(template, _product(template)),
+        alternatives=_alternatives(_product(template)),
     )
 
 
-def _alternatives(order: BaclofenOrder, ordered: Product) -> tuple[tuple[str, str, Product], ...]:
+def _alternatives(ordered: Product) -> tuple[tuple[str, str, Product], ...]:
     """The other generic strengths of the same kind (tablets for tablets, liquids for
     liquids) the knowledge lists, smallest first, written the way the order was."""
-    product = order.product
-    if product is None or ordered.strength is None:
+    if ordered.strength is None:
         return ()
-    liquid = ordered.form in LIQUID_FORMS
+    return tuple(
+        (code, name, replace(ordered, form=form, strength=strength))
+        for code, name, form, strength in _strengths(ordered.form in LIQUID_FORMS, ordered.strength)
+    )
+
+
+@lru_cache(maxsize=64)
+def _strengths(liquid: bool, ordered: float) -> tuple[tuple[str, str, str, float], ...]:
+    """(code, name, dose form, strength) of the generic oral strengths of one kind other
+    than ``ordered``, smallest first: read from the knowledge once per kind and strength (a
+    bounded memo, as a strength may come from an order's free text)."""
     found = [
-        (code, other.name, replace(ordered, form=other.dose_form, strength=other.strength))
+        (code, other.name, other.dose_form, other.strength)
         for code, other in drug_index().products.items()
         if other.route == "oral"
         and other.brand is None
         and other.strength
-        and other.strength != ordered.strength
+        and other.strength != ordered
         and (other.dose_form in LIQUID_FORMS if liquid else other.dose_form == "tablet")
         and other.strength_unit == ("mg/mL" if liquid else "mg")
     ]
-    return tuple(sorted(found, key=lambda item: item[2].strength or 0.0))
+    return tuple(sorted(found, key=itemgetter(3)))
 
 
 def _draft(s: Situation, reference: str) -> tuple[BaclofenOrder | None, BaclofenOrder | None, bool]:
