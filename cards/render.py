@@ -23,7 +23,16 @@ from typing import Any
 from cards.card_uuid import topic_code, topic_tail, with_topic
 from cds_hooks.engine.findings import Action, Finding, ProposedRegimen
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.model import LOINC, UCUM, FhirVersion, HookRequest, Indicator, MedicationOrder, Topic
+from cds_hooks.model import (
+    LOINC,
+    RXNORM,
+    UCUM,
+    FhirVersion,
+    HookRequest,
+    Indicator,
+    MedicationOrder,
+    Topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -470,8 +479,17 @@ def _detail(
         on_card.add(reason["rule"])
     advice = first.recommendation or topic.recommendation
     proposal = finding.proposal
-    if proposal is not None and not offered:
-        advice += f" Proposed: **{_escape(proposal.text)}**."
+    if proposal is not None:
+        if not offered:
+            product = (
+                "" if proposal.medication is None else f" as {_escape(proposal.medication[1])}"
+            )
+            advice += f" Proposed{product}: **{_escape(proposal.text)}**."
+        if proposal.schedule:
+            advice += f" {_escape(proposal.schedule)}"
+    elif "plan" in finding.facts:
+        plan = _escape(str(finding.facts["plan"]))
+        advice += f" Proposed dose (card above): {plan}."
     todo = f"\n\n**What to do:** {advice}"
     more = f"\n\n{extra}" if extra else ""
     room = DETAIL_LIMIT - len(why) - len(todo) - len(more)
@@ -599,6 +617,16 @@ def updated_resource(order: MedicationOrder, regimen: ProposedRegimen) -> dict[s
     else:
         dosage["doseQuantity"] = quantity
     resource["dosageInstruction"] = [dosage]
+    if regimen.status is not None:
+        resource["status"] = regimen.status
+    if regimen.medication is not None:
+        # Another strength of the product: the order names it instead.
+        code, name = regimen.medication
+        resource.pop("medicationReference", None)
+        resource["medicationCodeableConcept"] = {
+            "coding": [{"system": RXNORM, "code": code, "display": name}],
+            "text": name,
+        }
     return resource
 
 
@@ -640,7 +668,9 @@ def _suggestions(
         resource = updated_resource(target, finding.proposal)
         if resource is not None:
             label_text, description_text = _update_dose_texts(draft is None)
-            regimen = {"regimen": finding.proposal.text}
+            medication = finding.proposal.medication
+            text = finding.proposal.text
+            regimen = {"regimen": text if medication is None else f"{medication[1]}, {text}"}
             made[Action.UPDATE_DOSE] = (
                 _fill(label_text, regimen, escape=False),
                 {
@@ -671,8 +701,9 @@ def _suggestions(
     if not made:
         return []
     result = []
-    # The recommended suggestion (the topic's choice if offered, else the first) comes first.
-    recommended = topic.recommended
+    # The recommended suggestion comes first: the planner's dose where the card carries it
+    # (one per draft), else the topic's choice if offered, else the first.
+    recommended = Action.UPDATE_DOSE if Action.UPDATE_DOSE in made else topic.recommended
     if recommended is not None:
         label, action = made.pop(recommended if recommended in made else next(iter(made)))
         result.append(

@@ -66,8 +66,13 @@ def test_evaluate_text_shows_each_card_with_its_data_and_suggestions(tmp_path: P
     assert "   topic: Kidney function unknown (rules R4f)" in renal
     assert "   data used:\n   - Age 85 years\n" in renal
     assert "   - Older result not used: eGFR 28 mL/min/1.73 m² (2025-01-15)" in renal
-    assert "   suggestions:\n   - Order serum creatinine (recommended)\n" in renal
-    assert "   - Change to 2 tablets (20 mg) once a day = 20 mg/day" in renal
+    # An 85-year-old starting baclofen at the last known eGFR 28: the severe band's start,
+    # recommended, not the 20 mg/day ceiling; the creatinine order stays on offer.
+    assert (
+        "   suggestions:\n   - Change to ½ tablet (5 mg) once a day = 5 mg/day (recommended)\n"
+        in renal
+    )
+    assert renal.endswith("   - Order serum creatinine")
 
 
 def test_evaluate_text_names_the_findings_beyond_the_card_limit(tmp_path: Path) -> None:

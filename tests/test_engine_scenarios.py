@@ -41,6 +41,28 @@ def test_scenario(
     assert got == expected, [c["summary"] for c in cards]
     assert len(cards) == len(got), "one card per topic"
     _check_words_and_sources(scenario, cards)
+    if "proposal" in scenario:
+        _check_proposal(scenario["proposal"], cards)
+
+
+def _check_proposal(expected: str, cards: list[dict[str, Any]]) -> None:
+    """The row's ``proposal``: the dosage text of the one update offered (recommended, on the
+    first card that carries one), or "none"."""
+    updates = [
+        (card, suggestion, action)
+        for card in cards
+        for suggestion in card.get("suggestions", ())
+        for action in suggestion["actions"]
+        if action["type"] == "update"
+    ]
+    if expected == "none":
+        assert not updates, [a["resource"]["dosageInstruction"][0]["text"] for _, _, a in updates]
+        return
+    assert len(updates) == 1, len(updates)
+    ((card, suggestion, action),) = updates
+    assert suggestion.get("isRecommended") is True
+    assert action["resource"]["dosageInstruction"][0]["text"] == expected
+    assert card["suggestions"][0] is suggestion
 
 
 KNOWN_SOURCES = KNOWLEDGE.sources

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import date
 from operator import itemgetter
 
-from cds_hooks.engine import active_list
+from cds_hooks.engine import active_list, plans
 from cds_hooks.engine.dose import Route
-from cds_hooks.engine.findings import Action, Finding, ProposedRegimen, Subject
+from cds_hooks.engine.findings import Action, Finding, Subject
 from cds_hooks.engine.rules import Hit, families
 from cds_hooks.engine.situation import BaclofenOrder, Situation, build
 from cds_hooks.knowledge import Knowledge, RuleSpec
@@ -42,7 +42,9 @@ def evaluate(
                 else:
                     group.append(ranked)
     unsupported = knowledge.unsupported_sources(situation.age, situation.comedication_classes)
-    return _merge(by_topic, situation, unsupported)
+    findings = _merge(by_topic, situation, unsupported)
+    _one_plan_per_draft(findings, situation, knowledge)
+    return findings
 
 
 _Ranked = tuple[Hit, RuleSpec, Indicator, int, str]
@@ -54,6 +56,40 @@ _TIER_RANK_VALUE = {tier: (tier, tier.rank, tier.value) for tier in Indicator}
 """Each tier with its rank and value, read once rather than through the enum per hit."""
 
 _WITHOUT_UPDATE = frozenset({Action.UPDATE_DOSE})
+
+
+def _one_plan_per_draft(findings: list[Finding], situation: Situation, k: Knowledge) -> None:
+    """One dose proposed per draft, computed once from every limit (``plans``): on the most
+    severe of the findings that call for another dose of it (``findings`` come most severe
+    first); the others about that draft name it (fact ``plan``) and offer no update."""
+    done: set[str] = set()
+    for finding in findings:
+        reference = finding.order_reference
+        if Action.UPDATE_DOSE not in finding.actions or reference is None:
+            continue
+        finding.actions = finding.actions - _WITHOUT_UPDATE
+        if reference in done:
+            continue
+        done.add(reference)
+        plan = plans.plan_for(situation, k, reference)
+        if plan is None or plan.regimen.daily_dose == _drafted(situation, reference):
+            continue
+        finding.proposal = plan.regimen
+        finding.actions = finding.actions | _WITHOUT_UPDATE
+        regimen = plan.regimen
+        medication = regimen.medication
+        named = regimen.text if medication is None else f"{medication[1]}, {regimen.text}"
+        for other in findings:
+            if other is not finding and other.order_reference == reference:
+                other.facts = {**other.facts, "plan": named}
+
+
+def _drafted(situation: Situation, reference: str) -> float | None:
+    """The daily dose the draft gives as written (None for a stop: it gives none)."""
+    for order in situation.oral_reviewed:
+        if order.order.reference == reference:
+            return order.dose.amount
+    return None
 
 
 def _tier(hit: Hit, spec: RuleSpec) -> Indicator:
@@ -85,18 +121,15 @@ def _merge(
         first_hit, first_spec, indicator, rank, tier_value = group[0]
         if len(group) == 1:
             # Most topics have one hit: its own records are the finding's, no merging needed.
-            proposal = first_hit.proposal
             order = first_hit.order
             actions = first_hit.actions
-            if proposal is None and Action.UPDATE_DOSE in actions:
-                actions = actions - _WITHOUT_UPDATE
             reasons: tuple[dict[str, object], ...] = (_reason(first_hit, tier_value),)
             inputs = tuple(dict.fromkeys(first_hit.inputs))
             sources = tuple(dict.fromkeys((*first_spec.source_ids, *first_hit.sources)))
         else:
             group.sort(key=_most_severe_first)  # stable: family order within a tier
             first_hit, _, indicator, rank, _ = group[0]
-            proposal, order, actions, reasons, inputs, sources = _combine(group)
+            order, actions, reasons, inputs, sources = _combine(group)
         if unsupported:
             sources = tuple(s for s in sources if s not in unsupported)
         finding = Finding(
@@ -105,7 +138,6 @@ def _merge(
             indicator=indicator,
             facts={"reasons": reasons, "inputs": inputs},
             order_reference=order or fallback_order,
-            proposal=proposal,
             actions=actions,
             sources=sources,
             active_order=active.get(order or fallback_order or ""),
@@ -146,24 +178,20 @@ def _baclofen_order(situation: Situation, reference: str | None) -> BaclofenOrde
 def _combine(
     group: list[_Ranked],
 ) -> tuple[
-    ProposedRegimen | None,
     str | None,
     frozenset[Action],
     tuple[dict[str, object], ...],
     tuple[str, ...],
     tuple[str, ...],
 ]:
-    """The hits of one topic, most severe first, as one finding's parts: the first proposal
-    and order, every action, reason, input and source (inputs and sources once each)."""
-    proposal: ProposedRegimen | None = None
+    """The hits of one topic, most severe first, as one finding's parts: the first order,
+    every action, reason, input and source (inputs and sources once each)."""
     order: str | None = None
     actions: set[Action] = set()
     reasons = []
     inputs: dict[str, None] = {}
     sources: dict[str, None] = {}
     for hit, spec, _, _, tier_value in group:
-        if proposal is None:
-            proposal = hit.proposal
         if not order:
             order = hit.order
         actions.update(hit.actions)
@@ -171,6 +199,4 @@ def _combine(
         inputs.update(dict.fromkeys(hit.inputs))
         sources.update(dict.fromkeys(spec.source_ids))
         sources.update(dict.fromkeys(hit.sources))
-    if proposal is None:
-        actions.discard(Action.UPDATE_DOSE)
-    return proposal, order, frozenset(actions), tuple(reasons), tuple(inputs), tuple(sources)
+    return order, frozenset(actions), tuple(reasons), tuple(inputs), tuple(sources)

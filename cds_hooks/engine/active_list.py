@@ -35,7 +35,6 @@ from cds_hooks.engine.rules import (
     _amount,
     _named,
     _set_aside_line,
-    _target,
     _unstable,
     _used,
     _worst_band,
@@ -121,14 +120,13 @@ def _over_ceiling(
         used = _used(band, tuple(values))
     if total <= ceiling:
         return None
-    proposal = _target(s, k, order, ceiling)
+    # The dose itself is the planner's (engine.plans), worked out once for the order.
     return Hit(
         "R10a",
         facts | {"daily": num(total), "ceiling": num(ceiling)},
         variant=variant,
         inputs=inputs + used,
-        proposal=proposal,
-        actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+        actions=frozenset({Action.UPDATE_DOSE}),
         order=order.order.reference,
         tier=k.rules[band_rule].tier,
     )
@@ -147,7 +145,7 @@ def _unchecked(
     minimum = k.thresholds["R10c", "min_days_on"]
     if days is not None and days < minimum:
         return None
-    proposal = None
+    over_ceiling = False
     facts = {
         "lookback": str(s.renal.lookback_days),
         "days_on": str(days) if days is not None else "an unknown number of",
@@ -162,7 +160,7 @@ def _unchecked(
         if band is not None and total is not None and total > band.ceiling:
             variant = "stale-over-ceiling"
             facts |= {"renal": short(band.value), "daily": num(total), "ceiling": num(band.ceiling)}
-            proposal = _target(s, k, oral[0], band.ceiling)
+            over_ceiling = True
     else:
         variant = "none"
     started = [d for o in oral if (d := o.written) is not None]
@@ -182,9 +180,8 @@ def _unchecked(
         facts,
         variant=variant,
         inputs=inputs,
-        proposal=proposal,
         actions=frozenset(
-            {Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if proposal else set())
+            {Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if over_ceiling else set())
         ),
         order=oral[0].order.reference,
         tier=Indicator.WARNING if variant == "stale-over-ceiling" else None,

@@ -36,6 +36,13 @@ class ProposedRegimen:
     daily_dose: float
     daily_unit: str
     text: str
+    schedule: str | None = None
+    """The steps after this one, in words (a taper)."""
+    status: str | None = None
+    """The order's new status, where the update changes it (a stop becomes a taper step)."""
+    medication: tuple[str, str] | None = None
+    """(RxNorm code, name) of another strength of the product, where the one ordered cannot
+    give the dose; None: the same product."""
 
 
 @dataclass(frozen=True, slots=True)

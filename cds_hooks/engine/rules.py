@@ -13,9 +13,8 @@ from datetime import date, datetime, time, timedelta
 from operator import itemgetter
 from typing import Any
 
-from cds_hooks.engine import proposals
 from cds_hooks.engine.dose import DailyDose, Route
-from cds_hooks.engine.findings import Action, ProposedRegimen
+from cds_hooks.engine.findings import Action
 from cds_hooks.engine.renal import RenalKind, RenalValue, Rise, SetAside
 from cds_hooks.engine.situation import BaclofenOrder, Change, CoMedication, Situation
 from cds_hooks.knowledge import Knowledge, observation_codes
@@ -73,8 +72,9 @@ class Hit:
     facts: dict[str, Any]
     variant: str | None = None
     inputs: tuple[str, ...] = ()
-    proposal: ProposedRegimen | None = None
     actions: frozenset[Action] = frozenset()
+    """``UPDATE_DOSE`` where the rule calls for another dose: the regimen planner (``plans``)
+    works out the one dose proposed for the draft, from every limit at once."""
     order: str | None = None
     tier: Indicator | None = None
     """Set only where a rule escalates above its table tier (stated in the rule's docstring)."""
@@ -163,18 +163,6 @@ def _is_bolus(order: BaclofenOrder) -> bool:
         and not order.dose.from_rate
         and not any(t.frequency or t.period or t.code or t.when for t in timings)
     )
-
-
-def _target(
-    s: Situation, k: Knowledge, order: BaclofenOrder, ceiling: float
-) -> ProposedRegimen | None:
-    """Fit ``order`` under a route ceiling, given the rest of the patient's baclofen."""
-    total = s.route_total(order.route)
-    if total is None or total.amount is None or order.dose.amount is None:
-        return None
-    others = total.amount - order.dose.amount
-    single = k.thresholds["R3c", "max_single_dose"] if k.rules["R3c"].enabled else None
-    return proposals.propose(order, ceiling - others, single)
 
 
 # --- R0 dose not computable ----------------------------------------------------------------
@@ -337,8 +325,7 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
     label_max = k.thresholds["R3a", "max_daily"]
     reference_max = k.thresholds["R3b", "max_daily"]
     if total is not None and total > label_max:
-        proposal = _target(s, k, reviewed[0], label_max)
-        actions = {Action.UPDATE_DOSE} if proposal else set()
+        actions = {Action.UPDATE_DOSE}
         exceeded = [("R3a", label_max)]
         if total > reference_max and k.rules["R3b"].enabled:
             exceeded.insert(0, ("R3b", reference_max))
@@ -353,7 +340,6 @@ def max_daily_dose(s: Situation, k: Knowledge) -> list[Hit]:
                 | ({"before": num(before)} if raised and before is not None else {}),
                 variant="increase" if raised and rule_id == "R3a" else None,
                 inputs=inputs,
-                proposal=proposal,
                 actions=frozenset(actions),
                 order=reviewed[0].order.reference,
             )
@@ -395,15 +381,13 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
         if older is not None and older.limit < start and k.rules["R5c"].enabled:
             return []  # the older-adult card says it, with its lower limit
         if total > start:
-            proposal = _target(s, k, reviewed[0], start)
             return [
                 Hit(
                     "R3d",
                     {"daily": num(total), "limit": num(start)},
                     variant="start",
                     inputs=(*inputs, "No active oral baclofen order on record: a new start"),
-                    proposal=proposal,
-                    actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+                    actions=frozenset({Action.UPDATE_DOSE}),
                     order=reviewed[0].order.reference,
                 )
             ]
@@ -424,8 +408,10 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
     last = _last_written(s.previous, Route.ORAL)
     if last is not None:
         inputs += (f"{last[0].label} (active order) written {last[1].isoformat()}",)
+    wants = frozenset({Action.UPDATE_DOSE})
+    draft = reviewed[0].order.reference
     if total - before > step:
-        return [Hit("R3d", facts, variant="increase", inputs=inputs)]
+        return [Hit("R3d", facts, "increase", inputs, actions=wants, order=draft)]
     if last is None:
         return []
     since = (s.today - last[1]).days
@@ -436,7 +422,7 @@ def titration(s: Situation, k: Knowledge) -> list[Hit]:
         "order": last[0].label,
         "written": last[1].isoformat(),
     }
-    return [Hit("R3d", facts, variant="interval", inputs=inputs)]
+    return [Hit("R3d", facts, "interval", inputs, actions=wants, order=draft)]
 
 
 def _last_written(
@@ -511,8 +497,8 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     failing = worst is not None and worst.rule_id == "R4a"
     if (on_record and k.rules["R4a"].enabled) or failing:
         ceiling = k.thresholds["R4a", "dialysis_ceiling"]
-        proposal = _target(s, k, order, ceiling) if total is not None and total > ceiling else None
-        actions = {Action.DELETE_DRAFT} | ({Action.UPDATE_DOSE} if proposal else set())
+        over = total is not None and total > ceiling
+        actions = {Action.DELETE_DRAFT} | ({Action.UPDATE_DOSE} if over else set())
         facts = daily | {"ceiling": num(ceiling)}
         if on_record:
             facts |= {"conditions": ", ".join(dict.fromkeys(on_record))}
@@ -524,7 +510,6 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                 facts,
                 variant="conditions" if on_record else "kidney-failure",
                 inputs=inputs + tuple(f"On record: {c}" for c in dict.fromkeys(on_record)),
-                proposal=proposal,
                 actions=frozenset(actions),
                 order=order.order.reference,
             )
@@ -532,8 +517,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     else:
         band = worst
         if band is not None and total is not None and total > band.ceiling:
-            proposal = _target(s, k, order, band.ceiling)
-            actions = {Action.UPDATE_DOSE} if proposal else set()
+            actions = {Action.UPDATE_DOSE}
             if band.rule_id == "R4b":
                 actions.add(Action.DELETE_DRAFT)
             hits.append(
@@ -547,7 +531,6 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                         + age_line(s)
                         + unchecked
                     ),
-                    proposal=proposal,
                     actions=frozenset(actions),
                     order=order.order.reference,
                     sources=cystatin if band.value.cystatin_c else (),
@@ -610,7 +593,7 @@ def _severe_within_ceiling(
     is not changed from here. From the Beers age the R4e card says avoid instead."""
     start = k.thresholds["R4i", "start_daily"]
     new_start = s.previous_total(Route.ORAL) is None
-    proposal = _target(s, k, order, start) if new_start and total > start else None
+    wants = new_start and total > start
     return Hit(
         "R4i",
         {
@@ -621,8 +604,7 @@ def _severe_within_ceiling(
         },
         variant=None if new_start else "continuing",
         inputs=inputs,
-        proposal=proposal,
-        actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+        actions=frozenset({Action.UPDATE_DOSE}) if wants else frozenset(),
         order=order.order.reference,
     )
 
@@ -694,20 +676,15 @@ def _unstable(
         }
     worst = _worst_band((*s.renal.values, *s.renal.without_age), k)
     over = worst is not None and total is not None and total > worst.ceiling
-    proposal = None
     if worst is not None and over:
         variant += "-over-ceiling"
         facts |= {"renal": short(worst.value), "ceiling": num(worst.ceiling)}
-        proposal = _target(s, k, order, worst.ceiling)
     return Hit(
         "R4j",
         facts,
         variant=variant,
         inputs=inputs,
-        proposal=proposal,
-        actions=frozenset(
-            {Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if proposal else set())
-        ),
+        actions=frozenset({Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if over else set())),
         order=order.order.reference,
         tier=Indicator.WARNING if over else None,
     )
@@ -751,7 +728,6 @@ def _renal_unknown(
     tier = Indicator.WARNING
     facts = {"lookback": str(s.renal.lookback_days)}
     actions = {Action.ORDER_CREATININE}
-    proposal = None
     stale_band = _worst_band(s.renal.stale, k)
     if s.renal.labs_unavailable:
         variant = "unavailable"
@@ -769,9 +745,7 @@ def _renal_unknown(
     elif stale_band is not None and total is not None and total > stale_band.ceiling:
         variant = "stale-over-ceiling"
         facts |= _over_ceiling(stale_band, total)
-        proposal = _target(s, k, order, stale_band.ceiling)
-        if proposal is not None:
-            actions.add(Action.UPDATE_DOSE)
+        actions.add(Action.UPDATE_DOSE)
         over_ceiling = True
     elif s.renal.stale:
         variant = "stale"
@@ -807,7 +781,6 @@ def _renal_unknown(
         variant=variant,
         inputs=inputs,
         actions=frozenset(actions),
-        proposal=proposal,
         order=order.order.reference,
         tier=tier if older or over_ceiling else None,
     )
@@ -840,6 +813,7 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
     if oral and s.age < k.thresholds["R5a", "min_age"]:
         young = s.age < k.thresholds["R5a", "young_child_age"]
         ceiling = k.thresholds["R5a", "young_child_ceiling" if young else "child_ceiling"]
+        over = total is not None and total > ceiling
         hits.append(
             Hit(
                 "R5a",
@@ -849,8 +823,9 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
                     "ceiling": num(ceiling),
                     "daily": num(total) if total is not None else "unknown",
                 },
-                variant="over-ceiling" if total is not None and total > ceiling else None,
+                variant="over-ceiling" if over else None,
                 inputs=age_line(s) + dose_lines(s, Route.ORAL),
+                actions=frozenset({Action.UPDATE_DOSE}) if over else frozenset(),
                 order=oral[0].order.reference,
             )
         )
@@ -873,7 +848,6 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
         and total is not None
         and total > older.limit
     ):
-        proposal = _target(s, k, oral[0], older.limit)
         facts = {"age": str(s.age), "daily": num(total), "limit": num(older.limit)}
         inputs = age_line(s) + dose_lines(s, Route.ORAL)
         if older.variant == "old-age":
@@ -890,8 +864,7 @@ def age(s: Situation, k: Knowledge) -> list[Hit]:
                 facts,
                 variant=older.variant,
                 inputs=inputs,
-                proposal=proposal,
-                actions=frozenset({Action.UPDATE_DOSE}) if proposal else frozenset(),
+                actions=frozenset({Action.UPDATE_DOSE}),
                 order=oral[0].order.reference,
             )
         )
@@ -1162,6 +1135,11 @@ def _change_lines(change: Change) -> tuple[str, ...]:
     )
 
 
+def _taper(change: Change) -> dict[str, Any]:
+    """A stop or sharp cut of oral baclofen calls for a taper step on its draft."""
+    return {"actions": frozenset({Action.UPDATE_DOSE}), "order": change.draft.order.reference}
+
+
 def _oral_total_cut(
     s: Situation, k: Knowledge, changes: list[Change], before: float, after: float
 ) -> list[Hit]:
@@ -1181,12 +1159,12 @@ def _oral_total_cut(
         "taper": num(k.thresholds["R7a", "taper_days"]),
     }
     if after <= 0:
-        return [Hit("R7a", facts, variant="stop", inputs=inputs, order=first.draft.order.reference)]
+        return [Hit("R7a", facts, variant="stop", inputs=inputs, **_taper(first))]
     cut = (before - after) / before * 100
     if cut <= sharp:
         return []
     facts |= {"daily": num(after), "cut": num(cut), "limit": num(sharp)}
-    return [Hit("R7a", facts, variant="cut", inputs=inputs, order=first.draft.order.reference)]
+    return [Hit("R7a", facts, variant="cut", inputs=inputs, **_taper(first))]
 
 
 def _oral_change_cut(k: Knowledge, change: Change) -> Hit | None:
@@ -1199,7 +1177,7 @@ def _oral_change_cut(k: Knowledge, change: Change) -> Hit | None:
     }
     inputs = _change_lines(change)
     if change.stops:
-        return Hit("R7a", facts, variant="stop", inputs=inputs, order=draft.order.reference)
+        return Hit("R7a", facts, variant="stop", inputs=inputs, **_taper(change))
     sharp = k.thresholds["R7a", "sharp_cut"]
     if not active.dose.amount or draft.dose.amount is None:
         return None
@@ -1207,7 +1185,7 @@ def _oral_change_cut(k: Knowledge, change: Change) -> Hit | None:
     if cut <= sharp:
         return None
     facts |= {"daily": num(draft.dose.amount), "cut": num(cut), "limit": num(sharp)}
-    return Hit("R7a", facts, variant="cut", inputs=inputs, order=draft.order.reference)
+    return Hit("R7a", facts, variant="cut", inputs=inputs, **_taper(change))
 
 
 def duplicates(s: Situation, k: Knowledge) -> list[Hit]:
