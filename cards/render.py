@@ -489,7 +489,7 @@ def _detail(
             advice += f" {_escape(proposal.schedule)}"
     elif "plan" in finding.facts:
         plan = _escape(str(finding.facts["plan"]))
-        advice += f" Proposed dose (card above): {plan}."
+        advice += f" Proposed dose, offered on another card: {plan}."
     todo = f"\n\n**What to do:** {advice}"
     more = f"\n\n{extra}" if extra else ""
     room = DETAIL_LIMIT - len(why) - len(todo) - len(more)
