@@ -34,9 +34,10 @@ from flask import (
     session,
     url_for,
 )
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -82,7 +83,18 @@ class ConsoleState:
     oidc: Any
     """Authlib's client for the identity provider, or None."""
     oidc_users: frozenset[str]
-    limiter: Limiter
+    login_limits: tuple[RateLimitItem, ...]
+    """Sign-in attempts allowed per client address (``CDS_CONSOLE_LOGIN_LIMIT``)."""
+    attempts: MovingWindowRateLimiter
+    """Counted in this worker's memory only (see docs/console.md)."""
+
+    def may_try_sign_in(self, address: str) -> bool:
+        """Count one sign-in attempt from ``address``; False once over any limit. Checked
+        in the sign-in view alone: an app-wide rate limiter would add its check to every
+        hook call."""
+        return all(
+            [self.attempts.hit(item, "console-login", address) for item in self.login_limits]
+        )
 
 
 def init_console(app: Flask, settings: Settings) -> None:
@@ -113,19 +125,22 @@ def init_console(app: Flask, settings: Settings) -> None:
         RATELIMIT_HEADERS_ENABLED=False,
     )
     csrf.init_app(app)
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
     oidc = auth.init_oidc(app)
     app.register_blueprint(bp)
     login_limit = str(app.config.get("CONSOLE_LOGIN_LIMIT") or "5 per minute")
-    app.view_functions["console.login"] = limiter.limit(login_limit, methods=["POST"])(  # type: ignore[assignment]
-        app.view_functions["console.login"]
-    )
+    try:
+        login_limits = tuple(parse_many(login_limit))
+    except ValueError as exc:
+        raise ConfigError(
+            "CDS_CONSOLE_LOGIN_LIMIT is not a rate such as '5 per minute;30 per hour'"
+        ) from exc
     app.extensions[EXTENSION] = ConsoleState(
         mode=settings.console,
         always_on=settings.console == "on" or settings.auth_mode != "enforce" or oidc is not None,
         oidc=oidc,
         oidc_users=frozenset(_as_tuple(app.config.get("CONSOLE_OIDC_USERS"))),
-        limiter=limiter,
+        login_limits=login_limits,
+        attempts=MovingWindowRateLimiter(MemoryStorage()),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, flash, redirect, render_template, session, url_for
+from flask import Flask, abort, flash, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import PasswordField, StringField
@@ -98,6 +98,8 @@ def _signed_in(username: str, password_hash: str | None = None) -> BaseResponse:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
+    if request.method == "POST" and not state().may_try_sign_in(request.remote_addr or ""):
+        abort(429)
     if console_user() is not None:
         return redirect(url_for("console.overrides"))
     form = LoginForm()
