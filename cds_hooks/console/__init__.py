@@ -25,6 +25,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     abort,
     current_app,
@@ -34,6 +35,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
@@ -97,6 +99,17 @@ class ConsoleState:
         )
 
 
+class _ConsoleSessions(SecureCookieSessionInterface):
+    """Sessions under the console's cookie path only. A hook call never has one, and
+    opening one (a signing serializer per request, once the console sets a secret key)
+    cost every hook call; elsewhere Flask gives its null session."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith(app.config["SESSION_COOKIE_PATH"]):
+            return None
+        return super().open_session(app, request)
+
+
 def init_console(app: Flask, settings: Settings) -> None:
     """Register the console unless CDS_CONSOLE=off; fail at start-up on a bad setting."""
     if settings.console == "off":
@@ -124,6 +137,7 @@ def init_console(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=hours * 3600,
         RATELIMIT_HEADERS_ENABLED=False,
     )
+    app.session_interface = _ConsoleSessions()
     csrf.init_app(app)
     oidc = auth.init_oidc(app)
     app.register_blueprint(bp)
