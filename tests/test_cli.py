@@ -108,6 +108,37 @@ def test_evaluate_text_states_why_a_request_is_refused(tmp_path: Path) -> None:
     assert result.stdout.startswith("The request was refused: ")
 
 
+def test_a_refused_request_is_explained_without_its_patient_data_or_token(
+    tmp_path: Path,
+) -> None:
+    """The reason names the element at fault, never a value the request carried."""
+    captured = json.loads((REQUESTS / "sandbox-order-sign-baclofen10-3tab-daily.json").read_text())
+    body = captured["body"]
+    body["context"]["patientId"] = "zebulonia-1941"
+    body["prefetch"]["patient"] = {
+        "resourceType": "Patient",
+        "id": "zebulonia-1941",
+        "name": [{"family": "Quixphiwhistle", "given": ["Zebulonia"]}],
+    }
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    body["fhirAuthorization"] = {
+        "access_token": "secret-token-xyzzy",
+        "token_type": "Bearer",
+        "expires_in": "soon",
+        "scope": "patient/*.read",
+        "subject": "zebulonia-1941",
+    }
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(body))
+    for form in ("text", "json"):
+        result = run_cli("evaluate", str(request_file), "--format", form, tmp_path=tmp_path)
+        assert result.returncode == 1
+        assert "expires_in" in result.stdout
+        said = (result.stdout + result.stderr).lower()
+        for value in ("zebulonia", "quixphiwhistle", "secret-token-xyzzy", "soon"):
+            assert value not in said, value
+
+
 def test_evaluate_accepts_a_bare_hook_request(tmp_path: Path) -> None:
     captured = json.loads((REQUESTS / "sandbox-order-select-no-medication-yet.json").read_text())
     request_file = tmp_path / "request.json"
