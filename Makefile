@@ -43,7 +43,7 @@ lock: $(BIN)/python
 AUTH ?= off
 LOG_FORMAT ?= text
 run: $(VENV)/.installed
-	CDS_ENV=development $(BIN)/baclofen-cds db upgrade
+	CDS_ENV=development CDS_LOG_FORMAT=$(LOG_FORMAT) $(BIN)/baclofen-cds db upgrade
 	CDS_ENV=development CDS_AUTH_MODE=$(AUTH) CDS_LOG_FORMAT=$(LOG_FORMAT) \
 		$(BIN)/baclofen-cds serve --host $(HOST) --port $(PORT)
 

@@ -87,3 +87,14 @@ def test_the_serving_line_is_a_json_line_by_default(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     (serving,) = [line for line in lines if line["message"].startswith("serving on")]
     assert serving["logger"] == "gunicorn.error" and base in serving["message"]
+
+
+def test_make_run_prints_every_step_in_the_format_it_was_given() -> None:
+    """``make run`` is a person at a terminal: the schema upgrade before serving printed
+    JSON lines while the server printed text (a newcomer's first screen)."""
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    commands = recipe.replace("\\\n", " ").split("\n")[1:]
+    steps = [command for command in commands if "baclofen-cds" in command]
+    assert len(steps) == 2
+    assert all("CDS_LOG_FORMAT=$(LOG_FORMAT)" in step for step in steps), steps
