@@ -210,8 +210,12 @@ def test_without_birth_date_a_high_creatinine_is_not_read_as_missing(
     assert "60 mg/day exceeds 20 mg/day even for the youngest adult" in card["summary"]
     assert any("creatinine 3.50 mg/dL" in line for line in card["extension"][EXTENSION]["inputs"])
     assert "No eGFR, creatinine clearance or serum creatinine was found" not in card["detail"]
-    # No one-click dose: the patient's own ceiling may be lower than the youngest adult's.
-    assert "suggestions" not in card
+    # A new start is offered the severe band's 5 mg/day start, which holds at any age, or
+    # removal; never the youngest adult's ceiling, since the patient's own may be lower.
+    assert [s["label"] for s in card["suggestions"]] == [
+        "Change to ½ tablet (5 mg) once a day = 5 mg/day",
+        "Remove this baclofen order",
+    ]
 
 
 def test_missing_problem_list_is_said_when_no_kidney_card_would(client: FlaskClient) -> None:

@@ -45,6 +45,34 @@ def test_scenario(
         _check_proposal(scenario["proposal"], cards)
 
 
+DOSE_TOPICS = frozenset(
+    {
+        "dose-unknown",
+        "intrathecal-dose",
+        "max-daily-dose",
+        "titration",
+        "renal-dose",
+        "dialysis",
+        "geriatric",
+        "pediatric",
+        "withdrawal",
+        "renal-function-unknown",
+    }
+)
+"""The topics whose cards are about the dose: a row expecting one is a dose scenario."""
+
+
+def test_every_dose_scenario_names_the_proposal() -> None:
+    """Each dose scenario says which dose a pharmacist would propose (or "none"), worked out
+    from the rule table, so a change of the planner shows up as a changed expectation."""
+    missing = [
+        s["id"]
+        for s in SCENARIOS
+        if {topic for topic, _ in s["expect"]} & DOSE_TOPICS and "proposal" not in s
+    ]
+    assert not missing
+
+
 def _check_proposal(expected: str, cards: list[dict[str, Any]]) -> None:
     """The row's ``proposal``: the dosage text of the one update offered (recommended, on the
     first card that carries one), or "none"."""
@@ -169,7 +197,12 @@ def test_evelyn_cards_name_the_stale_egfr_and_the_opioid(client: FlaskClient) ->
     }
     renal = cards["renal-function-unknown"]
     assert "37.7" in renal["summary"] and "1984-10-08" in renal["summary"]
-    creatinine = renal["suggestions"][0]["actions"][0]["resource"]
+    (creatinine,) = (
+        action["resource"]
+        for suggestion in renal["suggestions"]
+        for action in suggestion["actions"]
+        if action["type"] == "create"
+    )
     assert creatinine["code"]["coding"][0]["code"] == "2160-0"
     assert creatinine["subject"]["reference"] == "Patient/3e26303e-a72a-4c60-866f-e5b81a9f1989"
     assert "oxyCODONE" in cards["cns-depressant"]["detail"]
@@ -266,7 +299,11 @@ def test_kidney_injury_card_says_function_is_unstable_and_offers_a_creatinine(
     assert within["summary"].startswith("Creatinine rising (0.80 to 1.25 mg/dL")
     assert "acute kidney injury (KDIGO" in within["detail"]
     assert "overstate kidney function" in within["detail"]
-    assert [s["label"] for s in within["suggestions"]] == ["Order serum creatinine"]
+    # A 15 mg/day new start at eGFR 48.7 is offered the moderate band's 5 mg/day start.
+    assert [s["label"] for s in within["suggestions"]] == [
+        "Change to 1 tablet (5 mg) once a day = 5 mg/day",
+        "Order serum creatinine",
+    ]
     over = cards_of(client, "aki-rise-within-48-hours-over-ceiling")["renal-dose"]
     assert over["summary"].startswith("Baclofen 60 mg/day exceeds 50 mg/day for eGFR 64.9")
     assert "creatinine rising" in over["summary"]

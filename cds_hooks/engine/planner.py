@@ -34,7 +34,8 @@ LIQUID_FORMS = frozenset({"solution", "suspension"})
 FREQUENCY_WORDS = {1: "once a day", 2: "twice a day", 3: "three times a day", 4: "four times a day"}
 UNIT_WORDS = {"tablet": "tablet", "odt": "orally disintegrating tablet", "granules": "packet"}
 DRAFT_STATUS = "draft"
-"""The status an update of a stop order takes: a draft order again, at the taper step."""
+"""The status an update of a stop order takes: a draft order again, at the taper step (an
+order the EHR sent back stopped under its own id takes its active status again instead)."""
 _EPSILON = 1e-9
 
 
@@ -95,6 +96,8 @@ class PlanInput:
     alternatives: tuple[tuple[str, str, Product], ...] = ()
     """Other strengths of the same kind of product that exist, (RxNorm code, name, product),
     smallest first: offered only where the product ordered cannot give the dose."""
+    stop_status: str = DRAFT_STATUS
+    """The status a stop's update takes: the order goes on at the taper step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +126,9 @@ def plan(given: PlanInput, rules: RegimenRules) -> Plan | None:
     intrathecal order, a child's new start, nothing left to give).
 
     The same product where possible: another strength (``alternatives``) only where the one
-    ordered gives no regimen at all, or only a smaller dose once daily (half a 20 mg tablet
-    once a day where the start is 5 mg three times a day)."""
+    ordered gives no regimen at all, or only once daily what another gives more of or in
+    divided doses (half a 20 mg tablet once a day where the start is 5 mg twice a day: the
+    half-life of 3-4 hours asks for divided doses)."""
     own = _plan(given, rules)
     if own is not None and own.regimen.frequency != 1:
         return own
@@ -134,7 +138,12 @@ def plan(given: PlanInput, rules: RegimenRules) -> Plan | None:
         if other is None:
             continue
         divided = other.regimen.frequency != 1
-        if own is not None and other.total <= own.total + _EPSILON:
+        if own is not None and other.total < own.total - _EPSILON:
+            continue
+        # A liquid keeps its concentration for the sake of divided doses: a switch of
+        # concentration is how ten-fold and two-fold liquid errors happen.
+        same_or_liquid = not divided or given.product.form in LIQUID_FORMS
+        if own is not None and other.total <= own.total + _EPSILON and same_or_liquid:
             continue
         key = (other.total, divided, -index)
         if best is None or key > best[0]:
@@ -347,7 +356,7 @@ def _regimen(given: PlanInput, chosen: _Candidate, schedule: str | None) -> Prop
         daily_unit="mg",
         text=f"{shown} {FREQUENCY_WORDS[chosen.frequency]} = {_fmt(daily)} mg/day",
         schedule=schedule,
-        status=DRAFT_STATUS if given.kind is OrderKind.STOP else None,
+        status=given.stop_status if given.kind is OrderKind.STOP else None,
     )
 
 

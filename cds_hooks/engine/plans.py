@@ -14,6 +14,7 @@ from operator import itemgetter
 
 from cds_hooks.engine.dose import Route
 from cds_hooks.engine.planner import (
+    DRAFT_STATUS,
     LIQUID_FORMS,
     Limit,
     OrderKind,
@@ -27,6 +28,7 @@ from cds_hooks.engine.rules import (
     _last_written,
     _older_start,
     _worst_band,
+    band_start,
 )
 from cds_hooks.engine.situation import BaclofenOrder, Situation
 from cds_hooks.knowledge import Knowledge
@@ -35,9 +37,6 @@ from cds_hooks.knowledge.regimens import regimen_rules
 
 MASS_UNITS = frozenset({"mg", "g", "ug", "mcg", "milligram", "milligrams"})
 VOLUME_UNITS = frozenset({"ml", "milliliter", "millilitre", "milliliters", "millilitres"})
-_BAND_START = {"R4b": ("R4i", "start_daily"), "R4c": ("R4c", "start_daily")}
-_BAND_START |= {"R4d": ("R4d", "start_daily")}
-"""The kidney band rule and the rule-table start dose for a new start in it."""
 
 
 def plan_for(s: Situation, k: Knowledge, reference: str) -> Plan | None:
@@ -83,7 +82,16 @@ def plan_input(s: Situation, k: Knowledge, reference: str) -> PlanInput | None:
         taper_days=k.thresholds["R7a", "taper_step_days"],
         max_single=k.thresholds["R3c", "max_single_dose"] if k.rules["R3c"].enabled else None,
         alternatives=_alternatives(_product(template)),
+        stop_status=_stop_status(draft, template),
     )
+
+
+def _stop_status(draft: BaclofenOrder, stopped: BaclofenOrder) -> str:
+    """An order the EHR sent back stopped under its own id goes on as it was (active, as a
+    dose change sent that way is); a stop order of its own becomes a draft order again."""
+    if draft.order.reference == stopped.order.reference and stopped.order.status:
+        return stopped.order.status
+    return DRAFT_STATUS
 
 
 def _alternatives(ordered: Product) -> tuple[tuple[str, str, Product], ...]:
@@ -184,13 +192,12 @@ def _start(s: Situation, k: Knowledge) -> Limit | None:
         starts.append(Limit("R5d", k.thresholds["R5c", "reduced_start_daily"]))
     if any(s.conditions.get(flag) for flag in KIDNEY_FAILURE_FLAGS):
         starts.append(Limit("R4a", k.thresholds["R4a", "dialysis_ceiling"]))
-    band = _worst_band((*s.renal.values, *s.renal.stale), k)
+    # Without a birth date a creatinine is read for the youngest adult, the most generous
+    # estimate: a band it still falls under holds at any age.
+    renal = s.renal
+    band = band_start(_worst_band((*renal.values, *renal.stale, *renal.without_age), k), k)
     if band is not None:
-        if band.rule_id == "R4a":
-            starts.append(Limit("R4a", k.thresholds["R4a", "dialysis_ceiling"]))
-        else:
-            rule_id, name = _BAND_START[band.rule_id]
-            starts.append(Limit(rule_id, k.thresholds[rule_id, name]))
+        starts.append(band)
     return min(starts, key=lambda limit: limit.daily)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cds_hooks.engine.dose import DailyDose, Route
 from cds_hooks.engine.findings import Action
+from cds_hooks.engine.planner import Limit
 from cds_hooks.engine.renal import RenalKind, RenalValue, Rise, SetAside
 from cds_hooks.engine.situation import BaclofenOrder, Change, CoMedication, Situation
 from cds_hooks.knowledge import Knowledge, observation_codes
@@ -679,12 +680,17 @@ def _unstable(
     if worst is not None and over:
         variant += "-over-ceiling"
         facts |= {"renal": short(worst.value), "ceiling": num(worst.ceiling)}
+    # A new start above the start for the worse result is offered that start, as R4i does:
+    # the card says keep the dose low, and the estimate overstates kidney function.
+    start = band_start(worst, k)
+    new_start = s.previous_total(Route.ORAL) is None
+    wants = over or (new_start and start is not None and total is not None and total > start.daily)
     return Hit(
         "R4j",
         facts,
         variant=variant,
         inputs=inputs,
-        actions=frozenset({Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if over else set())),
+        actions=frozenset({Action.ORDER_CREATININE} | ({Action.UPDATE_DOSE} if wants else set())),
         order=order.order.reference,
         tier=Indicator.WARNING if over else None,
     )
@@ -717,8 +723,10 @@ def _renal_unknown(
 
     With a recent creatinine but no birth date, the card gives what the creatinine means
     for the youngest adult (older patients have less) and, when even that calls for a
-    lower dose, says so at the tier of the kidney rule it matches. No dose is offered:
-    the patient's own ceiling may be lower still.
+    lower dose, says so at the tier of the kidney rule it matches. A new start is offered
+    the start for that band, which holds at any age (so is one after a stale result); a
+    regimen already taken is not changed from here, since the patient's own ceiling may be
+    lower still.
 
     Escalated to a warning for a dose above a ceiling, and for a patient at the high-risk
     age or of unknown age (who may be that old), each reason stated as it is."""
@@ -742,6 +750,8 @@ def _renal_unknown(
             over_ceiling = True
             if k.rules[bounded.rule_id].tier.rank > tier.rank:
                 tier = k.rules[bounded.rule_id].tier
+            if tier is Indicator.CRITICAL:
+                actions.add(Action.DELETE_DRAFT)
     elif stale_band is not None and total is not None and total > stale_band.ceiling:
         variant = "stale-over-ceiling"
         facts |= _over_ceiling(stale_band, total)
@@ -752,6 +762,17 @@ def _renal_unknown(
         facts |= {"renal": short(s.renal.stale[0])}
     else:
         variant = "none"
+    # A new start above the start for the band the youngest adult's or the last known result
+    # falls under is offered that start: it holds at any age, and kidney function rarely
+    # recovers.
+    known = _worst_band(s.renal.without_age, k) if s.renal.without_age else stale_band
+    start = band_start(known, k)
+    new_start = s.previous_total(Route.ORAL) is None
+    if new_start and start is not None and total is not None and total > start.daily:
+        actions.add(Action.UPDATE_DOSE)
+        if variant == "stale":
+            variant = "stale-start"
+            facts["start"] = num(start.daily)
     shorter = s.renal.lookback_days < k.thresholds["R4f", "lookback"]
     inputs = (
         *age_line(s),
@@ -788,6 +809,20 @@ def _renal_unknown(
 
 def _over_ceiling(band: Band, total: float) -> dict[str, str]:
     return {"renal": short(band.value), "daily": num(total), "ceiling": num(band.ceiling)}
+
+
+BAND_START = {"R4a": ("R4a", "dialysis_ceiling"), "R4b": ("R4i", "start_daily")}
+BAND_START |= {"R4c": ("R4c", "start_daily"), "R4d": ("R4d", "start_daily")}
+"""The kidney rule and the rule-table start dose for a new start under it (kidney failure:
+its 5 mg/day most, Canada)."""
+
+
+def band_start(band: Band | None, k: Knowledge) -> Limit | None:
+    """The start dose for a new start under the kidney ``band`` (None above every band)."""
+    if band is None:
+        return None
+    rule_id, name = BAND_START[band.rule_id]
+    return Limit(rule_id, k.thresholds[rule_id, name])
 
 
 def _worst_band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
@@ -1164,7 +1199,12 @@ def _oral_total_cut(
     if cut <= sharp:
         return []
     facts |= {"daily": num(after), "cut": num(cut), "limit": num(sharp)}
-    return [Hit("R7a", facts, variant="cut", inputs=inputs, **_taper(first))]
+    # A stop with a new, much lower order: the taper step goes on the order the patient goes
+    # on with, so the stop still takes effect and one oral order is left, not two.
+    taper = _taper(first)
+    if stops and s.oral_reviewed:
+        taper["order"] = s.oral_reviewed[0].order.reference
+    return [Hit("R7a", facts, variant="cut", inputs=inputs, **taper)]
 
 
 def _oral_change_cut(k: Knowledge, change: Change) -> Hit | None:
