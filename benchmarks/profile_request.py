@@ -37,7 +37,9 @@ STAGES = (
     ("cds_hooks.pipeline", "render_cards", "cards.render_cards"),
     ("cds_hooks.metrics", "count_cards", "metrics.count_cards"),
 )
-VALIDATE_CALLERS = ("cds_hooks.fhir.resources", "cds_hooks.fhir.medication")
+VALIDATE_CALLER = "cds_hooks.fhir.medication"
+"""Orders are the only resources validated with fhir.resources (a whole MedicationRequest,
+or its drug alone as a CodeableConcept); the rest is read, not validated."""
 
 
 class Stopwatch:
@@ -73,13 +75,17 @@ def _validation_label(resource: Any, *_: Any) -> str:
     return f"fhir.resources validation: {resource.get('resourceType')}"
 
 
+def _element_label(_: Any, element_type: str, *__: Any) -> str:
+    return f"fhir.resources validation: {element_type} (the drug alone)"
+
+
 def instrument(stopwatch: Stopwatch) -> None:
     for module_name, name, label in STAGES:
         module = importlib.import_module(module_name)
         setattr(module, name, stopwatch.wrap(label, getattr(module, name)))
-    for module_name in VALIDATE_CALLERS:
-        module = importlib.import_module(module_name)
-        module.validate = stopwatch.wrap(_validation_label, module.validate)  # type: ignore[attr-defined]
+    module = importlib.import_module(VALIDATE_CALLER)
+    module.validate = stopwatch.wrap(_validation_label, module.validate)  # type: ignore[attr-defined]
+    module.validate_element = stopwatch.wrap(_element_label, module.validate_element)  # type: ignore[attr-defined]
 
 
 def resources_of(request: dict[str, Any]) -> list[dict[str, Any]]:
