@@ -503,17 +503,25 @@ _GAP_WORDS = ("not checked", "could not be", "no birth date")
 since missing data must never read as normal."""
 
 
+_CHOICE_WORDS = ("Used: ", "Not used: ")
+"""How an input starts that says which of several results was used and why: shown right
+after the gaps, since a card naming only the result set aside would mislead."""
+
+
 def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
     """The inputs, Markdown-escaped, as many as fit in ``room`` characters: gaps in the data
-    first, then the rest in the engine's order (the order, then the values it was checked
+    first, then which result was used and why, then the rest in the engine's order (the
+    order, then the values it was checked
     against). An input too long for the room left is given as its value without the
     explanation after it (``_value_only``), or left out; so is any whose value (after its
     label, such as "Co-prescribed: ") the text ``said`` already names."""
     fresh = [text for text in inputs if not _said(text, said)]
     gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
+    choice = [text for text in fresh if text.startswith(_CHOICE_WORDS) and text not in gaps]
+    first = [*gaps, *choice]
     chosen: dict[str, str] = {}
     used = len(_DATA_USED) + 1  # the closing full stop
-    for text in [*gaps, *(text for text in fresh if text not in gaps)]:
+    for text in [*first, *(text for text in fresh if text not in first)]:
         for form in (text, _value_only(text)):
             cost = len(_escape(form)) + 2 * bool(chosen) if form else room
             if used + cost <= room:

@@ -279,15 +279,15 @@ def cards_of(client: FlaskClient, scenario_id: str) -> dict[str, dict[str, Any]]
 def test_kidney_cards_name_the_value_used_and_why(client: FlaskClient) -> None:
     newer = cards_of(client, "newer-raised-creatinine-over-older-normal-egfr")["renal-dose"]
     assert "eGFR 27.7" in newer["summary"] and "calculated" in newer["summary"]
-    # How the value was worked out is in the card's extension; the detail names the value.
+    # How the value was worked out is in the card's extension; the detail says which value
+    # set the ceiling and why, since the prescriber reads only the detail.
     inputs = newer["extension"][EXTENSION]["inputs"]
     assert any("newer than the reported eGFR 92" in line for line in inputs)
-    assert any(line.startswith("Used: eGFR 27.7") for line in inputs)
+    assert "Used: eGFR 27.7 (" in newer["detail"] and "stricter than eGFR 92" in newer["detail"]
     cystatin = cards_of(client, "cystatin-egfr-preferred-low-muscle-mass")["renal-dose"]
     assert "cystatin C" in cystatin["summary"]
-    cystatin_inputs = "\n".join(cystatin["extension"][EXTENSION]["inputs"])
-    assert "Not used: eGFR 110" in cystatin_inputs
-    assert "cystatin C-based eGFR of the same day is preferred" in cystatin_inputs
+    assert "Not used: eGFR 110" in cystatin["detail"]
+    assert "cystatin C-based eGFR is preferred, since creatinine overstates" in cystatin["detail"]
     same_day = cards_of(client, "same-day-egfrs-stricter-wins")["renal-dose"]
     assert "Not used: eGFR 65" in same_day["detail"] and "stricter" in same_day["detail"]
 

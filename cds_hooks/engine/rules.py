@@ -534,7 +534,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
                     ),
                     actions=frozenset(actions),
                     order=order.order.reference,
-                    sources=cystatin if band.value.cystatin_c else (),
+                    sources=_value_sources(band.value, cystatin),
                 )
             )
         elif band is not None and band.rule_id == "R4b" and total is not None and beers is None:
@@ -611,17 +611,27 @@ def _severe_within_ceiling(
 
 
 def _set_aside_line(aside: SetAside, k: Knowledge) -> str:
+    """Which result of the day was not used, and why, short enough to be read on the card
+    (the cystatin C preference's sources are the card's, see ``_cystatin_sources``)."""
+    del k
     value = aside.value
     when = value.effective.isoformat() if value.effective else "undated"
-    shown = f"{value.kind.value} {value.display} {value.kind.unit} ({when}, LOINC {value.code})"
+    shown = f"{value.kind.value} {value.display} ({when}, LOINC {value.code})"
     if not aside.for_cystatin_c:
         return f"Not used: {shown}: the stricter result of the same day is used"
-    cited = ", ".join(k.sources[s].label for s in observation_codes().cystatin_c_sources)
     return (
-        f"Not used: {shown}: a cystatin C-based eGFR of the same day is preferred, since "
-        "creatinine depends on muscle mass (low in spinal cord injury and multiple "
-        f"sclerosis) and cystatin C does not ({cited})"
+        f"Not used: {shown}: the same day's cystatin C-based eGFR is preferred, since "
+        "creatinine overstates kidney function when muscle mass is low"
     )
+
+
+def _value_sources(value: RenalValue, cystatin: tuple[str, ...]) -> tuple[str, ...]:
+    """What the value a kidney card rests on was worked out by, when not reported as is."""
+    if value.cystatin_c:
+        return cystatin
+    if value.kind is RenalKind.EGFR_CALCULATED:
+        return observation_codes().calculated_egfr_sources
+    return ()
 
 
 def _cystatin_sources(s: Situation) -> tuple[str, ...]:
@@ -632,13 +642,12 @@ def _cystatin_sources(s: Situation) -> tuple[str, ...]:
 
 
 def _used(band: Band, values: tuple[RenalValue, ...]) -> tuple[str, ...]:
-    """Which of several results set the ceiling, and why that one."""
-    if len(values) < 2:
+    """Which of several results set the ceiling, and why that one: said in one line that
+    names the others, as the card may have room for no other kidney line."""
+    others = [short(v) for v in values if v is not band.value]
+    if not others:
         return ()
-    return (
-        f"Used: {short(band.value)}, the stricter of the kidney function results above "
-        "(the most restrictive band applies)",
-    )
+    return (f"Used: {short(band.value)}, stricter than {' and '.join(others)}",)
 
 
 def _unstable(

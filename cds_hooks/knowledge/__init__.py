@@ -66,6 +66,8 @@ class ObservationCodes:
     cystatin_c_egfr: frozenset[str]
     """eGFR codes (each also in ``egfr``) of an eGFR with cystatin C."""
     cystatin_c_sources: tuple[str, ...]
+    calculated_egfr_sources: tuple[str, ...]
+    """The equation an eGFR calculated from serum creatinine follows, and who recommends it."""
     creatinine_rise: CreatinineRise
 
     @property
@@ -88,6 +90,7 @@ def observation_codes() -> ObservationCodes:
         body_weight=tuple(data["body_weight"]["codes"]),
         cystatin_c_egfr=frozenset(data["cystatin_c_egfr"]["codes"]),
         cystatin_c_sources=tuple(data["cystatin_c_egfr"]["sources"]),
+        calculated_egfr_sources=tuple(data["egfr"]["calculation_sources"]),
         creatinine_rise=CreatinineRise(
             rise_mg_dl=rise["rise"]["value"],
             rise_window=rise["rise_window"]["value"] * _WINDOW_UNITS[rise["rise_window"]["unit"]],
