@@ -465,17 +465,20 @@ def test_enforce_mode_refuses_to_start_without_a_public_base_url(
         )
 
 
-def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
-    app = create_app(
-        base_config(
-            tmp_path,
-            ENV="production",
-            PUBLIC_BASE_URL=PUBLIC,
-            TRUSTED_ISSUERS=[ec_client.issuer_config()],
-            CORS_ORIGINS="https://ehr.example.org",
-        )
+def production_client(tmp_path: Path, issuer: Client, **extra: Any) -> FlaskClient:
+    """The app as deployed: enforce mode (the production default), ``issuer`` trusted."""
+    config = base_config(
+        tmp_path,
+        ENV="production",
+        PUBLIC_BASE_URL=PUBLIC,
+        TRUSTED_ISSUERS=[issuer.issuer_config()],
+        **extra,
     )
-    client = app.test_client()
+    return create_app(config).test_client()
+
+
+def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
+    client = production_client(tmp_path, ec_client, CORS_ORIGINS="https://ehr.example.org")
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 200
@@ -497,28 +500,19 @@ def test_the_log_line_and_metric_for_an_unknown_critical_header_name_it(
 ) -> None:
     """What an operator reads, not only the verifier's reason: the app's "authentication
     failed" line and the refusal counter say ``unsupported_header``, never ``bad_signature``."""
-    app = create_app(
-        base_config(
-            tmp_path,
-            ENV="production",
-            PUBLIC_BASE_URL=PUBLIC,
-            TRUSTED_ISSUERS=[ec_client.issuer_config()],
-        )
-    )
-    counted = (
-        REGISTRY.get_sample_value("cds_auth_failures_total", {"reason": "unsupported_header"})
-        or 0.0
-    )
+    client = production_client(tmp_path, ec_client)
+    counted = refusals_counted("unsupported_header")
     token = with_unknown_critical_header(ec_client, PUBLIC + "/cds-services")
     with caplog.at_level(logging.WARNING, logger="cds_hooks.auth"):
-        response = app.test_client().get("/cds-services", headers=bearer(token))
+        response = client.get("/cds-services", headers=bearer(token))
     assert response.status_code == 401
     refusals = [r for r in caplog.records if r.getMessage() == "authentication failed"]
     assert [getattr(r, "reason", None) for r in refusals] == ["unsupported_header"]
-    assert (
-        REGISTRY.get_sample_value("cds_auth_failures_total", {"reason": "unsupported_header"})
-        == counted + 1
-    )
+    assert refusals_counted("unsupported_header") == counted + 1
+
+
+def refusals_counted(reason: str) -> float:
+    return REGISTRY.get_sample_value("cds_auth_failures_total", {"reason": reason}) or 0.0
 
 
 @settings(
