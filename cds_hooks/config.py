@@ -48,7 +48,7 @@ class DefaultConfig:
     MAX_CARDS = 6
     # Clinicians' free-text override comments may name the patient: erased after this.
     FEEDBACK_COMMENT_RETENTION_DAYS = 90
-    # Snooze (docs/trust.md §6): the secret keying the pseudonyms of patient and drug, and
+    # Snooze (docs/trust.md §7): the secret keying the pseudonyms of patient and drug, and
     # earlier secrets still honoured while their snoozes run out. None: no snooze offered.
     PSEUDONYM_KEY: str | None = None
     PSEUDONYM_PREVIOUS_KEYS: tuple[str, ...] | list[str] | str = ()

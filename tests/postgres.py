@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import port_for
+import psycopg
 import pytest
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -41,6 +42,26 @@ def _as_postgres_user(pg_ctl: str, workdir: Path) -> str:
     return str(wrapper)
 
 
+class _AcceptingPostgreSQLExecutor(PostgreSQLExecutor):
+    """Started only once the server accepts connections. pytest-postgresql (through
+    mirakuru's TCPExecutor) counts it started as soon as its port opens, while it still
+    answers "the database system is starting up": a test that restarts the server and
+    then expects the service to reach it raced that window."""
+
+    def after_start_check(self) -> bool:
+        try:
+            with psycopg.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                dbname=self.maintenance_dbname,
+                connect_timeout=1,
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+
 @pytest.fixture(scope="module")
 def postgresql_server() -> Iterator[PostgreSQLExecutor]:
     pg_ctl = _pg_ctl()
@@ -56,7 +77,7 @@ def postgresql_server() -> Iterator[PostgreSQLExecutor]:
         executable = _as_postgres_user(pg_ctl, workdir)
         account = pwd.getpwnam("postgres")
         os.chown(cluster, account.pw_uid, account.pw_gid)
-    executor = PostgreSQLExecutor(
+    executor = _AcceptingPostgreSQLExecutor(
         executable=executable,
         host="127.0.0.1",
         port=port_for.select_random(),

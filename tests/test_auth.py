@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jws import JWSRegistry
 from joserfc.registry import HeaderParameter
+from prometheus_client import REGISTRY
 
 from cds_hooks.app import create_app
 from cds_hooks.auth.issuers import configured_issuers, parse_issuers, sandbox_issuers
@@ -169,23 +170,28 @@ def test_required_claims_and_limits(ec_client: Client, claims: dict[str, Any], r
     assert refused.value.reason == reason
 
 
+def with_unknown_critical_header(client: Client, aud: str) -> str:
+    """A validly signed token whose ``crit`` names an extension the service does not know."""
+    signer = JWSRegistry(
+        header_registry={"exp-ext": HeaderParameter("an extension", "int")},
+        algorithms=[client.alg],
+    )
+    header = {"alg": client.alg, "typ": "JWT", "kid": client.kid}
+    return jwt.encode(
+        {**header, "crit": ["exp-ext"], "exp-ext": 1},
+        client.claims(aud),
+        client.key,
+        algorithms=[client.alg],
+        registry=signer,
+    )
+
+
 def test_a_token_with_an_unknown_critical_header_is_refused_for_that_reason(
     ec_client: Client,
 ) -> None:
     """A ``crit`` extension we do not understand must be refused (RFC 7515 §4.1.11); the
     log said ``bad_signature``, sending whoever investigates after the keys."""
-    signer = JWSRegistry(
-        header_registry={"exp-ext": HeaderParameter("an extension", "int")},
-        algorithms=[ec_client.alg],
-    )
-    header = {"alg": ec_client.alg, "typ": "JWT", "kid": ec_client.kid}
-    token = jwt.encode(
-        {**header, "crit": ["exp-ext"], "exp-ext": 1},
-        ec_client.claims(AUD),
-        ec_client.key,
-        algorithms=[ec_client.alg],
-        registry=signer,
-    )
+    token = with_unknown_critical_header(ec_client, AUD)
     with pytest.raises(AuthError) as refused:
         verifier(parse_issuers([ec_client.issuer_config()])).verify(token, AUD)
     assert refused.value.reason == "unsupported_header"
@@ -459,17 +465,20 @@ def test_enforce_mode_refuses_to_start_without_a_public_base_url(
         )
 
 
-def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
-    app = create_app(
-        base_config(
-            tmp_path,
-            ENV="production",
-            PUBLIC_BASE_URL=PUBLIC,
-            TRUSTED_ISSUERS=[ec_client.issuer_config()],
-            CORS_ORIGINS="https://ehr.example.org",
-        )
+def production_client(tmp_path: Path, issuer: Client, **extra: Any) -> FlaskClient:
+    """The app as deployed: enforce mode (the production default), ``issuer`` trusted."""
+    config = base_config(
+        tmp_path,
+        ENV="production",
+        PUBLIC_BASE_URL=PUBLIC,
+        TRUSTED_ISSUERS=[issuer.issuer_config()],
+        **extra,
     )
-    client = app.test_client()
+    return create_app(config).test_client()
+
+
+def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: Client) -> None:
+    client = production_client(tmp_path, ec_client, CORS_ORIGINS="https://ehr.example.org")
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/metrics").status_code == 200
@@ -484,6 +493,26 @@ def test_health_metrics_and_preflight_need_no_token(tmp_path: Path, ec_client: C
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
     assert client.get("/cds-services").status_code == 401
+
+
+def test_the_log_line_and_metric_for_an_unknown_critical_header_name_it(
+    tmp_path: Path, ec_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an operator reads, not only the verifier's reason: the app's "authentication
+    failed" line and the refusal counter say ``unsupported_header``, never ``bad_signature``."""
+    client = production_client(tmp_path, ec_client)
+    counted = refusals_counted("unsupported_header")
+    token = with_unknown_critical_header(ec_client, PUBLIC + "/cds-services")
+    with caplog.at_level(logging.WARNING, logger="cds_hooks.auth"):
+        response = client.get("/cds-services", headers=bearer(token))
+    assert response.status_code == 401
+    refusals = [r for r in caplog.records if r.getMessage() == "authentication failed"]
+    assert [getattr(r, "reason", None) for r in refusals] == ["unsupported_header"]
+    assert refusals_counted("unsupported_header") == counted + 1
+
+
+def refusals_counted(reason: str) -> float:
+    return REGISTRY.get_sample_value("cds_auth_failures_total", {"reason": reason}) or 0.0
 
 
 @settings(

@@ -525,12 +525,21 @@ def test_mutated_feedback_is_stored_or_refused_never_an_error(
     assert response.status_code in (200, 400), response.get_data(as_text=True)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def on_each_database(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> dict[str, Any]:
+    """``app_config`` on SQLite, then on a real PostgreSQL server (tests/postgres.py): for
+    store statements whose SQL differs between the two."""
+    if request.param == "sqlite":
+        return app_config
+    return {**app_config, "DATABASE_URL": upgraded(request.getfixturevalue("database_url"))}
+
+
 def test_override_comments_are_erased_after_the_retention_period(
-    app_config: dict[str, Any],
+    on_each_database: dict[str, Any],
 ) -> None:
     """Comments are free text and may name the patient: CDS_FEEDBACK_COMMENT_RETENTION_DAYS
     erases them (the write of new feedback does it); the outcome and reason stay counted."""
-    app = create_app({**app_config, "FEEDBACK_COMMENT_RETENTION_DAYS": 30})
+    app = create_app({**on_each_database, "FEEDBACK_COMMENT_RETENTION_DAYS": 30})
     old = {
         **SANDBOX_DISMISS_WITH_REASON,
         "overrideReason": {
@@ -557,6 +566,7 @@ def test_override_comments_are_erased_after_the_retention_period(
     assert kept.override_reason is not None
     assert kept.override_reason.user_comment == "Agreed with neurology."
     assert sum(row.count for row in store_of(app).feedback_summary()) == 2
+    store_of(app).dispose()
 
 
 def test_comment_retention_must_be_a_positive_number_of_days(

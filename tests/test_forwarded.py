@@ -14,10 +14,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from gunicorn.config import Config
 
@@ -25,14 +29,23 @@ from cds_hooks import gunicorn_conf
 from cds_hooks.app import create_app
 from cds_hooks.config import ConfigError
 from tests.conftest import sqlite_url
+from tests.identity_provider import CLIENT_ID, CLIENT_SECRET, IdentityProvider
 from tests.security.tokens import Client, bearer
-from tests.served import free_port
+from tests.served import free_port, serve
 from tests.test_auth import capture, captured_token
 
 CAPTURED = capture("sandbox-discovery-get.json")
 # The captured token's audience is another host's URL than the one called below.
 CALLED = "https://cds.hospital.example"
 FORWARDED = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "127.0.0.1:8092"}
+# The served enforce-mode tests: the service's public URL, and another host's whose token
+# a caller replays to it, claiming through every header that it called that other URL.
+OTHER = "https://cds.other-hospital.example"
+CLAIMING_OTHER = {
+    "Host": "cds.other-hospital.example",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "cds.other-hospital.example",
+}
 
 
 def sandbox_client(tmp_path: Path, **extra: Any) -> FlaskClient:
@@ -110,3 +123,71 @@ def test_gunicorn_believes_no_forwarded_header() -> None:
     config = Config()
     config.set("forwarded_allow_ips", gunicorn_conf.options()["forwarded_allow_ips"])
     assert config.forwarded_allow_ips == []
+
+
+@contextmanager
+def served_in_enforce_mode(
+    tmp_path: Path, issuer: Client, **env: str
+) -> Iterator[tuple[str, IdentityProvider]]:
+    """gunicorn (one worker) in enforce mode with CDS_PUBLIC_BASE_URL set, and the
+    console signing in through an identity provider: its redirect_uri is the one URL the
+    service builds from the request, so it shows which forwarded headers were believed."""
+    with IdentityProvider() as provider:
+        environ = {
+            "CDS_AUTH_MODE": "enforce",
+            "CDS_PUBLIC_BASE_URL": CALLED,
+            "CDS_TRUSTED_ISSUERS": json.dumps([issuer.issuer_config()]),
+            "CDS_CONSOLE_OIDC_METADATA_URL": provider.metadata_url,
+            "CDS_CONSOLE_OIDC_CLIENT_ID": CLIENT_ID,
+            "CDS_CONSOLE_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+            **env,
+        }
+        with serve(tmp_path, workers=1, env=environ) as (base, _, _):
+            yield base, provider
+
+
+def served_discovery(base: str, token: str, headers: dict[str, str]) -> int:
+    response = requests.get(
+        base + "/cds-services", headers={**bearer(token), **headers}, timeout=10
+    )
+    return response.status_code
+
+
+def console_callback_url(base: str, headers: dict[str, str]) -> str:
+    """The redirect_uri the console sends the identity provider, from these headers."""
+    start = requests.get(
+        base + "/console/oidc/login", headers=headers, allow_redirects=False, timeout=10
+    )
+    assert start.status_code == 302, start.text
+    return parse_qs(urlsplit(start.headers["Location"]).query)["redirect_uri"][0]
+
+
+def test_the_served_service_refuses_a_token_for_another_url_whatever_loopback_claims(
+    tmp_path: Path,
+) -> None:
+    """The issue's attack on gunicorn itself: a token minted for another host's URL, sent
+    from 127.0.0.1 with Host and X-Forwarded-Proto/-Host naming that URL, is refused; a
+    token for the public URL with the same headers is accepted (the 401 is the audience's).
+    Not listed in CDS_TRUSTED_PROXIES, loopback's forwarded headers are not believed."""
+    issuer = Client()
+    with served_in_enforce_mode(tmp_path, issuer) as (base, _):
+        assert served_discovery(base, issuer.token(OTHER + "/cds-services"), CLAIMING_OTHER) == 401
+        assert served_discovery(base, issuer.token(CALLED + "/cds-services"), CLAIMING_OTHER) == 200
+        # Host is what the request says it is; the scheme is the connection's, not the header's.
+        callback = console_callback_url(base, CLAIMING_OTHER)
+        assert callback == "http://cds.other-hospital.example/console/oidc/callback"
+
+
+def test_the_served_service_believes_a_trusted_proxy_but_keeps_its_public_audience(
+    tmp_path: Path,
+) -> None:
+    """The same headers from a proxy in CDS_TRUSTED_PROXIES are believed (the console's
+    callback URL takes the forwarded scheme), and still never decide the audience in
+    enforce mode (docs/trust.md section 2): the other URL's token stays refused."""
+    issuer = Client()
+    trusted = {"CDS_TRUSTED_PROXIES": "127.0.0.1/32"}
+    with served_in_enforce_mode(tmp_path, issuer, **trusted) as (base, _):
+        callback = console_callback_url(base, CLAIMING_OTHER)
+        assert callback == "https://cds.other-hospital.example/console/oidc/callback"
+        assert served_discovery(base, issuer.token(OTHER + "/cds-services"), CLAIMING_OTHER) == 401
+        assert served_discovery(base, issuer.token(CALLED + "/cds-services"), CLAIMING_OTHER) == 200

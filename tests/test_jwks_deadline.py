@@ -43,6 +43,26 @@ def test_a_trickled_key_set_is_abandoned_at_the_deadline() -> None:
     assert elapsed < 1.0 + MARGIN
 
 
+def test_a_key_set_over_the_size_bound_is_refused_without_reading_it_all() -> None:
+    """The size half of the bound: a key server that sends far more than ``max_bytes``
+    (64 KiB), fast but more than the whole deadline's worth, is refused as too large once
+    the bound is passed; the connection is dropped there, and a call that needs the keys
+    is not held for it."""
+    policy = JwksPolicy(timeout=2.0, wait=0.5)
+    oversized = b'{"keys": [' + b" " * (256 * policy.max_bytes) + b"]}"
+    with TricklingServer(oversized, byte_every=0.005, chunk=4096) as server:
+        assert server.seconds_to_answer > 4 * policy.timeout, "reading it all would time out"
+        with pytest.raises(JwksFetchError) as failed:
+            fetch_jwks(server.url, policy)
+        assert failed.value.reason == "too_large"
+
+        started = time.monotonic()
+        assert JwksCache(policy).key_for(server.url, "a-kid-nobody-has") is None
+        assert time.monotonic() - started < policy.wait + MARGIN
+        assert eventually(lambda: server.finished == server.connections == 2)
+    assert server.sent < len(server.answer) // 4, "the client stopped reading and closed"
+
+
 def test_requests_share_one_fetch_and_wait_for_it_only_briefly() -> None:
     policy = JwksPolicy(timeout=2.0, wait=0.5, refresh_interval=60.0)
     with TricklingServer(jwks_body(Client()), byte_every=0.05) as server:

@@ -35,6 +35,8 @@ REQUIRED_ALERTS = {
     "BaclofenCdsJwtFailures",
     "BaclofenCdsFhirFetchFailures",
     "BaclofenCdsReadinessFlapping",
+    # Hook calls go on without the database (issue 16 item 11), so only this shows it.
+    "BaclofenCdsDatabaseUnreachable",
 }
 _SAMPLE_SUFFIXES = {
     "counter": ("_total", "_created"),
