@@ -138,7 +138,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
     del args
     settings = settings_from_environment()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     _make_sqlite_folder(settings.database_url)
     upgrade_database(settings.database_url)
     return 0

@@ -20,6 +20,7 @@ from cds_hooks.config import ConfigError
 from cds_hooks.logging import configure_logging
 from tests.conftest import load_json
 from tests.served import serve
+from tests.test_cli import run_cli
 
 EVELYN = "requests/sandbox-order-sign-synthea-evelyn-egfr37-oxycodone.json"
 SERVING_LINE = re.compile(r"serving on http://127\.0\.0\.1:\d+ \(2 workers, knowledge [\d.]+;")
@@ -89,9 +90,21 @@ def test_the_serving_line_is_a_json_line_by_default(tmp_path: Path) -> None:
     assert serving["logger"] == "gunicorn.error" and base in serving["message"]
 
 
-def test_make_run_prints_every_step_in_the_format_it_was_given() -> None:
-    """``make run`` is a person at a terminal: the schema upgrade before serving printed
-    JSON lines while the server printed text (a newcomer's first screen)."""
+def test_the_schema_upgrade_prints_in_the_format_it_is_given(tmp_path: Path) -> None:
+    """``make run`` is a person at a terminal: its schema upgrade printed JSON lines, while
+    the server after it printed text, because ``db upgrade`` ignored CDS_LOG_FORMAT."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    text = run_cli("db", "upgrade", tmp_path=tmp_path, database_url=url, CDS_LOG_FORMAT="text")
+    assert text.returncode == 0, text.stderr
+    lines = text.stderr.splitlines()
+    assert any("Running upgrade" in line for line in lines)
+    assert not any(line.startswith("{") for line in lines), lines
+    again = run_cli("db", "upgrade", tmp_path=tmp_path, database_url=url)
+    assert all(json.loads(line) for line in again.stderr.splitlines()), "JSON stays the default"
+
+
+def test_make_run_gives_every_step_the_format_it_was_given() -> None:
+    """Every ``baclofen-cds`` step of ``make run`` gets LOG_FORMAT (text by default)."""
     makefile = (Path(__file__).parent.parent / "Makefile").read_text(encoding="utf-8")
     recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
     commands = recipe.replace("\\\n", " ").split("\n")[1:]
