@@ -511,10 +511,10 @@ after the gaps, since a card naming only the result set aside would mislead."""
 def _data_used(inputs: Sequence[str], room: int, said: str) -> str:
     """The inputs, Markdown-escaped, as many as fit in ``room`` characters: gaps in the data
     first, then which result was used and why, then the rest in the engine's order (the
-    order, then the values it was checked
-    against). An input too long for the room left is given as its value without the
-    explanation after it (``_value_only``), or left out; so is any whose value (after its
-    label, such as "Co-prescribed: ") the text ``said`` already names."""
+    order, then the values it was checked against). An input too long for the room left is
+    given as its value without the explanation after it (``_value_only``), or left out; so
+    is any whose value (after its label, such as "Co-prescribed: ") the text ``said``
+    already names."""
     fresh = [text for text in inputs if not _said(text, said)]
     gaps = [text for text in fresh if any(word in text for word in _GAP_WORDS)]
     choice = [text for text in fresh if text.startswith(_CHOICE_WORDS) and text not in gaps]

@@ -61,7 +61,7 @@ def kidney_on_list(s: Situation, k: Knowledge) -> list[Hit]:
     reference = order.order.reference
     total = _amount(s.route_total(Route.ORAL))
     renal_lines = tuple(renal_line(v) for v in (*s.renal.values, *s.renal.without_age)) + tuple(
-        _set_aside_line(aside, k) for aside in s.renal.set_aside
+        _set_aside_line(aside) for aside in s.renal.set_aside
     )
     inputs = dose_lines(s, Route.ORAL) + renal_lines + age_line(s)
     hits: list[Hit] = []

@@ -138,13 +138,15 @@ def plan(given: PlanInput, rules: RegimenRules) -> Plan | None:
         if other is None:
             continue
         divided = other.regimen.frequency != 1
-        if own is not None and other.total < own.total - _EPSILON:
-            continue
-        # A liquid keeps its concentration for the sake of divided doses: a switch of
-        # concentration is how ten-fold and two-fold liquid errors happen.
-        same_or_liquid = not divided or given.product.form in LIQUID_FORMS
-        if own is not None and other.total <= own.total + _EPSILON and same_or_liquid:
-            continue
+        if own is not None:
+            if other.total < own.total - _EPSILON:
+                continue
+            # An equal amount is worth another strength only for divided doses of a tablet:
+            # a liquid keeps its concentration, since a switch of concentration is how
+            # ten-fold and two-fold liquid errors happen.
+            equal = other.total <= own.total + _EPSILON
+            if equal and (not divided or given.product.form in LIQUID_FORMS):
+                continue
         key = (other.total, divided, -index)
         if best is None or key > best[0]:
             best = (key, other, code, name)

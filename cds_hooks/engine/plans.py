@@ -25,6 +25,7 @@ from cds_hooks.engine.planner import (
 )
 from cds_hooks.engine.rules import (
     KIDNEY_FAILURE_FLAGS,
+    Band,
     _last_written,
     _older_start,
     _worst_band,
@@ -59,6 +60,7 @@ def plan_input(s: Situation, k: Knowledge, reference: str) -> PlanInput | None:
     if own is None:
         return None
     sharp = k.thresholds["R7a", "sharp_cut"]
+    band = _kidney_band(s, k)
     if before is None:
         kind = OrderKind.NEW_START
     elif stops:
@@ -73,8 +75,8 @@ def plan_input(s: Situation, k: Knowledge, reference: str) -> PlanInput | None:
         drafted=drafted,
         others=drafted - own,
         before=before,
-        ceilings=_ceilings(s, k),
-        start=_start(s, k) if kind is OrderKind.NEW_START else None,
+        ceilings=_ceilings(s, k, band),
+        start=_start(s, k, band) if kind is OrderKind.NEW_START else None,
         step_increase=k.thresholds["R3d", "step_increase"],
         step_allowed=_step_allowed(s, k),
         sharp_cut=sharp,
@@ -160,15 +162,21 @@ def _product(order: BaclofenOrder) -> Product:
     )
 
 
-def _ceilings(s: Situation, k: Knowledge) -> tuple[Limit, ...]:
+def _kidney_band(s: Situation, k: Knowledge) -> Band | None:
+    """The strictest kidney band of the current, the stale and (without a birth date) the
+    youngest adult's results: kidney function rarely recovers, and a band the youngest
+    adult's estimate falls under holds at any age."""
+    renal = s.renal
+    return _worst_band((*renal.values, *renal.stale, *renal.without_age), k)
+
+
+def _ceilings(s: Situation, k: Knowledge, band: Band | None) -> tuple[Limit, ...]:
     limits = []
     if k.rules["R3a"].enabled:
         limits.append(Limit("R3a", k.thresholds["R3a", "max_daily"]))
     on_record = any(s.conditions.get(flag) for flag in KIDNEY_FAILURE_FLAGS)
     if on_record and k.rules["R4a"].enabled:
         limits.append(Limit("R4a", k.thresholds["R4a", "dialysis_ceiling"]))
-    renal = s.renal
-    band = _worst_band((*renal.values, *renal.stale, *renal.without_age), k)
     if band is not None:
         limits.append(Limit(band.rule_id, band.ceiling))
     if s.age is not None and s.age < k.thresholds["R5a", "min_age"]:
@@ -178,7 +186,7 @@ def _ceilings(s: Situation, k: Knowledge) -> tuple[Limit, ...]:
     return tuple(limits)
 
 
-def _start(s: Situation, k: Knowledge) -> Limit | None:
+def _start(s: Situation, k: Knowledge, band: Band | None) -> Limit | None:
     """This patient's start: the lowest of the label start, the kidney band's start and the
     older adult's (the reduced one when the age is unknown: the patient may be old). None
     for a child: no source read gives a paediatric start (rule table, R5a)."""
@@ -192,12 +200,9 @@ def _start(s: Situation, k: Knowledge) -> Limit | None:
         starts.append(Limit("R5d", k.thresholds["R5c", "reduced_start_daily"]))
     if any(s.conditions.get(flag) for flag in KIDNEY_FAILURE_FLAGS):
         starts.append(Limit("R4a", k.thresholds["R4a", "dialysis_ceiling"]))
-    # Without a birth date a creatinine is read for the youngest adult, the most generous
-    # estimate: a band it still falls under holds at any age.
-    renal = s.renal
-    band = band_start(_worst_band((*renal.values, *renal.stale, *renal.without_age), k), k)
-    if band is not None:
-        starts.append(band)
+    kidney = band_start(band, k)
+    if kidney is not None:
+        starts.append(kidney)
     return min(starts, key=lambda limit: limit.daily)
 
 

@@ -476,7 +476,7 @@ def kidney(s: Situation, k: Knowledge) -> list[Hit]:
     order = reviewed[0]
     total = _amount(s.route_total(Route.ORAL))
     renal_lines = tuple(renal_line(v) for v in s.renal.values) + tuple(
-        _set_aside_line(aside, k) for aside in s.renal.set_aside
+        _set_aside_line(aside) for aside in s.renal.set_aside
     )
     cystatin = _cystatin_sources(s)
     inputs = dose_lines(s, Route.ORAL) + renal_lines + age_line(s)
@@ -610,10 +610,9 @@ def _severe_within_ceiling(
     )
 
 
-def _set_aside_line(aside: SetAside, k: Knowledge) -> str:
+def _set_aside_line(aside: SetAside) -> str:
     """Which result of the day was not used, and why, short enough to be read on the card
     (the cystatin C preference's sources are the card's, see ``_cystatin_sources``)."""
-    del k
     value = aside.value
     when = value.effective.isoformat() if value.effective else "undated"
     shown = f"{value.kind.value} {value.display} ({when}, LOINC {value.code})"
@@ -691,9 +690,7 @@ def _unstable(
         facts |= {"renal": short(worst.value), "ceiling": num(worst.ceiling)}
     # A new start above the start for the worse result is offered that start, as R4i does:
     # the card says keep the dose low, and the estimate overstates kidney function.
-    start = band_start(worst, k)
-    new_start = s.previous_total(Route.ORAL) is None
-    wants = over or (new_start and start is not None and total is not None and total > start.daily)
+    wants = over or _start_to_offer(s, k, worst, total) is not None
     return Hit(
         "R4j",
         facts,
@@ -746,13 +743,14 @@ def _renal_unknown(
     facts = {"lookback": str(s.renal.lookback_days)}
     actions = {Action.ORDER_CREATININE}
     stale_band = _worst_band(s.renal.stale, k)
+    # The band the youngest adult's estimate, else the last known result, falls under.
+    bounded = _worst_band(s.renal.without_age, k) if s.renal.without_age else stale_band
     if s.renal.labs_unavailable:
         variant = "unavailable"
     elif s.renal.without_age:
         actions = set()  # a creatinine is on record: what is missing is the birth date
         facts |= {"renal": short(s.renal.without_age[0])}
         variant = "no-age"
-        bounded = _worst_band(s.renal.without_age, k)
         if bounded is not None and total is not None and total > bounded.ceiling:
             variant = "no-age-over-ceiling"
             facts |= _over_ceiling(bounded, total)
@@ -771,13 +769,10 @@ def _renal_unknown(
         facts |= {"renal": short(s.renal.stale[0])}
     else:
         variant = "none"
-    # A new start above the start for the band the youngest adult's or the last known result
-    # falls under is offered that start: it holds at any age, and kidney function rarely
-    # recovers.
-    known = _worst_band(s.renal.without_age, k) if s.renal.without_age else stale_band
-    start = band_start(known, k)
-    new_start = s.previous_total(Route.ORAL) is None
-    if new_start and start is not None and total is not None and total > start.daily:
+    # A new start above the start for that band is offered it: the start holds at any age,
+    # and kidney function rarely recovers.
+    start = _start_to_offer(s, k, bounded, total)
+    if start is not None:
         actions.add(Action.UPDATE_DOSE)
         if variant == "stale":
             variant = "stale-start"
@@ -832,6 +827,17 @@ def band_start(band: Band | None, k: Knowledge) -> Limit | None:
         return None
     rule_id, name = BAND_START[band.rule_id]
     return Limit(rule_id, k.thresholds[rule_id, name])
+
+
+def _start_to_offer(
+    s: Situation, k: Knowledge, band: Band | None, total: float | None
+) -> Limit | None:
+    """The band's start dose, when this is a new oral start above it (R4f, R4j)."""
+    start = band_start(band, k)
+    new_start = s.previous_total(Route.ORAL) is None
+    if new_start and start is not None and total is not None and total > start.daily:
+        return start
+    return None
 
 
 def _worst_band(values: Iterable[RenalValue], k: Knowledge) -> Band | None:
